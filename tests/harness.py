@@ -1,0 +1,146 @@
+"""Real processes for end-to-end tests: the demo upstream, mitmdump with the addon, and clients.
+
+Every process runs in its own process group and is killed with it, so a test run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ADDON = ROOT / "addon" / "sse_resume.py"
+UPSTREAM = ROOT / "recipes" / "demo_upstream.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout} s")
+
+
+class Process:
+    """A child process in its own group, with its output in a file that tests can read."""
+
+    def __init__(self, args: Sequence[str | os.PathLike[str]], log: Path, env: dict[str, str] | None = None) -> None:
+        self.args = [str(a) for a in args]
+        self.log_path = log
+        self._log: IO[bytes] = log.open("wb")
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        else:  # the leader is gone; make sure no child of its group survives it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
+    port = free_port()
+    proc = Process(
+        [sys.executable, UPSTREAM, "--port", str(port), "--interval", str(interval)], tmp / f"upstream-{port}.log"
+    )
+    try:
+        wait_port(port, proc.proc)
+        yield port
+    finally:
+        proc.stop()
+
+
+class Mitmdump(Process):
+    def __init__(self, tmp: Path, upstream_port: int, options: Sequence[str] = (), script: Path = ADDON) -> None:
+        self.port = free_port()
+        args: list[str | os.PathLike[str]] = [
+            BIN / "mitmdump",
+            "-s",
+            script,
+            "--mode",
+            f"reverse:http://127.0.0.1:{upstream_port}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(self.port),
+            "--set",
+            "connection_strategy=lazy",
+        ]
+        for option in options:
+            args += ["--set", option]
+        super().__init__(args, tmp / f"mitmdump-{self.port}.log")
+        wait_port(self.port, self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def mitmdump(tmp: Path, upstream_port: int, options: Sequence[str] = (), script: Path = ADDON) -> Iterator[Mitmdump]:
+    proxy = Mitmdump(tmp, upstream_port, options, script)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def read_events(
+    url: str, count: int, headers: dict[str, str] | None = None, timeout: float = 20
+) -> tuple[httpx.Response, list[tuple[str | None, str]]]:
+    """Read ``count`` events (id, data) from ``url`` with a real HTTP client, then hang up."""
+    from sse_resume_core import SSEParser
+
+    got: list[tuple[str | None, str]] = []
+    parser = SSEParser()
+    with httpx.Client(timeout=timeout) as client, client.stream("GET", url, headers=headers) as response:
+        for chunk in response.iter_raw():
+            for block in parser.feed(chunk):
+                if block.data is not None:
+                    got.append((block.id, block.data))
+                    if len(got) >= count:
+                        return response, got
+    return response, got
