@@ -1,0 +1,382 @@
+"""Incremental, sans-I/O parser for ``text/event-stream`` bodies.
+
+Bytes go in with :meth:`SSEParser.feed`, end of input is explicit with :meth:`SSEParser.close`, and what comes
+out is a list of :class:`Block` values. The concatenation of ``block.raw`` over everything returned equals the
+input byte for byte, so a caller can forward, drop or replay exactly what the upstream sent.
+
+The rules are those of the WHATWG HTML standard, "Interpreting an event stream":
+https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+
+Bounds: the parser never holds more than ``max_size`` bytes of an unfinished block (plus at most three bytes of
+context). A block that grows past ``max_size`` is handed on at once as :attr:`BlockKind.OVERSIZE` pieces, and is
+not interpreted: its fields do not move :attr:`SSEParser.last_event_id`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+__all__ = ["DEFAULT_MAX_SIZE", "Block", "BlockKind", "SSEParser", "parse"]
+
+DEFAULT_MAX_SIZE: Final = 1024 * 1024
+"""Default bound, in bytes, of one block (an event with its lines and terminating blank line)."""
+
+_BOM: Final = b"\xef\xbb\xbf"
+# One line end: CRLF, a lone CR, or LF. A CR at the very end of the input is ambiguous (an LF may follow in the
+# next chunk), which the scanning code below handles by holding it back.
+_EOL: Final = rb"(?:\r\n|\r(?!\n)|\n)"
+# A line end followed by a second one: the second ends an empty line, which dispatches the block.
+_TERMINATOR: Final = re.compile(_EOL + _EOL)
+_SPLIT_LINES: Final = re.compile(_EOL).split
+# The shape almost every server sends, with LF line ends: an optional "id", an optional "event", one "data"
+# line. Such a block is read with one C-level match; anything else takes the general line-by-line path.
+_CANONICAL: Final = re.compile(rb"(?:id: ?([^\n\x00]*)\n)?(?:event: ?([^\n]*)\n)?data: ?([^\n]*)").fullmatch
+
+
+class BlockKind(IntEnum):
+    """What a :class:`Block` is."""
+
+    EVENT = 1
+    """A complete block that dispatched an event (it had at least one ``data`` line)."""
+    EMPTY = 2
+    """A complete block that dispatched nothing: comments, id-only, retry-only, unknown fields, blank lines."""
+    OVERSIZE = 3
+    """A piece of a block larger than the parser's bound: passed on, never interpreted nor buffered."""
+    UNFINISHED = 4
+    """Bytes left at end of input without a terminating blank line: discarded by the spec, still handed on."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of an event stream, with its exact bytes and what they mean.
+
+    ``id`` is the value of this block's ``id`` field (``None`` when it had none, or only ids containing NUL;
+    ``""`` resets the last event id). ``last_event_id`` is the last event id in force after the block, which
+    is what a client would send as ``Last-Event-ID``. ``data`` is ``None`` unless an event was dispatched;
+    ``type`` is the event type ("message" by default) for events and ``""`` otherwise. ``retry`` is the valid
+    ``retry`` value of this block, in milliseconds, if any.
+    """
+
+    raw: bytes
+    kind: BlockKind
+    id: str | None = None
+    type: str = ""
+    data: str | None = None
+    retry: int | None = None
+    last_event_id: str = ""
+
+    @property
+    def dispatched(self) -> bool:
+        """True when this block dispatched an event."""
+        return self.kind is BlockKind.EVENT
+
+
+# Frozen dataclasses set each field with object.__setattr__ in __init__, which costs about a microsecond per
+# block here. The parser builds them by installing a ready __dict__ instead: same class, same semantics.
+_new: Final = object.__new__
+_setattr: Final = object.__setattr__
+_EVENT: Final = BlockKind.EVENT
+_EMPTY: Final = BlockKind.EMPTY
+_OVERSIZE: Final = BlockKind.OVERSIZE
+_UNFINISHED: Final = BlockKind.UNFINISHED
+
+
+def _make(
+    raw: bytes,
+    kind: BlockKind,
+    id: str | None,
+    type: str,
+    data: str | None,
+    retry: int | None,
+    last_event_id: str,
+) -> Block:
+    block: Block = _new(Block)
+    _setattr(
+        block,
+        "__dict__",
+        {
+            "raw": raw,
+            "kind": kind,
+            "id": id,
+            "type": type,
+            "data": data,
+            "retry": retry,
+            "last_event_id": last_event_id,
+        },
+    )
+    return block
+
+
+class SSEParser:
+    """Turns the bytes of one event stream into :class:`Block` values, incrementally.
+
+    >>> p = SSEParser()
+    >>> [b.data for b in p.feed(b"id: 1\\ndata: hel")]
+    []
+    >>> [(b.id, b.data) for b in p.feed(b"lo\\n\\n")]
+    [('1', 'hello')]
+    >>> p.last_event_id
+    '1'
+
+    Memory: at most ``max_size`` bytes of an unfinished block are held.
+    """
+
+    __slots__ = (
+        "_at_start",
+        "_bom",
+        "_closed",
+        "_max",
+        "_parts",
+        "_size",
+        "_skipping",
+        "_tail",
+        "last_event_id",
+        "retry",
+    )
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be positive")
+        self._max = max_size
+        # The unfinished block so far, as the pieces it arrived in (joined once, when the block completes, so a
+        # block that trickles in a byte at a time costs linear time, not quadratic), their total size, and its
+        # last three bytes: a terminator that straddles two chunks is found in tail + new data.
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+        self._bom = 0  # bytes of BOM at the start of the held block, to be left out when it is interpreted
+        self._at_start = True  # no byte of the stream has been resolved yet (a BOM may be arriving)
+        self._skipping = False  # inside an oversize block: hand bytes on until its end
+        self._closed = False
+        self.last_event_id: str = ""
+        """The last event id in force: what a client would send as ``Last-Event-ID`` now."""
+        self.retry: int | None = None
+        """The last valid ``retry`` value seen, in milliseconds."""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished block held back, waiting for its end. Runtime complexity: O(1)."""
+        return self._size
+
+    def feed(self, data: bytes) -> list[Block]:
+        """Parse ``data``; return the blocks it completes, in order. Runtime complexity: O(len(data)).
+
+        Bytes of an unfinished block are held (up to ``max_size``) and returned with the block that completes
+        them. Feeding after :meth:`close` returns the bytes as an ``UNFINISHED`` block.
+        """
+        out: list[Block] = []
+        if not data:
+            return out
+        data = bytes(data)
+        if self._closed:
+            out.append(_make(data, _UNFINISHED, None, "", None, None, self.last_event_id))
+            return out
+        if self._skipping:
+            data = self._skip(data, out)
+            if not data:
+                return out
+        if self._parts:
+            context = self._tail + data
+            if not (b"\n\n" in context if b"\r" not in context else _TERMINATOR.search(context)):
+                self._hold(data, out)
+                return out
+            self._parts.append(data)
+            buf = b"".join(self._parts)
+            self._parts = []
+            self._size = 0
+        else:
+            buf = data
+        if self._at_start:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._hold(buf, out)  # maybe the start of a BOM: wait for more
+                return out
+            self._at_start = False
+            if buf.startswith(_BOM):
+                self._bom = 3
+        self._scan(buf, out, final=False)
+        return out
+
+    def close(self) -> list[Block]:
+        """Signal the end of input; return what the held bytes amount to. Runtime complexity: O(max_size).
+
+        A trailing CR that was waiting for a possible LF now ends its line. Whatever is left of an unfinished
+        block comes back as one ``UNFINISHED`` block: the spec discards it, and so does :attr:`last_event_id`.
+        """
+        out: list[Block] = []
+        if self._closed:
+            return out
+        self._closed = True
+        self._skipping = False
+        if self._parts:
+            buf = b"".join(self._parts)
+            self._parts = []
+            self._size = 0
+            if self._at_start and buf.startswith(_BOM):
+                self._bom = 3
+            self._at_start = False
+            self._scan(buf, out, final=True)
+            if self._parts:
+                out.append(_make(b"".join(self._parts), _UNFINISHED, None, "", None, None, self.last_event_id))
+                self._parts = []
+                self._size = 0
+        return out
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _hold(self, data: bytes, out: list[Block]) -> None:
+        """Keep ``data`` as part of the unfinished block, or hand it all on if the block is now oversize."""
+        self._parts.append(data)
+        self._size += len(data)
+        self._tail = (self._tail + data)[-3:]
+        if self._size > self._max:
+            out.append(_make(b"".join(self._parts), _OVERSIZE, None, "", None, None, self.last_event_id))
+            self._parts = []
+            self._size = 0
+            self._bom = 0
+            self._skipping = True
+            self._at_start = False
+
+    def _scan(self, buf: bytes, out: list[Block], final: bool) -> None:
+        """Cut ``buf`` (which starts a block) into complete blocks; hold or hand on what is left."""
+        pos = 0
+        size = self._max
+        bom = self._bom
+        block = self._block
+        append = out.append
+        if b"\r" not in buf:
+            # Fast path, the common case: LF line ends only, so an empty line is exactly b"\n\n".
+            find = buf.find
+            canonical = _CANONICAL
+            end = find(b"\n\n")
+            while end >= 0:
+                stop = end + 2
+                if stop - pos > size:
+                    append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
+                else:
+                    body = buf[pos + bom : end]
+                    match = canonical(body)
+                    if match is None:
+                        append(block(buf[pos:stop], body.split(b"\n")))
+                    else:
+                        eid, etype, value = match.groups()
+                        sid = None
+                        if eid is not None:
+                            sid = self.last_event_id = eid.decode("utf-8", "replace")
+                        append(
+                            _make(
+                                buf[pos:stop],
+                                _EVENT,
+                                sid,
+                                etype.decode("utf-8", "replace") if etype else "message",
+                                value.decode("utf-8", "replace"),
+                                None,
+                                self.last_event_id,
+                            )
+                        )
+                bom = 0
+                pos = stop
+                end = find(b"\n\n", pos)
+        else:
+            n = len(buf)
+            for match in _TERMINATOR.finditer(buf):
+                stop = match.end()
+                if stop == n and not final and buf[-1] == 13:
+                    break  # a CR at the very end: the next chunk may start with its LF
+                if stop - pos > size:
+                    append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
+                else:
+                    append(block(buf[pos:stop], _SPLIT_LINES(buf[pos + bom : match.start()])))
+                bom = 0
+                pos = stop
+        self._bom = bom
+        if pos < len(buf):
+            self._tail = b""
+            if final:
+                self._parts.append(buf[pos:])
+            else:
+                self._hold(buf[pos:] if pos else buf, out)
+
+    def _skip(self, data: bytes, out: list[Block]) -> bytes:
+        """Hand on the bytes of an oversize block until its terminating empty line; return what follows it."""
+        tail = self._tail
+        joined = tail + data
+        for match in _TERMINATOR.finditer(joined):
+            stop = match.end()
+            if stop == len(joined) and joined[-1] == 13:
+                break  # ambiguous CR: decide with the next chunk
+            cut = stop - len(tail)
+            if cut < 0:
+                continue  # inside bytes already handed on
+            # cut == 0: a CR held back as ambiguous at the end of the last chunk is now known to end the block.
+            if cut:
+                out.append(_make(data[:cut], _OVERSIZE, None, "", None, None, self.last_event_id))
+            self._skipping = False
+            self._tail = b""
+            return data[cut:]
+        out.append(_make(data, _OVERSIZE, None, "", None, None, self.last_event_id))
+        self._tail = joined[-3:]
+        return b""
+
+    def _block(self, raw: bytes, lines: list[bytes]) -> Block:
+        """Interpret the lines of one complete block (without its terminating empty line)."""
+        data: list[bytes] | None = None
+        etype = b""
+        eid: bytes | None = None
+        retry: int | None = None
+        for line in lines:
+            if line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b"data: ") else line[5:]
+                if data is None:
+                    data = [value]
+                else:
+                    data.append(value)
+                continue
+            if not line or line[0] == 58:  # an empty line left over by the splitting, or ":" a comment
+                continue
+            name, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if name == b"id":
+                if b"\x00" not in value:
+                    eid = value
+            elif name == b"event":
+                etype = value
+            elif name == b"retry":
+                if value.isdigit():  # bytes.isdigit() is true for ASCII digits only
+                    retry = int(value)
+            elif name == b"data":  # "data" with no colon: an empty line of data
+                if data is None:
+                    data = [b""]
+                else:
+                    data.append(b"")
+        sid: str | None = None
+        if eid is not None:
+            sid = eid.decode("utf-8", "replace")
+            self.last_event_id = sid
+        if retry is not None:
+            self.retry = retry
+        if data is None:
+            return _make(raw, _EMPTY, sid, "", None, retry, self.last_event_id)
+        text = (data[0] if len(data) == 1 else b"\n".join(data)).decode("utf-8", "replace")
+        return _make(
+            raw,
+            _EVENT,
+            sid,
+            etype.decode("utf-8", "replace") if etype else "message",
+            text,
+            retry,
+            self.last_event_id,
+        )
+
+
+def parse(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> list[Block]:
+    """Parse a whole stream at once: :meth:`SSEParser.feed` then :meth:`SSEParser.close`.
+
+    >>> [(b.kind.name, b.data) for b in parse(b"data: a\\n\\n: note\\n\\ndata: cut")]
+    [('EVENT', 'a'), ('EMPTY', None), ('UNFINISHED', None)]
+    """
+    parser = SSEParser(max_size)
+    return parser.feed(data) + parser.close()
