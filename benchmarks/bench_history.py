@@ -1,0 +1,152 @@
+"""History store: lookup cost as the history grows, memory per event, and whether compressing payloads pays.
+
+1. Find an id and list the 10 events after it, with 100, 10,000 and 1,000,000 events held, for MemoryHistory
+   and for a baseline that scans a list the way the MCP SDKs' example event stores do.
+2. Bytes per event in ids-only mode beyond the id string itself (tracemalloc).
+3. zlib on stored payloads (per event, with and without a preset dictionary): bytes saved against time spent.
+
+    python benchmarks/bench_history.py [--sizes 100,10000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import sys
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+
+from sse_resume_core import HistoryLimits, MemoryHistory
+
+AFTER = 10  # events listed after the id looked up
+
+
+def payload(n: int) -> bytes:
+    data = json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": n, "total": 100}})
+    return f"id: {n}\ndata: {data}\n\n".encode()
+
+
+class ListScanStore:
+    """The baseline: one list of (event id, stream, message), scanned from the front on every replay."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, bytes]] = []
+
+    def store(self, stream: str, event_id: str, message: bytes) -> None:
+        self.events.append((event_id, stream, message))
+
+    def replay_after(self, last_event_id: str) -> list[bytes]:
+        for i, (event_id, stream, _) in enumerate(self.events):
+            if event_id == last_event_id:
+                return [m for _, s, m in self.events[i + 1 :] if s == stream]
+        return []
+
+
+def per_call(fn: Callable[[], object], budget: float = 0.5) -> float:
+    """Seconds per call: the best of five batches, each sized to take about budget / 5."""
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if time.perf_counter() - start > budget / 50 or calls > 1_000_000:
+            break
+        calls *= 4
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def lookups(sizes: list[int]) -> None:
+    print(f"find an id and list the {AFTER} events after it")
+    print(f"{'events held':>12} {'MemoryHistory':>15} {'list scan':>12} {'scan / ours':>12}")
+    ours_at: dict[int, float] = {}
+    for n in sizes:
+        h = MemoryHistory(HistoryLimits(max_events=n, max_bytes=2**40, ttl=1e9))
+        base = ListScanStore()
+        stream = h.new_stream("s")
+        for i in range(n):
+            raw = payload(i)
+            h.record("s", stream, str(i), raw)
+            base.store(stream, str(i), raw)
+        target = str(n - AFTER - 1)
+        found = h.lookup("s", target)
+        assert found is not None and len(found.after) == AFTER
+        assert len(base.replay_after(target)) == AFTER
+        ours = per_call(functools.partial(h.lookup, "s", target))
+        scan = per_call(functools.partial(base.replay_after, target), budget=2.0 if n > 10_000 else 0.5)
+        ours_at[n] = ours
+        print(f"{n:>12,} {ours * 1e6:>13.1f}us {scan * 1e6:>10.1f}us {scan / ours:>11.1f}x")
+        gc.collect()
+    small, large = min(sizes), max(sizes)
+    print(
+        f"ratio MemoryHistory lookup at {large:,} / at {small:,}: {ours_at[large] / ours_at[small]:.2f}x (goal <= 2x)"
+    )
+
+
+def ids_only_memory(n: int = 200_000) -> None:
+    ids = [f"{i:08d}" for i in range(n)]  # created before tracing: the id strings are "the id itself"
+    id_size = sys.getsizeof(ids[0])
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    h = MemoryHistory(HistoryLimits(max_events=n, max_bytes=2**40, ttl=1e9, replay=False))
+    stream = h.new_stream("s")
+    for event_id in ids:
+        h.record("s", stream, event_id, b"")
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    print(
+        f"ids-only: {used / n:.1f} bytes per event besides the id string ({id_size} bytes); goal <= 100 "
+        f"(full mode adds the payload, a bytes object: its length + 33, and an 8-byte slot)"
+    )
+
+
+def compression(n: int = 5000) -> None:
+    events = [payload(i) for i in range(n)]
+    raw_size = sum(len(e) for e in events)
+    zdict = b"".join(events[:20])
+    plain_t = time.perf_counter()
+    plain = [zlib.compress(e, 1) for e in events]
+    plain_t = time.perf_counter() - plain_t
+    dict_t = time.perf_counter()
+    with_dict = []
+    for e in events:
+        c = zlib.compressobj(1, zdict=zdict)
+        with_dict.append(c.compress(e) + c.flush())
+    dict_t = time.perf_counter() - dict_t
+    h = MemoryHistory(HistoryLimits(max_events=n, ttl=1e9))
+    stream = h.new_stream("s")
+    record_t = time.perf_counter()
+    for i, e in enumerate(events):
+        h.record("s", stream, str(i), e)
+    record_t = time.perf_counter() - record_t
+    print(f"compression of {n} events of {raw_size / n:.0f} bytes; recording one costs {record_t / n * 1e6:.1f}us")
+    for name, out, spent in (("zlib", plain, plain_t), ("zlib+zdict", with_dict, dict_t)):
+        size = sum(len(c) for c in out)
+        print(
+            f"  {name:11} {size / raw_size:5.2f} of the bytes, {spent / n * 1e6:6.1f}us per event "
+            f"= {spent / record_t:4.1f}x the cost of recording it"
+        )
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args.add_argument("--sizes", default="100,10000,1000000")
+    opts = args.parse_args()
+    lookups([int(s) for s in opts.sizes.split(",")])
+    ids_only_memory()
+    compression()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""The bounded history store: lookups, streams, every bound at its limit, modes, and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from sse_resume_core import HistoryLimits, HistoryStore, MemoryHistory, Recorded
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ev(n: int | str) -> bytes:
+    return f'id: {n}\ndata: {{"n": "{n}"}}\n\n'.encode()
+
+
+def store(clock: Clock | None = None, **limits: object) -> MemoryHistory:
+    return MemoryHistory(HistoryLimits(**limits), clock=clock or Clock())  # type: ignore[arg-type]
+
+
+def fill(h: MemoryHistory, session: str, stream: str, ids: Iterable[int | str]) -> None:
+    for n in ids:
+        assert h.record(session, stream, str(n), ev(n)) is Recorded.NEW
+
+
+def after_ids(h: MemoryHistory, session: str, event_id: str) -> list[str | None] | None:
+    found = h.lookup(session, event_id)
+    return None if found is None else [e.id for e in found.after]
+
+
+# -- lookups and streams ---------------------------------------------------------------------------------------
+
+
+def test_lookup_lists_events_after_id_in_order() -> None:
+    h = store()
+    s = h.new_stream("a")
+    fill(h, "a", s, range(1, 8))
+    found = h.lookup("a", "4")
+    assert found is not None
+    assert [e.id for e in found.after] == ["5", "6", "7"]
+    assert [e.raw for e in found.after] == [ev(5), ev(6), ev(7)]
+    assert found.stream == s and found.newest_id == "7"
+    assert after_ids(h, "a", "7") == []
+    h._check()
+
+
+def test_unknown_id_empty_id_and_unknown_session_are_misses() -> None:
+    h = store()
+    fill(h, "a", h.new_stream("a"), range(1, 3))
+    assert h.lookup("a", "ancient-id") is None
+    assert h.lookup("a", "") is None
+    assert h.lookup("nobody", "1") is None
+
+
+def test_streams_are_kept_apart() -> None:
+    h = store()
+    get, post = h.new_stream("a"), h.new_stream("a")
+    fill(h, "a", get, ["g1", "g2"])
+    fill(h, "a", post, ["p1", "p2", "p3"])
+    fill(h, "a", get, ["g3"])
+    assert after_ids(h, "a", "g1") == ["g2", "g3"]
+    assert after_ids(h, "a", "p1") == ["p2", "p3"]
+    found = h.lookup("a", "p1")
+    assert found is not None and found.stream == post and found.newest_id == "p3"
+    h._check()
+
+
+def test_sessions_are_kept_apart() -> None:
+    h = store()
+    fill(h, "a", h.new_stream("a"), range(1, 4))
+    fill(h, "b", h.new_stream("b"), range(1, 6))
+    assert after_ids(h, "a", "2") == ["3"]
+    assert after_ids(h, "b", "2") == ["3", "4", "5"]
+
+
+def test_id_recorded_once_per_stream_even_from_two_connections() -> None:
+    h = store()
+    s = h.new_stream("a")
+    fill(h, "a", s, ["1", "2"])
+    # A second connection on the same stream delivers 2 again, then 3.
+    assert h.record("a", s, "2", ev(2)) is Recorded.DUPLICATE
+    assert h.record("a", s, "3", ev(3)) is Recorded.NEW
+    assert [e.id for e in h.events("a")] == ["1", "2", "3"]
+    assert h.snapshot().duplicates == 1
+    h._check()
+
+
+def test_repeated_id_in_a_stream_keeps_the_first_occurrence() -> None:
+    h = store()
+    s = h.new_stream("a")
+    h.record("a", s, "1", b"id: 1\ndata: first\n\n")
+    assert h.record("a", s, "1", b"id: 1\ndata: second\n\n") is Recorded.DUPLICATE
+    assert [e.raw for e in h.events("a")] == [b"id: 1\ndata: first\n\n"]
+
+
+def test_same_id_in_two_streams_resolves_to_the_newest_stream() -> None:
+    h = store()
+    first, second = h.new_stream("a"), h.new_stream("a")
+    fill(h, "a", first, range(1, 4))
+    fill(h, "a", second, range(1, 3))
+    found = h.lookup("a", "1")
+    assert found is not None and found.stream == second
+    assert [e.id for e in found.after] == ["2"]
+
+
+def test_events_without_id_are_replayed_after_the_id_before_them() -> None:
+    h = store()
+    s = h.new_stream("a")
+    h.record("a", s, "1", ev(1))
+    h.record("a", s, None, b"data: no id\n\n")
+    h.record("a", s, "2", ev(2))
+    found = h.lookup("a", "1")
+    assert found is not None
+    assert [(e.id, e.raw) for e in found.after] == [(None, b"data: no id\n\n"), ("2", ev(2))]
+    h._check()
+
+
+def test_empty_id_is_a_reset_recorded_but_never_a_position() -> None:
+    h = store()
+    s = h.new_stream("a")
+    h.record("a", s, "1", ev(1))
+    assert h.record("a", s, "", b"id\ndata: reset\n\n") is Recorded.NEW
+    assert h.lookup("a", "") is None
+    found = h.lookup("a", "1")
+    assert found is not None and [e.id for e in found.after] == [""]
+    assert found.newest_id == "1"  # a reset does not give the upstream anything to resume from
+
+
+def test_position_and_newest_id() -> None:
+    h = store()
+    s = h.new_stream("a")
+    fill(h, "a", s, range(1, 4))
+    p1, p3 = h.position("a", s, "1"), h.position("a", s, "3")
+    assert p1 is not None and p3 is not None and p1 < p3
+    assert h.position("a", s, "9") is None and h.position("a", "99", "1") is None
+    assert h.newest_id("a", s) == "3" and h.newest_id("a", "99") == "" and h.newest_id("b", s) == ""
+
+
+# -- bounds, each at its limit ----------------------------------------------------------------------------------
+
+
+def test_max_events_per_session_evicts_oldest_first() -> None:
+    h = store(max_events=5)
+    s = h.new_stream("a")
+    fill(h, "a", s, range(1, 6))
+    assert [e.id for e in h.events("a")] == ["1", "2", "3", "4", "5"]
+    assert h.snapshot().evicted["count"] == 0
+    fill(h, "a", s, [6])
+    assert [e.id for e in h.events("a")] == ["2", "3", "4", "5", "6"]
+    assert h.snapshot().evicted["count"] == 1
+    assert h.lookup("a", "1") is None
+    assert after_ids(h, "a", "2") == ["3", "4", "5", "6"]
+    h._check()
+
+
+def test_max_events_counts_all_streams_of_a_session() -> None:
+    h = store(max_events=4)
+    one, two = h.new_stream("a"), h.new_stream("a")
+    fill(h, "a", one, ["a1", "a2", "a3"])
+    fill(h, "a", two, ["b1", "b2"])
+    assert [e.id for e in h.events("a")] == ["a2", "a3", "b1", "b2"]
+    h._check()
+
+
+def test_stream_whose_events_are_all_evicted_is_dropped() -> None:
+    h = store(max_events=2)
+    one, two = h.new_stream("a"), h.new_stream("a")
+    fill(h, "a", one, ["a1"])
+    fill(h, "a", two, ["b1", "b2"])
+    assert h.sessions()[0].streams == 1
+    h._check()
+
+
+def test_ttl_expires_old_events() -> None:
+    clock = Clock()
+    h = store(clock, ttl=10)
+    s = h.new_stream("a")
+    fill(h, "a", s, ["1", "2"])
+    clock.now += 6
+    fill(h, "a", s, ["3"])
+    clock.now += 4  # "1" and "2" are exactly 10 s old: still held
+    assert after_ids(h, "a", "1") == ["2", "3"]
+    clock.now += 0.001
+    assert h.lookup("a", "1") is None
+    assert after_ids(h, "a", "3") == []
+    assert h.snapshot().evicted["ttl"] == 2
+    h._check()
+
+
+def test_idle_session_dropped_whole_after_ttl() -> None:
+    clock = Clock()
+    h = store(clock, ttl=10)
+    fill(h, "idle", h.new_stream("idle"), range(1, 4))
+    clock.now += 5
+    fill(h, "busy", h.new_stream("busy"), range(1, 4))
+    clock.now += 5
+    assert {s.key for s in h.sessions()} == {"idle", "busy"}
+    clock.now += 0.5
+    assert {s.key for s in h.sessions()} == {"busy"}
+    assert h.snapshot().evicted["ttl"] == 3
+    assert h.snapshot().events == 3
+    h._check()
+
+
+def test_expire_sweeps_everything() -> None:
+    clock = Clock()
+    h = store(clock, ttl=10)
+    for key in "abc":
+        fill(h, key, h.new_stream(key), range(3))
+    clock.now += 11
+    h.expire()
+    snap = h.snapshot()
+    assert (snap.sessions, snap.events, snap.evicted["ttl"]) == (0, 0, 9)
+    assert snap.bytes == 0
+
+
+def test_max_sessions_drops_least_recently_used() -> None:
+    clock = Clock()
+    h = store(clock, max_sessions=3)
+    for key in "abc":
+        clock.now += 1
+        fill(h, key, h.new_stream(key), ["1"])
+    clock.now += 1
+    h.record("a", "1", "2", ev(2))  # "a" is now the most recently used
+    clock.now += 1
+    fill(h, "d", h.new_stream("d"), ["1"])
+    assert [s.key for s in h.sessions()] == ["c", "a", "d"]
+    assert h.snapshot().evicted["session-lru"] == 1
+    h._check()
+
+
+def test_max_bytes_is_never_exceeded() -> None:
+    h = store(max_bytes=50_000)
+    rng = random.Random(7)
+    for i in range(2000):
+        key = f"s{rng.randrange(40)}"
+        stream = h.new_stream(key) if key not in h else "1"
+        h.record(key, stream, str(i), b"data: " + b"x" * rng.randrange(500) + b"\n\n")
+        assert h.snapshot().bytes <= 50_000
+    assert h.snapshot().evicted["bytes"] > 0
+    h._check()
+
+
+def test_invented_session_ids_cannot_grow_memory() -> None:
+    h = store(max_sessions=100, max_bytes=1_000_000)
+    for i in range(100_000):
+        key = f"invented-{i}"
+        h.record(key, h.new_stream(key), "1", ev(1))
+    snap = h.snapshot()
+    assert snap.sessions <= 100 and snap.bytes <= 1_000_000
+    h._check()
+
+
+def test_session_drop_and_clear() -> None:
+    h = store()
+    fill(h, "a", h.new_stream("a"), range(3))
+    fill(h, "b", h.new_stream("b"), range(3))
+    assert h.drop_session("a") and not h.drop_session("a")
+    assert h.lookup("a", "1") is None and after_ids(h, "b", "1") == ["2"]
+    assert h.clear() == 1
+    assert h.snapshot().bytes == 0 and h.snapshot().events == 0
+
+
+# -- modes ------------------------------------------------------------------------------------------------------
+
+
+def test_ids_only_mode_keeps_no_payload() -> None:
+    h = store(replay=False)
+    s = h.new_stream("a")
+    fill(h, "a", s, range(1, 5))
+    assert h.record("a", s, None, b"data: no id\n\n") is Recorded.SKIPPED
+    found = h.lookup("a", "2")
+    assert found is not None
+    assert [(e.id, e.raw) for e in found.after] == [("3", None), ("4", None)]
+    assert all(e.raw is None for e in h.events("a"))
+    h._check()
+
+
+# -- interface --------------------------------------------------------------------------------------------------
+
+
+def test_memory_history_implements_the_storage_interface() -> None:
+    h: HistoryStore = store()
+    assert isinstance(h, HistoryStore)
+    s = h.new_stream("a")
+    h.record("a", s, "1", ev(1))
+    h.record("a", s, "2", ev(2))
+
+    async def use() -> None:
+        found = await h.find("a", "1")
+        assert found is not None and [e.id for e in found.after] == ["2"]
+        assert [i.key for i in await h.list_sessions()] == ["a"]
+        assert len(await h.list_events("a")) == 2
+        assert await h.forget("a")
+
+    asyncio.run(use())
+
+
+# -- invariants under a seeded random load ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replay", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_operations_keep_invariants(seed: int, replay: bool) -> None:
+    rng = random.Random(seed)
+    clock = Clock()
+    h = store(clock, max_events=30, ttl=50, max_sessions=6, max_bytes=40_000, replay=replay)
+    streams: dict[str, list[str]] = {}
+    for step in range(3000):
+        clock.now += rng.random()
+        key = f"s{rng.randrange(10)}"
+        op = rng.random()
+        if op < 0.1 or key not in streams:
+            streams.setdefault(key, []).append(h.new_stream(key))
+        elif op < 0.75:
+            event_id = rng.choice([None, "", str(rng.randrange(60))])
+            raw = b"data: " + b"y" * rng.randrange(300) + b"\n\n"
+            h.record(key, rng.choice(streams[key]), event_id, raw)
+        elif op < 0.9:
+            found = h.lookup(key, str(rng.randrange(60)))
+            if found is not None:
+                assert all(e.seq > found.seq and e.stream == found.stream for e in found.after)
+                assert all(clock.now - e.time <= 50 for e in found.after)
+        elif op < 0.95:
+            h.drop_session(key)
+            streams.pop(key, None)
+        else:
+            h.expire()
+        if step % 50 == 0:
+            h._check()
+        snap = h.snapshot()
+        assert snap.bytes <= 40_000 and snap.sessions <= 6
+    h._check()
+
+
+# -- memory -----------------------------------------------------------------------------------------------------
+
+
+def test_event_history_memory() -> None:
+    """10,000 sessions x 1,000 events: traced memory stays within the byte cap; bytes per event printed.
+
+    Both modes run at once, each in its own process (see tests/memory_probe.py for how memory is traced).
+    """
+    probe = Path(__file__).with_name("memory_probe.py")
+    procs = [
+        subprocess.Popen([sys.executable, probe, mode], stdout=subprocess.PIPE, text=True)
+        for mode in ("full", "ids-only")
+    ]
+    results = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    for r in results:
+        payload = r["payload_bytes"] if r["mode"] == "full" else 0
+        per_event = r["traced_bytes"] / r["events"]
+        print(
+            f"\n{r['mode']}: {r['events']:,} events held in {r['sessions']:,} sessions after {r['stored']:,} "
+            f"recorded; traced {r['traced_bytes'] / 2**20:.1f} MiB = {per_event:.0f} bytes/event "
+            f"({per_event - r['id_bytes'] - payload:.0f} beyond the id and payload objects); "
+            f"accounted {r['accounted_bytes'] / 2**20:.1f} MiB of a {r['max_bytes'] / 2**20:.0f} MiB cap; "
+            f"evicted {r['evicted']}"
+        )
+        assert r["stored"] == 10_000 * 1_000
+        assert r["all_held_were_traced"]
+        assert r["traced_bytes"] <= r["max_bytes"]
+        assert r["accounted_bytes"] <= r["max_bytes"]
+        assert r["traced_bytes"] <= r["accounted_bytes"]  # the estimate errs high
+        assert r["evicted"]["bytes"] > 0  # the cap was what bounded it
+
+
+def test_streams_opened_without_events_are_bounded() -> None:
+    h = store(max_events=4)
+    for _ in range(1000):
+        h.new_stream("a")
+    assert h.sessions()[0].streams <= 4 + 16
+    h._check()
