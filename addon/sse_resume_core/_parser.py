@@ -224,6 +224,10 @@ class SSEParser:
                 self._size = 0
         return out
 
+    def held(self) -> bytes:
+        """The bytes held back as an unfinished block, without consuming them. Runtime complexity: O(held)."""
+        return b"".join(self._parts)
+
     # -- internals -------------------------------------------------------------------------------------------
 
     def _hold(self, data: bytes, out: list[Block]) -> None:

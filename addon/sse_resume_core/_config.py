@@ -1,0 +1,135 @@
+"""One pydantic model validates every setting, whichever source it comes from.
+
+Sources, lowest precedence first: the defaults, the YAML file named by ``sse_config``, then each mitmproxy option
+(``--set``, ``~/.mitmproxy/config.yaml``) whose value differs from its default. A value given on the command line
+therefore beats the file; an option left at its default lets the file speak.
+
+The YAML file has the task's shape, and may carry any other setting under ``sse:`` by its option name without
+the ``sse_`` prefix::
+
+    sse:
+      client_resilience:
+        max_event_history: 1000
+        event_ttl: 300
+        support_replay: false
+        dedupe_window: 100
+      stale_policy: restart
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sse_resume_core._history import HistoryLimits
+
+__all__ = ["ConfigError", "Settings", "load_file", "merge"]
+
+_TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the option and the reason."""
+
+
+class Settings(BaseModel):
+    """Every setting of the addon, validated. Field names are the mitmproxy option names without ``sse_``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    session_header: str = Field("mcp-session-id", description="request header naming the client's session")
+    max_event_history: int = Field(1000, ge=1, le=10_000_000, description="events held per session")
+    event_ttl: int = Field(300, ge=1, le=7 * 86400, description="seconds an event (and an idle session) is held")
+    support_replay: bool = Field(True, description="keep payloads and replay them (false: ids only)")
+    dedupe_window: int = Field(100, ge=0, le=100_000, description="ids remembered per connection")
+    stale_policy: Literal["forward", "restart"] = Field("forward", description="unknown Last-Event-ID")
+    max_event_bytes: int = Field(1024 * 1024, ge=64, le=1024**3, description="largest event parsed and kept")
+    max_sessions: int = Field(10_000, ge=1, le=10_000_000, description="sessions held, least recent dropped")
+    max_history_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, description="bytes held across sessions")
+    replay_mode: Literal["auto", "response", "inline"] = Field("auto", description="how a hit is served")
+    replay_retry: int = Field(50, ge=0, le=60_000, description="retry (ms) sent after a replay")
+    default_retry: int = Field(3000, ge=0, le=3_600_000, description="retry (ms) restored when upstream sent none")
+
+    @field_validator("session_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("must be an HTTP header name, such as mcp-session-id")
+        return value.lower()
+
+    def limits(self) -> HistoryLimits:
+        return HistoryLimits(
+            max_events=self.max_event_history,
+            ttl=float(self.event_ttl),
+            max_sessions=self.max_sessions,
+            max_bytes=self.max_history_bytes,
+            replay=self.support_replay,
+        )
+
+
+def _describe(error: ValidationError, prefix: str) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "value"
+        parts.append(f"{prefix}{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class _ClientResilience(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_event_history: int | None = None
+    event_ttl: int | None = None
+    support_replay: bool | None = None
+    dedupe_window: int | None = None
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read the ``sse:`` section of a YAML file into option values (names without ``sse_``)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"sse_config: cannot read {path}: {e.strerror or e}") from None
+    try:
+        doc = YAML(typ="safe").load(text)
+    except YAMLError as e:
+        raise ConfigError(f"sse_config: {path} is not valid YAML: {e}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("sse", {}), dict):
+        raise ConfigError(f"sse_config: {path} must be a mapping with an 'sse:' section")
+    section = dict(doc.get("sse") or {})
+    values: dict[str, Any] = {}
+    resilience = section.pop("client_resilience", None) or {}
+    try:
+        values.update(_ClientResilience.model_validate(resilience).model_dump(exclude_none=True))
+    except ValidationError as e:
+        raise ConfigError(_describe(e, "sse_config: sse.client_resilience.")) from None
+    unknown = set(section) - set(Settings.model_fields)
+    if unknown:
+        raise ConfigError(f"sse_config: unknown setting(s) under sse: {', '.join(sorted(map(str, unknown)))}")
+    values.update(section)
+    return values
+
+
+def merge(file_values: Mapping[str, Any], option_values: Mapping[str, Any]) -> Settings:
+    """Validate defaults < file values < option values that differ from their defaults."""
+    defaults = Settings()
+    try:
+        Settings.model_validate(file_values)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, "sse_config: sse.")) from None
+    values = dict(file_values)
+    for name, value in option_values.items():
+        if value != getattr(defaults, name):
+            values[name] = value
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, "sse_")) from None

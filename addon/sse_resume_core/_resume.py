@@ -1,0 +1,346 @@
+"""Resume decisions and the relay of one upstream stream. Sans-I/O: strings and bytes in, decisions and bytes out.
+
+A reconnecting client sends ``Last-Event-ID: X``. :meth:`Resumer.decide` looks X up in the client's session:
+
+* **hit**: X is held and events with ids follow it in X's stream. Either answer at once from history (the caller
+  sends :attr:`Decision.body` as a complete response), ending with a short ``retry`` so the client comes straight
+  back for the live stream; or, *inline*, forward upstream from the newest id held and put the missed events in
+  front of the first upstream bytes (one response, but it waits for the upstream to send something);
+* **up-to-date**: X is held and nothing newer is: forward upstream with the newest id held for the stream;
+* **behind**: X is held, newer events went by, but payloads are not kept (ids-only): forward with X itself;
+* **miss**: X is not held (never seen, evicted, expired, garbage): forward X unchanged (policy ``forward``) or
+  without the header (policy ``restart``), telling the client with a comment at the start of the stream.
+
+:class:`Relay` then carries one upstream response to one client: it parses, records into the history, and drops
+what that client already has (events at or before its resume position, and ids it already got on this
+connection). Its output is block-aligned: a block is handed on once complete, so a duplicate can still be dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from sse_resume_core._history import Found, StoredEvent
+from sse_resume_core._parser import Block, BlockKind, SSEParser
+from sse_resume_core._store import HistoryStore
+
+__all__ = ["Decision", "Outcome", "Relay", "Resumer", "digest", "session_key"]
+
+Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
+
+MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remembered, least recent dropped
+_EVENT: Final = BlockKind.EVENT
+_EMPTY: Final = BlockKind.EMPTY
+_OVERSIZE: Final = BlockKind.OVERSIZE
+
+
+def digest(value: str | bytes, size: int = 12) -> str:
+    """A short, stable, non-reversible name for a value, for logs and keys (never the value itself)."""
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    return hashlib.blake2b(data, digest_size=size).hexdigest()
+
+
+def session_key(
+    session_id: str | None, scheme: str, host: str, port: int, path: str, credentials: Iterable[str] = ()
+) -> str:
+    """The history a request belongs to: its session id (if any), the upstream URL and a digest of credentials.
+
+    Credentials (``Authorization``, ``Cookie`` values) always count, so a client that presents another's session
+    id without its credentials gets a different, empty history; two users never share one.
+    """
+    parts = [session_id or "", scheme.lower(), host.lower(), str(port), path, *credentials]
+    return digest("\x00".join(parts).encode("utf-8", "surrogateescape"), 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one request, and why."""
+
+    outcome: Outcome
+    session: str
+    stream: str | None = None
+    """The stream an upstream response continues; ``None`` opens a new one."""
+    forward_id: str | None = None
+    """The ``Last-Event-ID`` to send upstream; ``None`` sends none."""
+    resume_seq: int | None = None
+    """The client's position in :attr:`stream`: events at or before it are duplicates for this client."""
+    replay: tuple[StoredEvent, ...] = ()
+    body: bytes = b""
+    """For a hit: the complete response body."""
+    prefix: bytes = b""
+    """Bytes to put before the first upstream bytes (a comment, a restored ``retry``)."""
+    note: str = ""
+    """What happened, in words a user understands (no payloads, no raw ids)."""
+
+
+class _LRU(OrderedDict[tuple[str, str], int]):
+    def put(self, key: tuple[str, str], value: int) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > MAX_TRACKED:
+            self.popitem(last=False)
+
+
+@dataclass(slots=True)
+class RelayStats:
+    events: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    oversize: int = 0
+
+
+class Relay:
+    """One upstream SSE response on its way to one client."""
+
+    __slots__ = (
+        "_parser",
+        "_prefix",
+        "_resume_seq",
+        "_resumer",
+        "_seen",
+        "_seen_order",
+        "_window",
+        "closed",
+        "failed",
+        "session",
+        "stats",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        resumer: Resumer,
+        session: str,
+        stream: str,
+        resume_seq: int | None,
+        prefix: bytes,
+        window: int,
+        max_event_bytes: int,
+    ) -> None:
+        self._resumer = resumer
+        self.session = session
+        self.stream = stream
+        self._resume_seq = resume_seq
+        self._prefix = prefix
+        self._window = window
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
+        self._parser = SSEParser(max_event_bytes)
+        self.stats = RelayStats()
+        self.closed = False
+        self.failed: Exception | None = None
+        """The internal error that turned this relay into plain pass-through, if one did."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take a chunk from upstream; return the bytes to send the client now (maybe ``b""``).
+
+        Never raises. After an internal error (see :attr:`failed`) every byte not yet handed on is returned,
+        and from then on chunks pass through as they are.
+        """
+        if self.failed is not None:
+            return chunk
+        try:
+            out = self._relay(self._parser.feed(chunk))
+        except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
+            self.failed = e
+            out = self._parser.held() + chunk
+        if self._prefix:
+            out, self._prefix = self._prefix + out, b""
+        return out
+
+    def close(self) -> bytes:
+        """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
+        self.closed = True
+        if self.failed is not None:
+            return b""
+        try:
+            out = self._relay(self._parser.close())
+        except Exception as e:
+            self.failed = e
+            out = self._parser.held()
+        if self._prefix:
+            out, self._prefix = self._prefix + out, b""
+        return out
+
+    def _relay(self, blocks: list[Block]) -> bytes:
+        """Record each block and keep those this client has not had; return the kept bytes."""
+        if not blocks:
+            return b""
+        store = self._resumer.store
+        session, stream = self.session, self.stream
+        resume_seq = self._resume_seq
+        seen = self._seen
+        stats = self.stats
+        kept: list[bytes] = []
+        done = 0  # blocks fully handled: after an error, the rest are handed on untouched
+        try:
+            for block in blocks:
+                event_id = block.id
+                if event_id:
+                    if resume_seq is not None:
+                        position = store.position(session, stream, event_id)
+                        if position is not None and position <= resume_seq:
+                            stats.duplicates += 1
+                            done += 1
+                            continue
+                    if event_id in seen:
+                        stats.duplicates += 1
+                        done += 1
+                        continue
+                    if self._window:
+                        seen.add(event_id)
+                        self._seen_order.append(event_id)
+                        if len(self._seen_order) > self._window:
+                            seen.discard(self._seen_order.popleft())
+                kind = block.kind
+                if kind is _EVENT:
+                    stats.events += 1
+                    store.record(session, stream, event_id, block.raw)
+                    stats.recorded += 1
+                elif kind is _EMPTY:
+                    if event_id is not None:  # an id-only block (a priming event, a reset) is a position
+                        store.record(session, stream, event_id, block.raw)
+                        stats.recorded += 1
+                elif kind is _OVERSIZE:
+                    stats.oversize += 1
+                if block.retry is not None:
+                    self._resumer.upstream_retry.put((session, stream), block.retry)
+                kept.append(block.raw)
+                done += 1
+        except Exception as e:  # a store error, say: this block and the rest go on untouched
+            self.failed = e
+            kept.extend(b.raw for b in blocks[done:])
+            kept.append(self._parser.held())  # and so does the start of the next block, or it would be lost
+        if len(kept) == 1:
+            return kept[0]
+        return b"".join(kept)
+
+
+@dataclass(slots=True)
+class ResumeStats:
+    hits: int = 0
+    up_to_date: int = 0
+    behind: int = 0
+    misses: int = 0
+    replayed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Resumer:
+    """Makes resume decisions against a history store and opens relays. One per proxy."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        *,
+        replay: bool = True,
+        stale_policy: Literal["forward", "restart"] = "forward",
+        dedupe_window: int = 100,
+        max_event_bytes: int = 1024 * 1024,
+        replay_retry: int = 50,
+        default_retry: int = 3000,
+    ) -> None:
+        self.store = store
+        self.replay = replay
+        self.stale_policy = stale_policy
+        self.dedupe_window = dedupe_window
+        self.max_event_bytes = max_event_bytes
+        self.replay_retry = replay_retry
+        self.default_retry = default_retry
+        self.upstream_retry = _LRU()  # (session, stream) -> the last retry the upstream sent on it
+        self.pending_restore = _LRU()  # streams whose clients got a short retry with a replay
+        self.stats = ResumeStats()
+
+    async def decide(self, session: str, last_event_id: str | None, inline: bool = False) -> Decision:
+        """Decide how to serve a request of ``session`` that carries ``last_event_id`` (or none).
+
+        ``inline`` asks for a hit to be served in front of the live upstream stream rather than as a response
+        of its own (for clients that do not reconnect by themselves).
+        """
+        if not last_event_id:
+            return Decision("fresh", session)
+        found = await self.store.find(session, last_event_id)
+        if found is None:
+            return self._miss(session, last_event_id)
+        # Replay up to the newest event that has an id: the client's Last-Event-ID after the replay is then a
+        # position we hold, and events without id after it are not sent twice.
+        after = found.after
+        last = max((i for i, e in enumerate(after) if e.id), default=-1)
+        after = after[: last + 1]
+        if after and self.replay:
+            return self._inline_hit(session, found, after) if inline else self._hit(session, found, after)
+        key = (session, found.stream)
+        prefix = b""
+        if key in self.pending_restore:
+            del self.pending_restore[key]
+            retry = self.upstream_retry.get(key, self.default_retry)
+            prefix = b"retry: %d\n\n" % retry
+        if after:  # ids only: newer events went by but cannot be replayed; the upstream must resend them
+            self.stats.behind += 1
+            return Decision(
+                "behind",
+                session,
+                found.stream,
+                last_event_id,
+                found.seq,
+                prefix=prefix,
+                note=f"{len(after)} newer events seen but not kept (ids only): resuming upstream",
+            )
+        self.stats.up_to_date += 1
+        newest = found.newest_id or last_event_id
+        seq = found.seq
+        return Decision(
+            "up-to-date", session, found.stream, newest, seq, prefix=prefix, note="up to date: resuming upstream"
+        )
+
+    def _hit(self, session: str, found: Found, after: tuple[StoredEvent, ...]) -> Decision:
+        self.stats.hits += 1
+        self.stats.replayed += len(after)
+        self.pending_restore.put((session, found.stream), 1)
+        n = len(after)
+        note = f"served {n} event{'s' if n != 1 else ''} from history"
+        body = b"".join(
+            [
+                b": sse-resume: %s\n\n" % note.encode(),
+                *(e.raw or b"" for e in after),
+                b"retry: %d\n\n" % self.replay_retry,
+            ]
+        )
+        return Decision("hit", session, found.stream, None, found.seq, after, body, note=note)
+
+    def _inline_hit(self, session: str, found: Found, after: tuple[StoredEvent, ...]) -> Decision:
+        self.stats.hits += 1
+        self.stats.replayed += len(after)
+        n = len(after)
+        note = f"served {n} event{'s' if n != 1 else ''} from history, then the live stream"
+        prefix = b"".join([b": sse-resume: %s\n\n" % note.encode(), *(e.raw or b"" for e in after)])
+        newest = after[-1]
+        # The client will have everything up to the newest replayed event: that is its position from now on.
+        return Decision("hit", session, found.stream, newest.id, newest.seq, after, prefix=prefix, note=note)
+
+    def _miss(self, session: str, last_event_id: str) -> Decision:
+        self.stats.misses += 1
+        if self.stale_policy == "restart":
+            note = "Last-Event-ID unknown: restarted the stream upstream; continuity not guaranteed"
+            forward = None
+        else:
+            note = "Last-Event-ID unknown: forwarded upstream; continuity not guaranteed"
+            forward = last_event_id
+        return Decision("miss", session, None, forward, None, prefix=b": sse-resume: %s\n\n" % note.encode(), note=note)
+
+    def open(self, decision: Decision) -> Relay:
+        """Open the relay for the upstream response to a request decided as ``decision``."""
+        stream = decision.stream or self.store.new_stream(decision.session)
+        return Relay(
+            self,
+            decision.session,
+            stream,
+            decision.resume_seq,
+            decision.prefix,
+            self.dedupe_window,
+            self.max_event_bytes,
+        )

@@ -1,0 +1,88 @@
+"""Settings: the task's YAML shape, validation messages, and which source wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sse_resume_core._config import ConfigError, Settings, load_file, merge
+
+TASK_YAML = """\
+sse:
+  client_resilience:
+    max_event_history: 1000
+    event_ttl: 300
+    support_replay: false
+    dedupe_window: 100
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sse.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_task_yaml_loads_as_written(tmp_path: Path) -> None:
+    values = load_file(write(tmp_path, TASK_YAML))
+    assert values == {"max_event_history": 1000, "event_ttl": 300, "support_replay": False, "dedupe_window": 100}
+    settings = merge(values, {})
+    assert settings.support_replay is False and settings.limits().replay is False
+
+
+def test_other_settings_by_option_name(tmp_path: Path) -> None:
+    values = load_file(write(tmp_path, "sse:\n  stale_policy: restart\n  session_header: X-Session\n"))
+    settings = merge(values, {})
+    assert settings.stale_policy == "restart" and settings.session_header == "x-session"
+
+
+def test_command_line_wins_over_file_and_file_over_defaults(tmp_path: Path) -> None:
+    values = load_file(write(tmp_path, TASK_YAML.replace("event_ttl: 300", "event_ttl: 60")))
+    settings = merge(values, {"event_ttl": 10, "max_event_history": 1000, "support_replay": True})
+    # event_ttl differs from its default on the command line: it wins. max_event_history and support_replay
+    # are at their defaults there, so the file speaks for them.
+    assert (settings.event_ttl, settings.support_replay) == (10, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sse:\n  client_resilience:\n    event_ttl: -1\n", "sse_config: sse.event_ttl: Input should be greater"),
+        ("sse:\n  client_resilience:\n    ttl: 5\n", "sse_config: sse.client_resilience.ttl: Extra inputs"),
+        ("sse:\n  bogus: 1\n", "sse_config: unknown setting(s) under sse: bogus"),
+        ("sse: [1, 2]\n", "must be a mapping with an 'sse:' section"),
+        ("sse: {unclosed\n", "is not valid YAML"),
+        ("sse:\n  stale_policy: later\n", "sse_config: sse.stale_policy: Input should be 'forward' or 'restart'"),
+    ],
+)
+def test_bad_files_name_the_file_and_the_reason(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        merge(load_file(write(tmp_path, text)), {})
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sse_config: cannot read"):
+        load_file(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("max_event_history", 0, "sse_max_event_history: Input should be greater than or equal to 1"),
+        ("dedupe_window", -1, "sse_dedupe_window: Input should be greater than or equal to 0"),
+        ("session_header", "a b", "sse_session_header: Value error, must be an HTTP header name"),
+        ("max_event_bytes", 10, "sse_max_event_bytes: Input should be greater than or equal to 64"),
+    ],
+)
+def test_bad_options_name_the_option(name: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        merge({}, {name: value})
+    assert message in str(info.value)
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert (s.max_event_history, s.event_ttl, s.support_replay, s.dedupe_window) == (1000, 300, True, 100)
+    assert (s.session_header, s.stale_policy, s.max_event_bytes) == ("mcp-session-id", "forward", 1024 * 1024)

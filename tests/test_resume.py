@@ -1,0 +1,171 @@
+"""Resume decisions and the relay, without any I/O: the store, the decisions and the bytes that come out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser
+from sse_resume_core._resume import Decision, Relay, Resumer, session_key
+
+
+def ev(n: int) -> bytes:
+    return b"id: %d\ndata: %d\n\n" % (n, n)
+
+
+def decide(r: Resumer, session: str, last: str | None, inline: bool = False) -> Decision:
+    return asyncio.run(r.decide(session, last, inline))
+
+
+def stream_of(r: Resumer, decision: Decision, chunks: list[bytes]) -> bytes:
+    relay = r.open(decision)
+    return b"".join(relay.feed(c) for c in chunks) + relay.close()
+
+
+def resumer(**kw: object) -> Resumer:
+    replay = bool(kw.pop("replay", True))
+    return Resumer(MemoryHistory(HistoryLimits(replay=replay)), replay=replay, **kw)  # type: ignore[arg-type]
+
+
+def test_fresh_stream_is_recorded_and_passed_through() -> None:
+    r = resumer()
+    data = ev(1) + b": ping\n\n" + ev(2) + b"retry: 5\n\ndata: x"
+    assert stream_of(r, decide(r, "s", None), [data]) == data
+    assert [e.id for e in r.store.events("s")] == ["1", "2"]  # type: ignore[attr-defined]
+
+
+def test_output_is_block_aligned_and_loses_nothing() -> None:
+    r = resumer()
+    relay = r.open(decide(r, "s", None))
+    assert relay.feed(b"id: 1\nda") == b""
+    assert relay.feed(b"ta: 1\n\nid: 2") == ev(1)
+    assert relay.close() == b"id: 2"
+
+
+def test_hit_answers_from_history_with_a_short_retry() -> None:
+    r = resumer()
+    stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 6)])
+    d = decide(r, "s", "2")
+    assert d.outcome == "hit"
+    assert d.body == b": sse-resume: served 3 events from history\n\n" + ev(3) + ev(4) + ev(5) + b"retry: 50\n\n"
+
+
+def test_after_a_hit_the_next_resume_restores_retry() -> None:
+    r = resumer()
+    stream_of(r, decide(r, "s", None), [b"retry: 700\n\n", *(ev(n) for n in range(1, 4))])
+    assert decide(r, "s", "1").outcome == "hit"
+    back = decide(r, "s", "3")
+    assert (back.outcome, back.prefix, back.forward_id) == ("up-to-date", b"retry: 700\n\n", "3")
+    assert decide(r, "s", "3").prefix == b""  # once
+
+
+def test_inline_hit_prefixes_the_live_stream_and_drops_what_it_replayed() -> None:
+    r = resumer()
+    stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 5)])
+    d = decide(r, "s", "2", inline=True)
+    assert (d.outcome, d.forward_id, d.body) == ("hit", "4", b"")
+    # an upstream that ignores Last-Event-ID starts again from 1
+    out = stream_of(r, d, [ev(n) for n in range(1, 7)])
+    assert out == b": sse-resume: served 2 events from history, then the live stream\n\n" + b"".join(
+        ev(n) for n in (3, 4, 5, 6)
+    )
+
+
+def test_up_to_date_forwards_and_drops_what_the_client_has() -> None:
+    r = resumer()
+    stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 4)])
+    d = decide(r, "s", "3")
+    assert (d.outcome, d.forward_id) == ("up-to-date", "3")
+    assert stream_of(r, d, [ev(n) for n in range(1, 6)]) == ev(4) + ev(5)
+    assert [e.id for e in r.store.events("s")] == ["1", "2", "3", "4", "5"]  # type: ignore[attr-defined]
+
+
+def test_replay_stops_at_the_newest_event_with_an_id() -> None:
+    r = resumer()
+    stream_of(r, decide(r, "s", None), [ev(1), ev(2), b"data: no id\n\n"])
+    d = decide(r, "s", "2")
+    assert d.outcome == "up-to-date"  # the id-less tail is not replayed: the client would loop on it
+    d = decide(r, "s", "1")
+    assert d.outcome == "hit" and [e.id for e in d.replay] == ["2"]
+
+
+def test_miss_forwards_with_a_comment_or_restarts() -> None:
+    r = resumer()
+    d = decide(r, "s", "ancient-id")
+    assert (d.outcome, d.forward_id, d.stream) == ("miss", "ancient-id", None)
+    assert d.prefix.startswith(b": sse-resume: Last-Event-ID unknown")
+    assert stream_of(r, d, [ev(1)]).startswith(b": sse-resume:")
+    r2 = resumer(stale_policy="restart")
+    assert decide(r2, "s", "x").forward_id is None
+
+
+def test_ids_only_mode_never_replays_and_forwards_the_clients_id() -> None:
+    r = resumer(replay=False)
+    stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 6)])
+    d = decide(r, "s", "2")
+    assert (d.outcome, d.forward_id, d.body) == ("behind", "2", b"")
+    assert stream_of(r, d, [ev(n) for n in range(1, 7)]) == ev(3) + ev(4) + ev(5) + ev(6)
+
+
+def test_window_drops_repeats_within_a_connection() -> None:
+    r = resumer(dedupe_window=2)
+    out = stream_of(r, decide(r, "s", None), [ev(1), ev(2), ev(1), ev(3), ev(1)])
+    assert out == ev(1) + ev(2) + ev(3) + ev(1)  # the window holds the last 2 ids: 1 has left it at the end
+
+
+def test_concurrent_connection_on_a_stream_is_not_starved() -> None:
+    r = resumer()
+    stream_of(r, decide(r, "s", None), [ev(1), ev(2)])
+    a, b = r.open(decide(r, "s", "2")), r.open(decide(r, "s", "2"))
+    assert a.feed(ev(3)) == ev(3)
+    assert b.feed(ev(3)) == ev(3)  # recorded by a, but b's client never had it
+
+
+def test_relay_survives_a_store_error_and_loses_nothing() -> None:
+    r = resumer()
+    relay = r.open(decide(r, "s", None))
+    relay.feed(b"id: 1\nda")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("store down")
+
+    r.store.record = broken  # type: ignore[method-assign,assignment]
+    # The failing block, the rest, and the start of the next block go on untouched; then plain pass-through.
+    out = relay.feed(b"ta: 1\n\nid: 2\ndata: 2\n\nid: 3")
+    assert out == b"id: 1\ndata: 1\n\nid: 2\ndata: 2\n\nid: 3"
+    assert isinstance(relay.failed, RuntimeError)
+    assert relay.feed(b"\ndata: 3\n\n") == b"\ndata: 3\n\n"
+    assert relay.close() == b""
+
+
+def test_relay_failure_hands_on_held_bytes() -> None:
+    r = resumer()
+    relay: Relay = r.open(decide(r, "s", None))
+
+    class Broken(SSEParser):
+        broken = False
+
+        def feed(self, data: bytes) -> list[Block]:
+            if self.broken:
+                raise RuntimeError("parser bug")
+            return super().feed(data)
+
+    relay._parser = parser = Broken()
+    relay.feed(b"id: 1\ndata: partial")
+    parser.broken = True
+    assert relay.feed(b" more") == b"id: 1\ndata: partial more"
+    assert relay.feed(b"\n\n") == b"\n\n"
+
+
+def test_session_key_separates_sessions_urls_and_credentials() -> None:
+    base = session_key("s1", "https", "Example.com", 443, "/mcp", ["Bearer a", ""])
+    assert base == session_key("s1", "HTTPS", "example.com", 443, "/mcp", ["Bearer a", ""])
+    others = [
+        session_key("s2", "https", "example.com", 443, "/mcp", ["Bearer a", ""]),
+        session_key("s1", "http", "example.com", 443, "/mcp", ["Bearer a", ""]),
+        session_key("s1", "https", "example.com", 8443, "/mcp", ["Bearer a", ""]),
+        session_key("s1", "https", "example.com", 443, "/mcp?x=1", ["Bearer a", ""]),
+        session_key("s1", "https", "example.com", 443, "/mcp", ["Bearer b", ""]),
+        session_key(None, "https", "example.com", 443, "/mcp", ["Bearer a", ""]),
+    ]
+    assert base not in others and len(set(others)) == len(others)
+    assert "s1" not in base and "Bearer" not in base
