@@ -9,6 +9,7 @@ JSON data. The query string picks the behaviour, so one server plays every upstr
     resume=0       ignore Last-Event-ID and start again from 1 (default 1: continue after it)
     drop_after=N   cut the connection abruptly after N events (no chunked terminator)
     end_after=N    end the response cleanly after N events
+    hang_after=N   after N events on a connection, send nothing more (a silent upstream)
     silent=S       send headers, then wait S seconds before the first event
     retry=MS       start the stream with "retry: MS"
     ids=0          send events without ids
@@ -93,6 +94,7 @@ class Upstream:
         interval = opt("interval", self.interval)
         drop_after = int(opt("drop_after", 0))
         end_after = int(opt("end_after", 0))
+        hang_after = int(opt("hang_after", 0))
         count = int(opt("count", 0))
         pad = "x" * int(opt("pad", 0))
         eol = "\r\n" if opt("crlf", 0) else "\n"
@@ -128,6 +130,8 @@ class Upstream:
             if drop_after and sent >= drop_after:
                 writer.transport.abort()
                 return
+            if hang_after and sent >= hang_after:
+                await asyncio.sleep(3600)
             if end_after and sent >= end_after:
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()

@@ -61,7 +61,8 @@ class Process:
 
     @property
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
@@ -129,9 +130,13 @@ def mitmdump(tmp: Path, upstream_port: int, options: Sequence[str] = (), script:
 
 
 def read_events(
-    url: str, count: int, headers: dict[str, str] | None = None, timeout: float = 20
+    url: str, count: int, headers: dict[str, str] | None = None, timeout: float = 20, linger: float = 0
 ) -> tuple[httpx.Response, list[tuple[str | None, str]]]:
-    """Read ``count`` events (id, data) from ``url`` with a real HTTP client, then hang up."""
+    """Read ``count`` events (id, data) from ``url`` with a real HTTP client, then hang up.
+
+    With ``linger``, stay connected that many seconds without reading before hanging up: what the proxy sends
+    meanwhile is lost with the connection, as when a network drops with events in flight.
+    """
     from sse_resume_core import SSEParser
 
     got: list[tuple[str | None, str]] = []
@@ -142,5 +147,72 @@ def read_events(
                 if block.data is not None:
                     got.append((block.id, block.data))
                     if len(got) >= count:
+                        time.sleep(linger)
                         return response, got
     return response, got
+
+
+class EventSourceClient:
+    """Behaves like a browser's EventSource: reconnects after ``retry`` ms with Last-Event-ID, forever."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, last_event_id: str = "") -> None:
+        self.url = url
+        self.headers = {"accept": "text/event-stream", **(headers or {})}
+        self.last_event_id = last_event_id
+        self.retry_ms = 100
+        self.events: list[tuple[str, str]] = []  # (last event id, data) of each event, in arrival order
+        self.outcomes: list[str] = []  # the sse-resume header of each response ("" when absent)
+        self.comments: list[bytes] = []
+
+    def run(self, count: int, timeout: float = 30, max_connections: int = 200) -> list[tuple[str, str]]:
+        from sse_resume_core import SSEParser
+
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=httpx.Timeout(5, read=timeout)) as client:
+            for _ in range(max_connections):
+                headers = dict(self.headers)
+                if self.last_event_id:
+                    headers["last-event-id"] = self.last_event_id
+                parser = SSEParser()
+                try:
+                    with client.stream("GET", self.url, headers=headers) as response:
+                        self.outcomes.append(response.headers.get("sse-resume", ""))
+                        for chunk in response.iter_raw():
+                            for block in parser.feed(chunk):
+                                if block.raw.startswith(b":"):
+                                    self.comments.append(block.raw)
+                                if block.retry is not None:
+                                    self.retry_ms = block.retry
+                                self.last_event_id = parser.last_event_id
+                                if block.data is not None:
+                                    self.events.append((block.last_event_id, block.data))
+                                    if len(self.events) >= count:
+                                        return self.events
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    pass
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(self.retry_ms / 1000)
+        return self.events
+
+
+def curl(url: str, *args: str, stop_after: int = 0, max_time: float = 10) -> tuple[str, list[str]]:
+    """Run curl -N; with ``stop_after``, hang up after that many events. Return (output, event ids)."""
+    proc = subprocess.Popen(
+        ["curl", "-sN", "--max-time", str(max_time), *args, url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    ids: list[str] = []
+    try:
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(line)
+            if line.startswith("id: "):
+                ids.append(line[4:])
+            if stop_after and line == "" and len(ids) >= stop_after:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    return "\n".join(lines), ids

@@ -1,0 +1,65 @@
+"""Relay throughput through mitmdump: the addon against a plain ``stream = True`` script, in one run.
+
+A fast upstream sends ``--events`` events of about 200 bytes, each its own HTTP chunk; curl reads them through
+mitmdump. Each configuration runs ``--rounds`` times, alternating, and its best round counts.
+
+    python benchmarks/bench_relay.py [--events 100000] [--rounds 3] [--set sse_support_replay=false ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from harness import ADDON, Mitmdump, Process, free_port, wait_port  # noqa: E402
+
+
+def run_once(proxy: Mitmdump, events: int, tag: str) -> float:
+    url = f"{proxy.url}/sse/{tag}?n={events}&size=200"
+    start = time.perf_counter()
+    out = subprocess.run(["curl", "-s", "--max-time", "600", url], capture_output=True, check=True).stdout
+    seconds = time.perf_counter() - start
+    got = out.count(b"\n\n")
+    if got != events:
+        raise SystemExit(f"{tag}: received {got} events, expected {events}")
+    return seconds
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args.add_argument("--events", type=int, default=100_000)
+    args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--set", action="append", default=[], help="an option for the addon's mitmdump")
+    opts = args.parse_args()
+    tmp = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
+    port = free_port()
+    upstream = Process([sys.executable, HERE / "fast_upstream.py", "--port", str(port)], tmp / "upstream.log")
+    wait_port(port, upstream.proc)
+    configs = {"passthrough": HERE / "passthrough.py", "sse-resume": ADDON}
+    proxies = {
+        name: Mitmdump(tmp, port, opts.set if name == "sse-resume" else (), script) for name, script in configs.items()
+    }
+    try:
+        for proxy in proxies.values():  # warm up: first request, imports, caches
+            run_once(proxy, 1000, "warmup")
+        best = dict.fromkeys(proxies, float("inf"))
+        for r in range(opts.rounds):
+            for name, proxy in proxies.items():
+                best[name] = min(best[name], run_once(proxy, opts.events, f"round{r}"))
+        for name, seconds in best.items():
+            print(f"{name:12} {opts.events / seconds:10,.0f} events/s ({seconds:.2f} s for {opts.events:,})")
+        print(f"ratio sse-resume / passthrough: {best['passthrough'] / best['sse-resume']:.2f}x (goal >= 0.9x)")
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+        upstream.stop()
+
+
+if __name__ == "__main__":
+    main()
