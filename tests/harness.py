@@ -42,6 +42,27 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise TimeoutError(f"nothing listening on {port} after {timeout} s")
 
 
+STARTED_GROUPS: set[int] = set()  # every process group the harness started, checked at the end of the run
+
+
+def live_processes(groups: set[int]) -> list[str]:
+    """The processes still alive in ``groups``, as "pid command" strings (from /proc)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp in groups and state != "Z":
+            alive.append(f"{entry.name} {cmdline.strip()}")
+    return alive
+
+
 class Process:
     """A child process in its own group, with its output in a file that tests can read."""
 
@@ -58,6 +79,7 @@ class Process:
             cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
+        STARTED_GROUPS.add(self.proc.pid)
 
     @property
     def output(self) -> str:

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import pytest
+
+from harness import STARTED_GROUPS, live_processes
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test run leaves no process behind: anything still alive in a group the harness started fails the run."""
+    left = live_processes(STARTED_GROUPS)
+    if left:
+        for group in STARTED_GROUPS:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        print("\nprocesses left behind by the tests:\n  " + "\n  ".join(left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
