@@ -86,3 +86,9 @@ def test_defaults() -> None:
     s = Settings()
     assert (s.max_event_history, s.event_ttl, s.support_replay, s.dedupe_window) == (1000, 300, True, 100)
     assert (s.session_header, s.stale_policy, s.max_event_bytes) == ("mcp-session-id", "forward", 1024 * 1024)
+
+
+def test_every_option_is_documented() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "options.md").read_text()
+    for name in [*Settings.model_fields, "config"]:
+        assert f"`sse_{name}`" in doc, name

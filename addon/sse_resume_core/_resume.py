@@ -19,6 +19,7 @@ connection). Its output is block-aligned: a block is handed on once complete, so
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ __all__ = ["Decision", "Outcome", "Relay", "Resumer", "digest", "session_key"]
 
 Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
 
+# Digests are keyed with a secret of this process, so a digest in a log or a key cannot be checked against guessed
+# session ids or credentials (and nothing keyed by it outlives the process).
+_DIGEST_KEY: Final = secrets.token_bytes(32)
 MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remembered, least recent dropped
 _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
@@ -41,7 +45,7 @@ _OVERSIZE: Final = BlockKind.OVERSIZE
 def digest(value: str | bytes, size: int = 12) -> str:
     """A short, stable, non-reversible name for a value, for logs and keys (never the value itself)."""
     data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-    return hashlib.blake2b(data, digest_size=size).hexdigest()
+    return hashlib.blake2b(data, digest_size=size, key=_DIGEST_KEY).hexdigest()
 
 
 def session_key(

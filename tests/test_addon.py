@@ -1,0 +1,165 @@
+"""The mitmproxy shell, in process: hooks called directly with mitmproxy's test helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from types import ModuleType
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.http import HTTPFlow
+from mitmproxy.test import taddons, tflow, tutils
+
+from harness import ADDON
+
+
+def load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sse_resume_script", ADDON)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+script = load()
+
+
+def sse_flow(path: str = "/sse", last_event_id: str | None = None) -> HTTPFlow:
+    flow = tflow.tflow()
+    flow.request.path = path
+    flow.request.headers["accept"] = "text/event-stream"
+    if last_event_id is not None:
+        flow.request.headers["last-event-id"] = last_event_id
+    return flow
+
+
+def respond(addon: object, flow: HTTPFlow) -> None:
+    flow.response = tutils.tresp(content=None)
+    flow.response.headers["content-type"] = "text/event-stream"
+    addon.responseheaders(flow)  # type: ignore[attr-defined]
+
+
+def run(chunks: list[bytes], flow: HTTPFlow) -> list[object]:
+    assert flow.response is not None and callable(flow.response.stream)
+    return [flow.response.stream(c) for c in chunks]
+
+
+def test_stream_callable_never_returns_empty_bytes() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+        outs = run([b"id: 1\nda", b"ta: x\n\n", b": c", b"\n\n", b""], flow)
+    assert outs == [[], b"id: 1\ndata: x\n\n", [], b": c\n\n", []]
+
+
+def test_hit_is_answered_in_the_request_hook() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+        run([b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"], flow)
+        again = sse_flow(last_event_id="1")
+        asyncio.run(addon.request(again))
+    assert again.response is not None and again.response.headers["sse-resume"] == "hit"
+    assert b"id: 2\ndata: b\n\n" in (again.response.content or b"")
+    assert again.metadata["sse_resume"]["outcome"] == "hit"
+
+
+def test_internal_error_in_a_hook_passes_the_flow_through(caplog: pytest.LogCaptureFixture) -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+
+        async def broken(*args: object) -> None:
+            raise RuntimeError("forced")
+
+        addon.resumer.decide = broken
+        flow = sse_flow(last_event_id="3")
+        with caplog.at_level(logging.ERROR):
+            asyncio.run(addon.request(flow))
+        assert flow.response is None and flow.request.headers["last-event-id"] == "3"
+        assert "internal error on request" in caplog.text and "forced" in caplog.text
+
+
+def test_internal_error_while_relaying_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("store down")
+
+        addon.store.record = broken
+        with caplog.at_level(logging.ERROR):
+            outs = run([b"id: 1\ndata: a\n\nid: 2\nda", b"ta: b\n\n", b""], flow)
+    assert b"".join(o for o in outs if isinstance(o, bytes)) == b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+    assert caplog.text.count("internal error relaying") == 1
+
+
+def test_gzip_sse_response_is_decoded() -> None:
+    import gzip
+
+    addon = script.SSEResume()
+    body = gzip.compress(b"id: 1\ndata: a\n\n")
+    with taddons.context(addon):
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        flow.response = tutils.tresp(content=None)
+        flow.response.headers["content-type"] = "text/event-stream"
+        flow.response.headers["content-encoding"] = "gzip"
+        addon.responseheaders(flow)
+        outs = run([body[:7], body[7:], b""], flow)
+        assert "content-encoding" not in flow.response.headers
+    assert b"".join(o for o in outs if isinstance(o, bytes)) == b"id: 1\ndata: a\n\n"
+
+
+def test_unknown_encoding_passes_through_untouched() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = sse_flow()
+        flow.response = tutils.tresp(content=None)
+        flow.response.headers["content-type"] = "text/event-stream"
+        flow.response.headers["content-encoding"] = "compress"
+        addon.responseheaders(flow)
+        assert flow.response is not None and flow.response.stream is True
+        assert flow.response.headers["content-encoding"] == "compress"
+
+
+def test_non_sse_is_not_touched() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = tflow.tflow(resp=True)
+        flow.request.headers["accept-encoding"] = "gzip"
+        asyncio.run(addon.request(flow))
+        addon.responseheaders(flow)
+    assert flow.response is not None and flow.response.stream is False
+    assert flow.request.headers["accept-encoding"] == "gzip"
+
+
+def test_bad_option_at_run_time_is_rolled_back() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, sse_event_ttl=60)
+        assert addon.settings.event_ttl == 60
+        with pytest.raises(exceptions.OptionsError, match="sse_event_ttl"):
+            tctx.configure(addon, sse_event_ttl=0)
+        assert addon.settings.event_ttl == 60 and tctx.options.sse_event_ttl == 60
+
+
+def test_changing_limits_keeps_history_and_changing_mode_starts_afresh() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+        run([b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"], flow)
+        tctx.configure(addon, sse_max_event_history=1)
+        assert [e.id for e in addon.store.events(next(iter(addon.store)))] == ["2"]
+        tctx.configure(addon, sse_support_replay=False)
+        assert addon.store.snapshot().events == 0 and addon.store.limits.replay is False
