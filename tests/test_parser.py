@@ -385,3 +385,33 @@ def test_rule_cases_at_random_splits(draw: st.DataObject) -> None:
     data = draw.draw(st.sampled_from(CASES))
     cuts = draw.draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=10))
     assert normalise(feed_in(split_at(data, cuts))) == normalise(feed_in([data]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_stream)
+def test_single_event_fast_path_agrees_with_feed(data: bytes) -> None:
+    """Feeding block by block through feed_single_event (or feed when it declines) matches feed alone."""
+    reference = SSEParser()
+    blocks = reference.feed(data)
+    fast = SSEParser()
+    fast.feed(b": start\n\n")  # past the start of the stream, where a BOM may still be arriving
+    for block in blocks:
+        taken, event_id = fast.feed_single_event(block.raw)
+        if taken:
+            assert block.kind is EVENT and event_id == block.id and block.retry is None
+        else:
+            assert [(b.kind, b.id, b.last_event_id) for b in fast.feed(block.raw)] == [
+                (block.kind, block.id, block.last_event_id)
+            ]
+        assert fast.last_event_id == block.last_event_id
+
+
+def test_single_event_fast_path_declines_what_it_cannot_take() -> None:
+    p = SSEParser()
+    assert p.feed_single_event(b"data: a\n\n") == (False, None)  # the stream's first bytes (a BOM may come)
+    p.feed(b": x\n\n")
+    for chunk in (b"data: a\r\n\r\n", b"data: a\n\ndata: b\n\n", b"data: a\n", b"retry: 5\ndata: a\n\n"):
+        assert p.feed_single_event(chunk) == (False, None), chunk
+    assert p.feed_single_event(b"id: 7\ndata: a\n\n") == (True, "7") and p.last_event_id == "7"
+    p.feed(b"data: held")
+    assert p.feed_single_event(b"id: 8\ndata: b\n\n") == (False, None)  # bytes are held: they come first

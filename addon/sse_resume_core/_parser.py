@@ -224,6 +224,35 @@ class SSEParser:
                 self._size = 0
         return out
 
+    def feed_single_event(self, data: bytes) -> tuple[bool, str | None]:
+        """Fast path for a chunk that is exactly one event in the usual shape; the relay's hot path.
+
+        When nothing is held and ``data`` is one complete block with LF line ends, an optional ``id`` and
+        ``event`` and one ``data`` line, it is consumed as :meth:`feed` would consume it and ``(True, id)`` is
+        returned (``id`` being the block's id field, or ``None``), without building a :class:`Block`.
+        Otherwise nothing is consumed and ``(False, None)`` is returned: call :meth:`feed`.
+        Runtime complexity: O(len(data)).
+        """
+        size = len(data)
+        if (
+            self._parts
+            or self._skipping
+            or self._at_start
+            or self._closed
+            or size > self._max
+            or data.find(b"\n\n") != size - 2
+            or b"\r" in data
+        ):
+            return False, None
+        match = _CANONICAL(data, 0, size - 2)
+        if match is None:
+            return False, None
+        eid = match.group(1)
+        if eid is None:
+            return True, None
+        sid = self.last_event_id = eid.decode("utf-8", "replace")
+        return True, sid
+
     def held(self) -> bytes:
         """The bytes held back as an unfinished block, without consuming them. Runtime complexity: O(held)."""
         return b"".join(self._parts)

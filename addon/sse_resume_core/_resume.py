@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -91,7 +91,6 @@ class _LRU(OrderedDict[tuple[str, str], int]):
 
 @dataclass(slots=True)
 class RelayStats:
-    events: int = 0
     recorded: int = 0
     duplicates: int = 0
     oversize: int = 0
@@ -106,7 +105,6 @@ class Relay:
         "_resume_seq",
         "_resumer",
         "_seen",
-        "_seen_order",
         "_window",
         "closed",
         "failed",
@@ -131,8 +129,7 @@ class Relay:
         self._resume_seq = resume_seq
         self._prefix = prefix
         self._window = window
-        self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque()
+        self._seen: dict[str, None] = {}  # the last ``window`` ids delivered, oldest first
         self._parser = SSEParser(max_event_bytes)
         self.stats = RelayStats()
         self.closed = False
@@ -148,7 +145,11 @@ class Relay:
         if self.failed is not None:
             return chunk
         try:
-            out = self._relay(self._parser.feed(chunk))
+            single, event_id = self._parser.feed_single_event(chunk)
+            if single:  # the common case: one whole event per chunk, its id read without building a Block
+                out = chunk if self._keep(chunk, _EVENT, event_id, None) else b""
+            else:
+                out = self._relay(self._parser.feed(chunk))
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
             self.failed = e
             out = self._parser.held() + chunk
@@ -174,46 +175,13 @@ class Relay:
         """Record each block and keep those this client has not had; return the kept bytes."""
         if not blocks:
             return b""
-        store = self._resumer.store
-        session, stream = self.session, self.stream
-        resume_seq = self._resume_seq
-        seen = self._seen
-        stats = self.stats
         kept: list[bytes] = []
         done = 0  # blocks fully handled: after an error, the rest are handed on untouched
         try:
+            keep = self._keep
             for block in blocks:
-                event_id = block.id
-                if event_id:
-                    if resume_seq is not None:
-                        position = store.position(session, stream, event_id)
-                        if position is not None and position <= resume_seq:
-                            stats.duplicates += 1
-                            done += 1
-                            continue
-                    if event_id in seen:
-                        stats.duplicates += 1
-                        done += 1
-                        continue
-                    if self._window:
-                        seen.add(event_id)
-                        self._seen_order.append(event_id)
-                        if len(self._seen_order) > self._window:
-                            seen.discard(self._seen_order.popleft())
-                kind = block.kind
-                if kind is _EVENT:
-                    stats.events += 1
-                    store.record(session, stream, event_id, block.raw)
-                    stats.recorded += 1
-                elif kind is _EMPTY:
-                    if event_id is not None:  # an id-only block (a priming event, a reset) is a position
-                        store.record(session, stream, event_id, block.raw)
-                        stats.recorded += 1
-                elif kind is _OVERSIZE:
-                    stats.oversize += 1
-                if block.retry is not None:
-                    self._resumer.upstream_retry.put((session, stream), block.retry)
-                kept.append(block.raw)
+                if keep(block.raw, block.kind, block.id, block.retry):
+                    kept.append(block.raw)
                 done += 1
         except Exception as e:  # a store error, say: this block and the rest go on untouched
             self.failed = e
@@ -222,6 +190,33 @@ class Relay:
         if len(kept) == 1:
             return kept[0]
         return b"".join(kept)
+
+    def _keep(self, raw: bytes, kind: BlockKind, event_id: str | None, retry: int | None) -> bool:
+        """Record one block; say whether this client should get it (False: it already has it)."""
+        stats = self.stats
+        if event_id:
+            if self._resume_seq is not None:
+                position = self._resumer.store.position(self.session, self.stream, event_id)
+                if position is not None and position <= self._resume_seq:
+                    stats.duplicates += 1
+                    return False
+            seen = self._seen
+            if event_id in seen:
+                stats.duplicates += 1
+                return False
+            if self._window:
+                seen[event_id] = None
+                if len(seen) > self._window:
+                    del seen[next(iter(seen))]
+        if kind is _EVENT or (kind is _EMPTY and event_id is not None):
+            # An event, or an id-only block (a priming event, a reset): both are positions in the stream.
+            self._resumer.store.record(self.session, self.stream, event_id, raw)
+            stats.recorded += 1
+        elif kind is _OVERSIZE:
+            stats.oversize += 1
+        if retry is not None:
+            self._resumer.upstream_retry.put((self.session, self.stream), retry)
+        return True
 
 
 @dataclass(slots=True)
