@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
 
-from mitmproxy import exceptions, http
+from mitmproxy import command, contentviews, exceptions, http
 from mitmproxy.addonmanager import Loader
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._config import ConfigError, Settings, load_file, merge
-from sse_resume_core._resume import Decision, Relay, Resumer, digest, session_key
+from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
+from sse_resume_core._view import render_events
 
 log = logging.getLogger("sse_resume")
 
@@ -57,7 +60,15 @@ OPTIONS: dict[str, tuple[type, str]] = {
     ),
     "replay_retry": (int, "retry (ms) sent at the end of a replay, so the client comes straight back for live events."),
     "default_retry": (int, "retry (ms) restored after a replay when the upstream never sent one."),
+    "transcript_bytes": (
+        int,
+        "Bytes of each SSE response's events kept on the flow (the most recent, whole events), so the flow view "
+        "and saved flows show what was relayed. 0 keeps none.",
+    ),
+    "metrics_port": (int, "Port of a Prometheus metrics endpoint (0: none)."),
+    "metrics_host": (str, "Address the Prometheus endpoint listens on."),
 }
+MARK = ":arrows_counterclockwise:"
 
 
 class FlowState:
@@ -67,13 +78,15 @@ class FlowState:
     looks up string annotations.)
     """
 
-    __slots__ = ("decision", "failed", "relay", "session")
+    __slots__ = ("answered", "decision", "failed", "last_event_id", "relay", "session")
 
     def __init__(self, session: str) -> None:
         self.session = session
         self.decision: Decision | None = None
         self.relay: Relay | None = None
         self.failed = False
+        self.last_event_id: str | None = None
+        self.answered = False  # the addon made the response itself (a replay): later hooks leave it alone
 
 
 class _Decoder:
@@ -103,6 +116,57 @@ class _Decoder:
         return self._feed(chunk) if chunk else self._flush()
 
 
+class SSEContentview(contentviews.Contentview):
+    """Shows an event stream as events: id, type, retry, and the data, JSON pretty-printed."""
+
+    @property
+    def name(self) -> str:
+        return "SSE"
+
+    @property
+    def syntax_highlight(self) -> contentviews.SyntaxHighlight:
+        return "yaml"  # mitmproxy's advice for JSON-like text
+
+    def prettify(self, data: bytes, metadata: contentviews.Metadata) -> str:
+        return render_events(data)
+
+    def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
+        return 2.0 if (metadata.content_type or "").lower().startswith(SSE_TYPE) else -1.0
+
+
+class MetricsCollector:
+    """Reads the addon's counters when Prometheus scrapes: nothing is counted twice, nothing on the hot path.
+
+    Labels carry no payload, id or credential: only eviction reasons.
+    """
+
+    def __init__(self, addon: SSEResume) -> None:
+        self.addon = addon
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.addon.store.snapshot()
+        r = self.addon.resume_stats
+        for name, doc, value in (
+            ("sse_resume_replay_hits", "Reconnects answered from history.", r.hits),
+            ("sse_resume_replay_misses", "Reconnects whose Last-Event-ID was not held.", r.misses),
+            ("sse_resume_up_to_date", "Reconnects forwarded upstream with nothing newer held.", r.up_to_date),
+            ("sse_resume_events_replayed", "Events sent to clients from history.", r.replayed),
+            ("sse_resume_events_deduplicated", "Events dropped because the client had them.", r.deduplicated),
+            ("sse_resume_events_recorded", "Events recorded into the history.", snap.stored),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        evictions = CounterMetricFamily("sse_resume_evictions", "Events evicted from history.", labels=["reason"])
+        for reason, count in snap.evicted.items():
+            evictions.add_metric([reason], count)
+        yield evictions
+        yield GaugeMetricFamily("sse_resume_history_events", "Events held.", value=snap.events)
+        yield GaugeMetricFamily("sse_resume_history_bytes", "Bytes held (estimate, errs high).", value=snap.bytes)
+        yield GaugeMetricFamily("sse_resume_sessions", "Sessions held.", value=snap.sessions)
+
+
 def is_sse(message: http.Message | None) -> bool:
     return message is not None and message.headers.get("content-type", "").lower().startswith(SSE_TYPE)
 
@@ -115,12 +179,16 @@ class SSEResume:
     def __init__(self) -> None:
         self.settings = Settings()
         self.store = MemoryHistory(self.settings.limits())
+        self.resume_stats = ResumeStats()
         self.resumer = self._resumer()
         self._flows: dict[str, FlowState] = {}
+        self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
+        self._metrics_at: tuple[str, int] | None = None
 
     # -- options ---------------------------------------------------------------------------------------------
 
     def load(self, loader: Loader) -> None:
+        contentviews.add(SSEContentview())
         defaults = Settings()
         for name, (typ, help_text) in OPTIONS.items():
             default = getattr(defaults, name)
@@ -156,6 +224,36 @@ class SSEResume:
             else:
                 self.store.reconfigure(limits)
         self.resumer = self._resumer()
+        self._serve_metrics()
+
+    def _serve_metrics(self) -> None:
+        wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None
+        if wanted == self._metrics_at:
+            return
+        self._stop_metrics()
+        if wanted is not None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(MetricsCollector(self))  # type: ignore[arg-type]
+            try:
+                self._metrics = start_http_server(wanted[1], addr=wanted[0], registry=registry)
+            except OSError as e:
+                raise exceptions.OptionsError(  # type: ignore[no-untyped-call]
+                    f"sse_metrics_port: cannot listen on {wanted[0]}:{wanted[1]}: {e.strerror or e}"
+                ) from None
+            log.info("sse-resume: Prometheus metrics on http://%s:%d/metrics", *wanted)
+        self._metrics_at = wanted
+
+    def _stop_metrics(self) -> None:
+        if self._metrics is not None:
+            server, thread = self._metrics
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+            self._metrics = None
+        self._metrics_at = None
+
+    def done(self) -> None:
+        self._stop_metrics()
 
     def _resumer(self) -> Resumer:
         s = self.settings
@@ -167,6 +265,8 @@ class SSEResume:
             max_event_bytes=s.max_event_bytes,
             replay_retry=s.replay_retry,
             default_retry=s.default_retry,
+            transcript_bytes=s.transcript_bytes,
+            stats=self.resume_stats,
         )
 
     # -- hooks -----------------------------------------------------------------------------------------------
@@ -190,6 +290,7 @@ class SSEResume:
         if flow.response is not None or not wants_sse(request):
             return
         state = self._flows[flow.id] = FlowState(self._session_of(request))
+        state.last_event_id = request.headers.get("last-event-id")
         if "accept-encoding" in request.headers:
             request.headers["accept-encoding"] = "identity"  # frames must arrive as text to be read
         last_event_id = request.headers.get("last-event-id")
@@ -206,14 +307,14 @@ class SSEResume:
             decision.note,
             digest(last_event_id, 6),
         )
-        flow.metadata["sse_resume"] = {"outcome": decision.outcome, "note": decision.note}
         if decision.body:
             flow.response = http.Response.make(
                 200,
                 decision.body,
                 {"content-type": SSE_TYPE, "cache-control": "no-cache", RESULT_HEADER: "hit"},
             )
-            del self._flows[flow.id]
+            state.answered = True
+            self._annotate(flow, state)
         elif decision.forward_id is None:
             del request.headers["last-event-id"]
         elif decision.forward_id != last_event_id:
@@ -235,6 +336,8 @@ class SSEResume:
             return
         assert response is not None
         state = self._flows.get(flow.id)
+        if state is not None and state.answered:
+            return
         if state is None:
             state = self._flows[flow.id] = FlowState(self._session_of(flow.request))
         decision = state.decision or Decision("fresh", state.session)
@@ -295,16 +398,125 @@ class SSEResume:
         return stream
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._flows.pop(flow.id, None)
+        self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._flows.pop(flow.id, None)
+        self._finish(flow)  # a client disconnect is how most SSE streams end
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        try:
+            state = self._flows.pop(flow.id, None)
+            if state is None or state.answered:
+                return
+            relay = state.relay
+            if relay is not None and relay.transcript is not None and flow.response is not None:
+                flow.response.raw_content = relay.transcript.value()
+            if relay is not None or state.decision is not None:
+                self._annotate(flow, state)
+        except Exception:
+            log.exception("sse-resume: internal error annotating %s", flow.id)
+
+    def _annotate(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Say on the flow, in words and as data, what the addon did with it."""
+        decision = state.decision
+        relay = state.relay
+        outcome = decision.outcome if decision is not None else "fresh"
+        shown = _show_id(state.last_event_id)
+        words: list[str] = []
+        if outcome == "hit":
+            assert decision is not None
+            n = len(decision.replay)
+            words.append(f"served {n} event{'s' if n != 1 else ''} from history after id {shown}")
+            if not decision.body:
+                words[-1] += ", then the live stream"
+        elif outcome == "miss":
+            assert decision is not None
+            done = "restarted the stream upstream" if decision.forward_id is None else "forwarded upstream"
+            words.append(f"Last-Event-ID {shown} unknown: {done}")
+        elif outcome == "up-to-date":
+            words.append(f"resumed upstream after id {shown} (nothing newer held)")
+        elif outcome == "behind":
+            words.append(f"resumed upstream after id {shown}: newer events seen but not kept (ids only)")
+        facts: dict[str, Any] = {"outcome": outcome, "session": state.session[:12]}
+        if decision is not None:
+            facts["note"] = decision.note
+            facts["replayed"] = len(decision.replay)
+        if relay is not None:
+            facts.update(
+                stream=relay.stream,
+                recorded=relay.stats.recorded,
+                duplicates=relay.stats.duplicates,
+                oversize=relay.stats.oversize,
+            )
+            if relay.stats.duplicates:
+                n = relay.stats.duplicates
+                words.append(f"{n} duplicate event{'s' if n != 1 else ''} dropped")
+            if relay.stats.oversize:
+                words.append(f"{relay.stats.oversize} oversize piece(s) passed through unrecorded")
+            if relay.transcript is not None and relay.transcript.dropped:
+                facts["transcript_dropped_bytes"] = relay.transcript.dropped
+        if state.failed:
+            words.append("internal error: passed through untouched from then on")
+            facts["failed"] = True
+        flow.metadata["sse_resume"] = facts
+        if words:
+            sentence = "sse-resume: " + "; ".join(words)
+            flow.comment = f"{flow.comment}\n{sentence}" if flow.comment else sentence
+            if outcome in ("hit", "miss") or (relay is not None and relay.stats.duplicates):
+                flow.marked = MARK
+
+    # -- commands ----------------------------------------------------------------------------------------------
+
+    @command.command("sse.sessions")
+    def sessions_command(self) -> str:
+        """The sessions held: key (its first 12 characters name it in other commands), streams, events, age."""
+        rows = [f"{'session':12}  {'streams':>7}  {'events':>7}  {'bytes':>9}  {'age s':>7}  {'idle s':>7}"]
+        for info in self.store.sessions():
+            rows.append(
+                f"{info.key[:12]}  {info.streams:>7}  {info.events:>7}  {info.bytes:>9}  "
+                f"{info.age:>7.1f}  {info.idle:>7.1f}"
+            )
+        return "\n".join(rows)
+
+    @command.command("sse.history")
+    def history_command(self, session: str) -> str:
+        """The events held for one session (a key or its first characters), oldest first."""
+        key = self._find_session(session)
+        now = self.store.clock()
+        rows = [f"session {key[:12]}: {'seq':>8}  {'stream':>6}  {'age s':>7}  {'bytes':>6}  id"]
+        for e in self.store.events(key):
+            size = len(e.raw) if e.raw is not None else 0
+            rows.append(f"{'':21}{e.seq:>8}  {e.stream:>6}  {now - e.time:>7.1f}  {size:>6}  {_show_id(e.id)}")
+        return "\n".join(rows)
+
+    @command.command("sse.stats")
+    def stats_command(self) -> str:
+        """Counters: sessions, events and bytes held, replays, misses, deduplications, evictions by reason."""
+        return "\n".join(f"{name}: {value}" for name, value in self.stats().items())
+
+    @command.command("sse.clear")
+    def clear_command(self, *sessions: str) -> str:
+        """Forget the given sessions (keys or their first characters), or every session when none is given."""
+        if not sessions:
+            return f"cleared {self.store.clear()} sessions"
+        keys = [self._find_session(s) for s in sessions]
+        for key in keys:
+            self.store.drop_session(key)
+        return f"cleared {len(keys)} session{'s' if len(keys) != 1 else ''}"
+
+    def _find_session(self, prefix: str) -> str:
+        matches = [key for key in self.store if key.startswith(prefix.strip())] if prefix.strip() else []
+        if len(matches) != 1:
+            raise exceptions.CommandError(  # type: ignore[no-untyped-call]
+                f"{'no' if not matches else 'more than one'} session matches {prefix!r}: see sse.sessions"
+            )
+        return matches[0]
 
     # -- for tests and commands ------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         snap = self.store.snapshot()
-        r = self.resumer.stats
+        r = self.resume_stats
         return {
             "sessions": snap.sessions,
             "events": snap.events,
@@ -316,7 +528,16 @@ class SSEResume:
             "up_to_date": r.up_to_date,
             "behind": r.behind,
             "replayed": r.replayed,
+            "deduplicated": r.deduplicated,
         }
+
+
+def _show_id(event_id: str | None, limit: int = 40) -> str:
+    """An event id as a user may read it in the flow view: quoted, escaped, shortened."""
+    if event_id is None:
+        return "(none)"
+    text = repr(event_id)
+    return text if len(text) <= limit else text[: limit - 3] + "...'"
 
 
 addons = [SSEResume()]

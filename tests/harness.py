@@ -117,10 +117,19 @@ def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
 
 
 class Mitmdump(Process):
-    def __init__(self, tmp: Path, upstream_port: int, options: Sequence[str] = (), script: Path = ADDON) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        upstream_port: int,
+        options: Sequence[str] = (),
+        script: Path = ADDON,
+        extra: Sequence[str] = (),
+        tool: str = "mitmdump",
+    ) -> None:
         self.port = free_port()
         args: list[str | os.PathLike[str]] = [
-            BIN / "mitmdump",
+            BIN / tool,
+            *extra,
             "-s",
             script,
             "--mode",
@@ -143,8 +152,15 @@ class Mitmdump(Process):
 
 
 @contextlib.contextmanager
-def mitmdump(tmp: Path, upstream_port: int, options: Sequence[str] = (), script: Path = ADDON) -> Iterator[Mitmdump]:
-    proxy = Mitmdump(tmp, upstream_port, options, script)
+def mitmdump(
+    tmp: Path,
+    upstream_port: int,
+    options: Sequence[str] = (),
+    script: Path = ADDON,
+    extra: Sequence[str] = (),
+    tool: str = "mitmdump",
+) -> Iterator[Mitmdump]:
+    proxy = Mitmdump(tmp, upstream_port, options, script, extra, tool)
     try:
         yield proxy
     finally:

@@ -163,3 +163,19 @@ def test_changing_limits_keeps_history_and_changing_mode_starts_afresh() -> None
         assert [e.id for e in addon.store.events(next(iter(addon.store)))] == ["2"]
         tctx.configure(addon, sse_support_replay=False)
         assert addon.store.snapshot().events == 0 and addon.store.limits.replay is False
+
+
+def test_a_replay_response_goes_out_as_made() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+        run([b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"], flow)
+        again = sse_flow(last_event_id="1")
+        asyncio.run(addon.request(again))
+        assert again.response is not None
+        body = again.response.content
+        addon.responseheaders(again)
+        addon.response(again)
+    assert again.response.stream is False and again.response.content == body and b"id: 2" in (body or b"")

@@ -22,14 +22,15 @@ import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from sse_resume_core._history import Found, StoredEvent
 from sse_resume_core._parser import Block, BlockKind, SSEParser
 from sse_resume_core._store import HistoryStore
+from sse_resume_core._view import Transcript
 
-__all__ = ["Decision", "Outcome", "Relay", "Resumer", "digest", "session_key"]
+__all__ = ["Decision", "Outcome", "Relay", "RelayStats", "ResumeStats", "Resumer", "digest", "session_key"]
 
 Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
 
@@ -111,6 +112,7 @@ class Relay:
         "session",
         "stats",
         "stream",
+        "transcript",
     )
 
     def __init__(
@@ -122,6 +124,7 @@ class Relay:
         prefix: bytes,
         window: int,
         max_event_bytes: int,
+        transcript_bytes: int = 0,
     ) -> None:
         self._resumer = resumer
         self.session = session
@@ -135,6 +138,8 @@ class Relay:
         self.closed = False
         self.failed: Exception | None = None
         """The internal error that turned this relay into plain pass-through, if one did."""
+        self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
+        """The most recent bytes sent to the client, for the flow view (None when disabled)."""
 
     def feed(self, chunk: bytes) -> bytes:
         """Take a chunk from upstream; return the bytes to send the client now (maybe ``b""``).
@@ -143,6 +148,8 @@ class Relay:
         and from then on chunks pass through as they are.
         """
         if self.failed is not None:
+            if self.transcript is not None:
+                self.transcript.add(chunk)
             return chunk
         try:
             single, event_id = self._parser.feed_single_event(chunk)
@@ -155,6 +162,8 @@ class Relay:
             out = self._parser.held() + chunk
         if self._prefix:
             out, self._prefix = self._prefix + out, b""
+        if self.transcript is not None:
+            self.transcript.add(out)
         return out
 
     def close(self) -> bytes:
@@ -169,6 +178,8 @@ class Relay:
             out = self._parser.held()
         if self._prefix:
             out, self._prefix = self._prefix + out, b""
+        if self.transcript is not None:
+            self.transcript.add(out)
         return out
 
     def _relay(self, blocks: list[Block]) -> bytes:
@@ -199,10 +210,12 @@ class Relay:
                 position = self._resumer.store.position(self.session, self.stream, event_id)
                 if position is not None and position <= self._resume_seq:
                     stats.duplicates += 1
+                    self._resumer.stats.deduplicated += 1
                     return False
             seen = self._seen
             if event_id in seen:
                 stats.duplicates += 1
+                self._resumer.stats.deduplicated += 1
                 return False
             if self._window:
                 seen[event_id] = None
@@ -226,7 +239,7 @@ class ResumeStats:
     behind: int = 0
     misses: int = 0
     replayed: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    deduplicated: int = 0
 
 
 class Resumer:
@@ -242,8 +255,11 @@ class Resumer:
         max_event_bytes: int = 1024 * 1024,
         replay_retry: int = 50,
         default_retry: int = 3000,
+        transcript_bytes: int = 0,
+        stats: ResumeStats | None = None,
     ) -> None:
         self.store = store
+        self.transcript_bytes = transcript_bytes
         self.replay = replay
         self.stale_policy = stale_policy
         self.dedupe_window = dedupe_window
@@ -252,7 +268,7 @@ class Resumer:
         self.default_retry = default_retry
         self.upstream_retry = _LRU()  # (session, stream) -> the last retry the upstream sent on it
         self.pending_restore = _LRU()  # streams whose clients got a short retry with a replay
-        self.stats = ResumeStats()
+        self.stats = stats or ResumeStats()
 
     async def decide(self, session: str, last_event_id: str | None, inline: bool = False) -> Decision:
         """Decide how to serve a request of ``session`` that carries ``last_event_id`` (or none).
@@ -342,4 +358,5 @@ class Resumer:
             decision.prefix,
             self.dedupe_window,
             self.max_event_bytes,
+            self.transcript_bytes,
         )

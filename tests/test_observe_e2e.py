@@ -1,0 +1,113 @@
+"""What a user sees, end to end: saved flows read back, the metrics endpoint of a running mitmdump, and mitmweb
+showing an SSE flow in the content view (the screenshot in docs/ is taken here)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mitmproxy import contentviews
+from mitmproxy.http import HTTPFlow
+from mitmproxy.io import FlowReader
+from mitmproxy.test import taddons
+
+from harness import ROOT, EventSourceClient, free_port, mitmdump, read_events, upstream, wait_port
+from test_addon import script
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("sse_resume_"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_saved_flows_and_metrics(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    saved = tmp_path / "flows.mitm"
+    with (
+        upstream(tmp_path, interval=0.01) as up,
+        mitmdump(tmp_path, up, [f"sse_metrics_port={metrics_port}"], extra=["-w", str(saved)]) as proxy,
+    ):
+        wait_port(metrics_port)
+        before = scrape(metrics_port)
+        url = f"{proxy.url}/sse/saved?hang_after=8"
+        read_events(url, 3, linger=0.5)  # fresh: 1-8 relayed, the client took 3 and hung up
+        hit = httpx.get(url, headers={"accept": "text/event-stream", "last-event-id": "3"})
+        assert hit.headers["sse-resume"] == "hit"
+        EventSourceClient(url, last_event_id="ancient-id").run(1, max_connections=1)
+        dup_url = f"{proxy.url}/sse/dups?resume=0&hang_after=8"
+        read_events(dup_url, 3, linger=0.3)
+        EventSourceClient(dup_url, last_event_id="8").run(1, timeout=1.5, max_connections=1)
+        after = scrape(metrics_port)
+    # mitmdump has stopped: the flows are written.
+    assert after["sse_resume_replay_hits_total"] - before["sse_resume_replay_hits_total"] == 1
+    assert after["sse_resume_replay_misses_total"] - before["sse_resume_replay_misses_total"] == 1
+    assert after["sse_resume_events_replayed_total"] == 5
+    assert after["sse_resume_events_deduplicated_total"] >= 8  # the restarted upstream resent 1-8
+    assert after["sse_resume_sessions"] == 2 and after["sse_resume_history_events"] > 0
+
+    with saved.open("rb") as f:
+        flows = [flow for flow in FlowReader(f).stream() if isinstance(flow, HTTPFlow)]
+    by_kind: dict[tuple[str, str | None, str | None], HTTPFlow] = {}
+    for flow in flows:
+        facts = flow.metadata.get("sse_resume", {})
+        key = (flow.request.path.split("?")[0], flow.request.headers.get("last-event-id"), facts.get("outcome"))
+        by_kind[key] = flow
+    fresh = by_kind[("/sse/saved", None, "fresh")]
+    assert fresh.response is not None and (fresh.response.raw_content or b"").startswith(
+        b'id: 1\ndata: {"n": 1}\n\n'
+    )  # kept though the client left
+    contentviews.add(script.SSEContentview())
+    with taddons.context():  # prettify_message reads mitmproxy's options
+        view = contentviews.prettify_message(fresh.response, fresh)
+    assert view.view_name == "SSE" and view.text.startswith('#1  id: 1\n{\n  "n": 1\n}')
+    hit_flow = by_kind[("/sse/saved", "3", "hit")]
+    assert hit_flow.comment == "sse-resume: served 5 events from history after id '3'"
+    assert hit_flow.marked and hit_flow.response is not None
+    assert b'data: {"n": 8}' in (hit_flow.response.raw_content or b"")
+    miss = by_kind[("/sse/saved", "ancient-id", "miss")]
+    assert miss.comment == "sse-resume: Last-Event-ID 'ancient-id' unknown: forwarded upstream"
+    dups = by_kind[("/sse/dups", "8", "up-to-date")]
+    assert "8 duplicate events dropped" in dups.comment and dups.metadata["sse_resume"]["duplicates"] == 8
+
+
+def test_mitmweb_shows_sse_flow_in_content_view(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    web_port = free_port()
+    shot = ROOT / "docs" / "images" / "mitmweb-sse.png"
+    options = ["web_password=sse-test", f"web_port={web_port}", "web_host=127.0.0.1", "web_open_browser=false"]
+    with upstream(tmp_path, interval=0.05) as up, mitmdump(tmp_path, up, options, tool="mitmweb") as proxy:
+        wait_port(web_port)
+        body = httpx.get(f"{proxy.url}/sse/mcp?end_after=3&pad=12", headers={"accept": "text/event-stream"}).content
+        assert body.count(b"\n\n") == 3
+        time.sleep(0.5)
+        flows = httpx.get(f"http://127.0.0.1:{web_port}/flows?token=sse-test").json()
+        flow_id = next(f["id"] for f in flows if f["request"]["path"].startswith("/sse/mcp"))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 760})
+                page.goto(f"http://127.0.0.1:{web_port}/?token=sse-test#/flows/{flow_id}/response")
+                page.get_by_text("#3  id: 3").wait_for(timeout=20_000)
+                assert page.get_by_text("SSE", exact=True).count() >= 1  # the view picked automatically
+                shot.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(shot))
+            finally:
+                browser.close()
+        details = httpx.get(f"http://127.0.0.1:{web_port}/flows/{flow_id}/response/content/sse.json?token=sse-test")
+        rendered = details.json()
+        assert rendered["view_name"] == "SSE" and '"n": 3' in rendered["text"]
+    assert shot.stat().st_size > 10_000
