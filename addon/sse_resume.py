@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._config import ConfigError, Settings, load_file, merge
+from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
 from sse_resume_core._view import render_events
 
@@ -289,6 +290,8 @@ class SSEResume:
         request = flow.request
         if flow.response is not None or not wants_sse(request):
             return
+        if treatment(request.headers.get("mcp-protocol-version")) == "pass":
+            return  # an MCP version without resumable streams: nothing to do, nothing touched
         state = self._flows[flow.id] = FlowState(self._session_of(request))
         state.last_event_id = request.headers.get("last-event-id")
         if "accept-encoding" in request.headers:
@@ -335,6 +338,9 @@ class SSEResume:
             self._flows.pop(flow.id, None)
             return
         assert response is not None
+        if treatment(flow.request.headers.get("mcp-protocol-version")) == "pass":
+            response.stream = True
+            return
         state = self._flows.get(flow.id)
         if state is not None and state.answered:
             return
@@ -399,6 +405,25 @@ class SSEResume:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
+        try:
+            self._lifecycle(flow)
+        except Exception:
+            log.exception("sse-resume: internal error on the session lifecycle of %s", flow.id)
+
+    def _lifecycle(self, flow: http.HTTPFlow) -> None:
+        """An ended session (a successful DELETE, or a 404 for its id) takes its history with it at once."""
+        response = flow.response
+        request = flow.request
+        if response is None or self.settings.session_header not in request.headers:
+            return
+        ended = (request.method == "DELETE" and 200 <= response.status_code < 300) or response.status_code == 404
+        if ended and self.store.drop_session(self._session_of(request)):
+            log.info(
+                "sse-resume: session %s ended (%s %d): history dropped",
+                self._session_of(request)[:12],
+                request.method,
+                response.status_code,
+            )
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)  # a client disconnect is how most SSE streams end
@@ -458,6 +483,8 @@ class SSEResume:
         if state.failed:
             words.append("internal error: passed through untouched from then on")
             facts["failed"] = True
+        if relay is not None and relay.passthrough:
+            facts["passthrough"] = relay.passthrough
         flow.metadata["sse_resume"] = facts
         if words:
             sentence = "sse-resume: " + "; ".join(words)

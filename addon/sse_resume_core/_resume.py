@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from sse_resume_core._history import Found, StoredEvent
+from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
 from sse_resume_core._parser import Block, BlockKind, SSEParser
 from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript
@@ -106,9 +107,11 @@ class Relay:
         "_resume_seq",
         "_resumer",
         "_seen",
+        "_started",
         "_window",
         "closed",
         "failed",
+        "passthrough",
         "session",
         "stats",
         "stream",
@@ -138,6 +141,9 @@ class Relay:
         self.closed = False
         self.failed: Exception | None = None
         """The internal error that turned this relay into plain pass-through, if one did."""
+        self.passthrough = ""
+        """Why this relay stopped interpreting the stream (it passes bytes untouched), if it did."""
+        self._started = False  # the first event has been seen
         self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
         """The most recent bytes sent to the client, for the flow view (None when disabled)."""
 
@@ -147,16 +153,19 @@ class Relay:
         Never raises. After an internal error (see :attr:`failed`) every byte not yet handed on is returned,
         and from then on chunks pass through as they are.
         """
-        if self.failed is not None:
+        if self.failed is not None or self.passthrough:
             if self.transcript is not None:
                 self.transcript.add(chunk)
             return chunk
         try:
-            single, event_id = self._parser.feed_single_event(chunk)
-            if single:  # the common case: one whole event per chunk, its id read without building a Block
-                out = chunk if self._keep(chunk, _EVENT, event_id, None) else b""
+            if not self._started:
+                out = self._first_events(self._parser.feed(chunk))
             else:
-                out = self._relay(self._parser.feed(chunk))
+                single, event_id = self._parser.feed_single_event(chunk)
+                if single:  # the common case: one whole event per chunk, its id read without building a Block
+                    out = chunk if self._keep(chunk, _EVENT, event_id, None) else b""
+                else:
+                    out = self._relay(self._parser.feed(chunk))
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
             self.failed = e
             out = self._parser.held() + chunk
@@ -181,6 +190,17 @@ class Relay:
         if self.transcript is not None:
             self.transcript.add(out)
         return out
+
+    def _first_events(self, blocks: list[Block]) -> bytes:
+        """Look at the stream's first event: a legacy MCP HTTP+SSE stream (2024-11-05) is passed untouched."""
+        for block in blocks:
+            if block.kind is _EVENT:
+                self._started = True
+                if block.type == LEGACY_ENDPOINT_EVENT:
+                    self.passthrough = "legacy MCP HTTP+SSE transport: nothing to resume"
+                    return b"".join(b.raw for b in blocks) + self._parser.held()
+                break
+        return self._relay(blocks)
 
     def _relay(self, blocks: list[Block]) -> bytes:
         """Record each block and keep those this client has not had; return the kept bytes."""
