@@ -3,10 +3,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
-from harness import STARTED_GROUPS, live_processes
+from harness import STARTED_GROUPS, live_processes, upstream
+
+
+@pytest.fixture(scope="module")
+def upstream_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The demo upstream, one per test module, 20 events a second unless a test's query says otherwise."""
+    with upstream(tmp_path_factory.mktemp("upstream"), interval=0.05) as port:
+        yield port
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

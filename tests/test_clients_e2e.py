@@ -10,17 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness import ROOT, Mitmdump, curl, mitmdump, read_events, upstream
+from harness import ROOT, Mitmdump, curl, mitmdump, read_events
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def upstream_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with upstream(tmp_path_factory.mktemp("upstream"), interval=0.05) as port:
-        yield port
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import ADDON, BIN, EventSourceClient, Mitmdump, Process, curl, mitmdump, read_events, upstream
+from harness import ADDON, BIN, EventSourceClient, Mitmdump, Process, curl, mitmdump, read_events
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def upstream_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with upstream(tmp_path_factory.mktemp("upstream"), interval=0.05) as port:
-        yield port
 
 
 @pytest.fixture(scope="module")
