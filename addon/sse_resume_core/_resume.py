@@ -158,9 +158,7 @@ class Relay:
         and from then on chunks pass through as they are.
         """
         if self.failed is not None or self.passthrough:
-            if self.transcript is not None:
-                self.transcript.add(chunk)
-            return chunk
+            return self._emit(chunk)
         try:
             if not self._started:
                 out = self._first_events(self._parser.feed(chunk))
@@ -173,11 +171,7 @@ class Relay:
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
             self.failed = e
             out = self._parser.held() + chunk
-        if self._prefix:
-            out, self._prefix = self._prefix + out, b""
-        if self.transcript is not None:
-            self.transcript.add(out)
-        return out
+        return self._emit(out)
 
     def close(self) -> bytes:
         """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
@@ -189,6 +183,10 @@ class Relay:
         except Exception as e:
             self.failed = e
             out = self._parser.held()
+        return self._emit(out)
+
+    def _emit(self, out: bytes) -> bytes:
+        """Put any pending prefix in front of ``out`` and keep it in the transcript."""
         if self._prefix:
             out, self._prefix = self._prefix + out, b""
         if self.transcript is not None:
@@ -230,14 +228,12 @@ class Relay:
         """Record one block; say whether this client should get it (False: it already has it)."""
         stats = self.stats
         if event_id:
-            if self._resume_seq is not None:
-                position = self._resumer.store.position(self.session, self.stream, event_id)
-                if position is not None and position <= self._resume_seq:
-                    stats.duplicates += 1
-                    self._resumer.stats.deduplicated += 1
-                    return False
             seen = self._seen
-            if event_id in seen:
+            had = event_id in seen  # delivered on this connection, or at or before the client's position
+            if not had and self._resume_seq is not None:
+                position = self._resumer.store.position(self.session, self.stream, event_id)
+                had = position is not None and position <= self._resume_seq
+            if had:
                 stats.duplicates += 1
                 self._resumer.stats.deduplicated += 1
                 return False
@@ -313,7 +309,7 @@ class Resumer:
         last = max((i for i, e in enumerate(after) if e.id), default=-1)
         after = after[: last + 1]
         if after and self.replay:
-            return self._inline_hit(session, found, after) if inline else self._hit(session, found, after)
+            return self._hit(session, found, after, inline)
         key = (session, found.stream)
         prefix = b""
         if key in self.pending_restore:
@@ -338,30 +334,22 @@ class Resumer:
             "up-to-date", session, found.stream, newest, seq, prefix=prefix, note="up to date: resuming upstream"
         )
 
-    def _hit(self, session: str, found: Found, after: tuple[StoredEvent, ...]) -> Decision:
+    def _hit(self, session: str, found: Found, after: tuple[StoredEvent, ...], inline: bool) -> Decision:
         self.stats.hits += 1
         self.stats.replayed += len(after)
-        self.pending_restore.put((session, found.stream), 1)
         n = len(after)
         note = f"served {n} event{'s' if n != 1 else ''} from history"
-        body = b"".join(
-            [
-                b": sse-resume: %s\n\n" % note.encode(),
-                *(e.raw or b"" for e in after),
-                b"retry: %d\n\n" % self.replay_retry,
-            ]
-        )
+        if inline:
+            note += ", then the live stream"
+        replay = [b": sse-resume: %s\n\n" % note.encode(), *(e.raw or b"" for e in after)]
+        if inline:
+            newest = after[-1]
+            # The client will have everything up to the newest replayed event: its position from now on.
+            prefix = b"".join(replay)
+            return Decision("hit", session, found.stream, newest.id, newest.seq, after, prefix=prefix, note=note)
+        self.pending_restore.put((session, found.stream), 1)
+        body = b"".join([*replay, b"retry: %d\n\n" % self.replay_retry])
         return Decision("hit", session, found.stream, None, found.seq, after, body, note=note)
-
-    def _inline_hit(self, session: str, found: Found, after: tuple[StoredEvent, ...]) -> Decision:
-        self.stats.hits += 1
-        self.stats.replayed += len(after)
-        n = len(after)
-        note = f"served {n} event{'s' if n != 1 else ''} from history, then the live stream"
-        prefix = b"".join([b": sse-resume: %s\n\n" % note.encode(), *(e.raw or b"" for e in after)])
-        newest = after[-1]
-        # The client will have everything up to the newest replayed event: that is its position from now on.
-        return Decision("hit", session, found.stream, newest.id, newest.seq, after, prefix=prefix, note=note)
 
     def _miss(self, session: str, last_event_id: str) -> Decision:
         self.stats.misses += 1
