@@ -46,6 +46,16 @@ def run(chunks: list[bytes], flow: HTTPFlow) -> list[object]:
     return [flow.response.stream(c) for c in chunks]
 
 
+def relay_through(addon: object, flow: HTTPFlow, chunks: list[bytes], end: bool = True) -> None:
+    asyncio.run(addon.request(flow))  # type: ignore[attr-defined]
+    respond(addon, flow)
+    run(chunks + ([b""] if end else []), flow)
+    if end:
+        addon.response(flow)  # type: ignore[attr-defined]
+    else:
+        addon.error(flow)  # type: ignore[attr-defined]
+
+
 def test_stream_callable_never_returns_empty_bytes() -> None:
     addon = script.SSEResume()
     with taddons.context(addon):
@@ -59,10 +69,7 @@ def test_stream_callable_never_returns_empty_bytes() -> None:
 def test_hit_is_answered_in_the_request_hook() -> None:
     addon = script.SSEResume()
     with taddons.context(addon):
-        flow = sse_flow()
-        asyncio.run(addon.request(flow))
-        respond(addon, flow)
-        run([b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"], flow)
+        relay_through(addon, sse_flow(), [b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"])
         again = sse_flow(last_event_id="1")
         asyncio.run(addon.request(again))
     assert again.response is not None and again.response.headers["sse-resume"] == "hit"
@@ -155,10 +162,7 @@ def test_bad_option_at_run_time_is_rolled_back() -> None:
 def test_changing_limits_keeps_history_and_changing_mode_starts_afresh() -> None:
     addon = script.SSEResume()
     with taddons.context(addon) as tctx:
-        flow = sse_flow()
-        asyncio.run(addon.request(flow))
-        respond(addon, flow)
-        run([b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"], flow)
+        relay_through(addon, sse_flow(), [b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"])
         tctx.configure(addon, sse_max_event_history=1)
         assert [e.id for e in addon.store.events(next(iter(addon.store)))] == ["2"]
         tctx.configure(addon, sse_support_replay=False)
@@ -168,10 +172,7 @@ def test_changing_limits_keeps_history_and_changing_mode_starts_afresh() -> None
 def test_a_replay_response_goes_out_as_made() -> None:
     addon = script.SSEResume()
     with taddons.context(addon):
-        flow = sse_flow()
-        asyncio.run(addon.request(flow))
-        respond(addon, flow)
-        run([b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"], flow)
+        relay_through(addon, sse_flow(), [b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"])
         again = sse_flow(last_event_id="1")
         asyncio.run(addon.request(again))
         assert again.response is not None

@@ -6,22 +6,11 @@ import asyncio
 
 import pytest
 from mitmproxy import contentviews, exceptions
-from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sse_resume_core._view import Transcript, render_events
-from test_addon import respond, run, script, sse_flow
-
-
-def relay_through(addon: object, flow: HTTPFlow, chunks: list[bytes], end: bool = True) -> None:
-    asyncio.run(addon.request(flow))  # type: ignore[attr-defined]
-    respond(addon, flow)
-    run(chunks + ([b""] if end else []), flow)
-    if end:
-        addon.response(flow)  # type: ignore[attr-defined]
-    else:
-        addon.error(flow)  # type: ignore[attr-defined]
+from test_addon import relay_through, script, sse_flow
 
 
 def test_render_events_pretty_prints_json_and_shows_fields() -> None:
