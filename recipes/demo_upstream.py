@@ -16,6 +16,9 @@ JSON data. The query string picks the behaviour, so one server plays every upstr
     pad=N          add N bytes of padding to each event's data
     crlf=1         end lines with CRLF instead of LF
     count=N        stop numbering at N: after it, only comments (": idle") every interval
+    split=S        send each event in two pieces, S seconds apart (a client can be cut mid-event)
+    trickle=1      send every event one byte per write (a slow, hostile upstream)
+    endless=N      first send N bytes of one line that never ends (no newline), then the events
 
 Any other path answers 404, except ``/`` and ``/page``, which serve the EventSource page in
 ``recipes/eventsource.html``. Standard library only, so it runs anywhere Python does.
@@ -67,8 +70,9 @@ class Upstream:
             url = urlsplit(target)
             if url.path == "/sse" or url.path.startswith("/sse/"):
                 self.requests.append(headers)
-                await self._stream(writer, headers, parse_qs(url.query))
-                return
+                if not await self._stream(writer, headers, parse_qs(url.query)):
+                    return
+                continue  # a stream that ended cleanly leaves the connection open for the next request
             if url.path in ("/", "/page"):
                 body = PAGE.read_bytes()
                 await self._respond(writer, 200, "text/html; charset=utf-8", body)
@@ -87,7 +91,9 @@ class Upstream:
         )
         await writer.drain()
 
-    async def _stream(self, writer: asyncio.StreamWriter, headers: dict[str, str], q: dict[str, list[str]]) -> None:
+    async def _stream(self, writer: asyncio.StreamWriter, headers: dict[str, str], q: dict[str, list[str]]) -> bool:
+        """Stream events; say whether the response ended cleanly (the connection can serve another request)."""
+
         def opt(name: str, default: float) -> float:
             return float(q[name][0]) if name in q else default
 
@@ -99,6 +105,9 @@ class Upstream:
         pad = "x" * int(opt("pad", 0))
         eol = "\r\n" if opt("crlf", 0) else "\n"
         with_ids = bool(opt("ids", 1))
+        split = opt("split", 0)
+        trickle = bool(opt("trickle", 0))
+        endless = int(opt("endless", 0))
         last = headers.get("last-event-id", "")
         start = int(last) + 1 if opt("resume", 1) and last.isdigit() else 1
         log.info("stream from %d (Last-Event-ID %r)", start, last)
@@ -112,30 +121,50 @@ class Upstream:
             data = text.encode()
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
 
+        async def send(text: str) -> None:
+            if trickle:
+                for byte in text:
+                    chunk(byte)
+                    await writer.drain()
+                    await asyncio.sleep(0)
+            elif split:
+                half = len(text) // 2
+                chunk(text[:half])
+                await writer.drain()
+                await asyncio.sleep(split)
+                chunk(text[half:])
+            else:
+                chunk(text)
+            await writer.drain()
+
         if "retry" in q:
             chunk(f"retry: {int(q['retry'][0])}{eol}{eol}")
         await writer.drain()
         await asyncio.sleep(opt("silent", 0))
+        block = "z" * 65536
+        while endless > 0:
+            chunk(block[: min(endless, len(block))])
+            endless -= len(block)
+            await writer.drain()
         sent = 0
         n = start
         while True:
             if count and n > count:
-                chunk(f": idle{eol}{eol}")
+                await send(f": idle{eol}{eol}")
             else:
                 data = json.dumps({"n": n, "pad": pad} if pad else {"n": n})
-                chunk((f"id: {n}{eol}" if with_ids else "") + f"data: {data}{eol}{eol}")
+                await send((f"id: {n}{eol}" if with_ids else "") + f"data: {data}{eol}{eol}")
                 n += 1
                 sent += 1
-            await writer.drain()
             if drop_after and sent >= drop_after:
                 writer.transport.abort()
-                return
+                return False
             if hang_after and sent >= hang_after:
                 await asyncio.sleep(3600)
             if end_after and sent >= end_after:
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()
-                return
+                return True
             await asyncio.sleep(interval)
 
 
