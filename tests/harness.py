@@ -5,14 +5,16 @@ Every process runs in its own process group and is killed with it, so a test run
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -254,3 +256,136 @@ def curl(url: str, *args: str, stop_after: int = 0, max_time: float = 10) -> tup
         proc.kill()
         proc.wait()
     return "\n".join(lines), ids
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The addon's Prometheus metrics, by sample name."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("sse_resume_"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+# -- measuring a process -----------------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set (``VmRSS``) or its peak (``VmHWM``), in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler:
+    """Samples a process's RSS every ``period`` seconds in a thread; ``peak`` is the highest seen (KiB)."""
+
+    def __init__(self, pid: int, period: float = 0.1) -> None:
+        import threading
+
+        self.pid = pid
+        self.period = period
+        self.peak = rss_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            with contextlib.suppress(OSError, LookupError):
+                self.peak = max(self.peak, rss_kib(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+# -- a light HTTP/1.1 SSE client, for hundreds of connections in one process -------------------------------------
+
+
+class RawSSE:
+    """One HTTP/1.1 request on asyncio streams; the response body parsed as SSE as it comes.
+
+    Much lighter than a full HTTP client, so a test can hold hundreds of streams open at once. Handles chunked and
+    Content-Length bodies, which is what mitmproxy sends.
+    """
+
+    def __init__(self) -> None:
+        from sse_resume_core import SSEParser
+
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.parser = SSEParser()
+        self.events: list[tuple[str | None, str]] = []  # (id, data) of each event received
+        self.comments: list[bytes] = []
+        self.ended = False
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._chunked = False
+        self._left = -1  # bytes left of a Content-Length body
+
+    async def open(self, port: int, path: str, headers: dict[str, str]) -> None:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
+        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        self.status = int(head[0].split()[1])
+        for line in head[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                self.headers[name.strip().lower()] = value.strip()
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self._left = int(self.headers.get("content-length", "-1"))
+
+    async def _body(self) -> bytes:
+        assert self._reader is not None
+        if self.ended:
+            return b""
+        if self._chunked:
+            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            data = await self._reader.readexactly(size + 2)
+            if size == 0:
+                self.ended = True
+            return data[:-2]
+        if self._left >= 0:
+            data = await self._reader.read(min(self._left, 65536)) if self._left else b""
+            self._left -= len(data)
+        else:
+            data = await self._reader.read(65536)
+        if not data:
+            self.ended = True
+        return data
+
+    async def read_until(self, done: Callable[[RawSSE], bool]) -> None:
+        """Read and parse until ``done(self)`` holds after an event, or the body ends."""
+        while not self.ended:
+            data = await self._body()
+            for block in self.parser.feed(data) if data else self.parser.close():
+                if block.raw.startswith(b":"):
+                    self.comments.append(block.raw)
+                if block.data is not None:
+                    self.events.append((block.id, block.data))
+                    if done(self):
+                        return
+
+    async def read_all(self) -> None:
+        await self.read_until(lambda _: False)
+
+    def abort(self) -> None:
+        """Hang up at once, without reading what is in flight (a reset, as when a client dies)."""
+        if self._writer is not None:
+            with contextlib.suppress(OSError):
+                sock = self._writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._writer.transport.abort()
+            self._writer = None

@@ -14,20 +14,10 @@ from mitmproxy.http import HTTPFlow
 from mitmproxy.io import FlowReader
 from mitmproxy.test import taddons
 
-from harness import ROOT, EventSourceClient, free_port, mitmdump, read_events, upstream, wait_port
+from harness import ROOT, EventSourceClient, free_port, mitmdump, read_events, scrape, upstream, wait_port
 from test_addon import script
 
 pytestmark = pytest.mark.e2e
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("sse_resume_"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def test_saved_flows_and_metrics(tmp_path: Path) -> None:
