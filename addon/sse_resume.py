@@ -12,6 +12,8 @@ errors, log them once with the flow's context, and fall back to plain pass-throu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +29,7 @@ from sse_resume_core._config import ConfigError, Settings, load_file, merge
 from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
 from sse_resume_core._view import render_events
+from sse_resume_redis import RedisHistory, redact
 
 log = logging.getLogger("sse_resume")
 
@@ -65,6 +68,17 @@ OPTIONS: dict[str, tuple[type, str]] = {
         int,
         "Bytes of each SSE response's events kept on the flow (the most recent, whole events), so the flow view "
         "and saved flows show what was relayed. 0 keeps none.",
+    ),
+    "store": (
+        str,
+        "Where history is kept: 'memory' (this proxy only), or a redis:// or rediss:// URL shared by several "
+        "proxies (each keeps a local copy in front; writes go behind, lookups ask Redis first).",
+    ),
+    "store_timeout": (int, "Milliseconds a lookup waits for Redis before this proxy's own history answers."),
+    "store_secret": (
+        str,
+        "With a Redis store: a secret, the same on every proxy sharing it, that keys the session digests (so "
+        "they cannot be checked against guessed session ids or credentials). Memory stores use a random one.",
     ),
     "metrics_port": (int, "Port of a Prometheus metrics endpoint (0: none)."),
     "metrics_host": (str, "Address the Prometheus endpoint listens on."),
@@ -166,6 +180,18 @@ class MetricsCollector:
         yield GaugeMetricFamily("sse_resume_history_events", "Events held.", value=snap.events)
         yield GaugeMetricFamily("sse_resume_history_bytes", "Bytes held (estimate, errs high).", value=snap.bytes)
         yield GaugeMetricFamily("sse_resume_sessions", "Sessions held.", value=snap.sessions)
+        store = self.addon.store
+        if isinstance(store, RedisHistory):
+            h = store.snapshot_health()
+            yield GaugeMetricFamily("sse_resume_store_up", "1 when the Redis store answers.", value=int(h.up))
+            yield GaugeMetricFamily("sse_resume_store_queued", "Writes waiting for Redis.", value=h.queued)
+            for name, doc, value in (
+                ("sse_resume_store_writes", "Events written to Redis.", h.writes),
+                ("sse_resume_store_failures", "Failed exchanges with Redis (timeouts, errors).", h.failures),
+                ("sse_resume_store_dropped_writes", "Writes given up while Redis was away too long.", h.dropped),
+                ("sse_resume_store_fallbacks", "Lookups answered locally because Redis did not.", h.fallbacks),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
 
 
 def is_sse(message: http.Message | None) -> bool:
@@ -179,12 +205,14 @@ def wants_sse(request: http.Request) -> bool:
 class SSEResume:
     def __init__(self) -> None:
         self.settings = Settings()
-        self.store = MemoryHistory(self.settings.limits())
+        self.store: MemoryHistory = MemoryHistory(self.settings.limits())
         self.resume_stats = ResumeStats()
         self.resumer = self._resumer()
         self._flows: dict[str, FlowState] = {}
         self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
         self._metrics_at: tuple[str, int] | None = None
+        self._secret = b""  # the key of session digests shared by proxies (with a Redis store)
+        self._closing: set[asyncio.Task[None]] = set()  # stores being closed after a change of settings
 
     # -- options ---------------------------------------------------------------------------------------------
 
@@ -219,13 +247,44 @@ class SSEResume:
         old = self.settings
         self.settings = settings
         limits = settings.limits()
-        if limits != self.store.limits:
-            if limits.replay != old.support_replay:
-                self.store = MemoryHistory(limits)  # a change of mode starts a new history
-            else:
-                self.store.reconfigure(limits)
+        where = (settings.store, settings.store_timeout)
+        if (
+            limits.replay != old.support_replay
+            or where != (old.store, old.store_timeout)
+            or (settings.store_secret != old.store_secret)
+        ):
+            self._replace_store(self._make_store(settings))  # a new mode or place starts a new history
+        elif limits != self.store.limits:
+            self.store.reconfigure(limits)
         self.resumer = self._resumer()
         self._serve_metrics()
+
+    def _make_store(self, settings: Settings) -> MemoryHistory:
+        if settings.store == "memory":
+            return MemoryHistory(settings.limits())
+        log.info("sse-resume: history shared in Redis at %s", redact(settings.store))
+        if not settings.store_secret:
+            log.warning(
+                "sse-resume: sse_store_secret is not set: session keys in Redis are digests with a well-known key, "
+                "which anyone holding them can check against guessed session ids and credentials. Set the same "
+                "secret on every proxy that shares this Redis."
+            )
+        self._secret = (settings.store_secret or "sse-resume shared store").encode()
+        return RedisHistory(settings.store, settings.limits(), timeout=settings.store_timeout / 1000)
+
+    def _replace_store(self, store: MemoryHistory) -> None:
+        old, self.store = self.store, store
+        if isinstance(old, RedisHistory):
+            with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
+                task = asyncio.get_running_loop().create_task(old.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        if isinstance(store, RedisHistory):
+            store.start()
+
+    def running(self) -> None:
+        if isinstance(self.store, RedisHistory):
+            self.store.start()  # connect now, so the first client does not wait for the shared secret
 
     def _serve_metrics(self) -> None:
         wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None
@@ -253,8 +312,10 @@ class SSEResume:
             self._metrics = None
         self._metrics_at = None
 
-    def done(self) -> None:
+    async def done(self) -> None:
         self._stop_metrics()
+        if isinstance(self.store, RedisHistory):
+            await self.store.aclose()  # writes what is still queued, for a second at most
 
     def _resumer(self) -> Resumer:
         s = self.settings
@@ -275,8 +336,15 @@ class SSEResume:
     def _session_of(self, request: http.Request) -> str:
         h = request.headers
         credentials = [h.get(name, "") for name in ("authorization", "cookie")]
+        secret = self._secret if isinstance(self.store, RedisHistory) else None
         return session_key(
-            h.get(self.settings.session_header), request.scheme, request.host, request.port, request.path, credentials
+            h.get(self.settings.session_header),
+            request.scheme,
+            request.host,
+            request.port,
+            request.path,
+            credentials,
+            secret,
         )
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -556,6 +624,21 @@ class SSEResume:
             "behind": r.behind,
             "replayed": r.replayed,
             "deduplicated": r.deduplicated,
+            **self._store_stats(),
+        }
+
+    def _store_stats(self) -> dict[str, Any]:
+        if not isinstance(self.store, RedisHistory):
+            return {"store": "memory"}
+        h = self.store.snapshot_health()
+        return {
+            "store": redact(self.store.url),
+            "store_up": h.up,
+            "store_queued": h.queued,
+            "store_writes": h.writes,
+            "store_failures": h.failures,
+            "store_dropped_writes": h.dropped,
+            "store_fallbacks": h.fallbacks,
         }
 
 

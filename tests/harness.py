@@ -118,6 +118,41 @@ def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
         proc.stop()
 
 
+class RedisServer(Process):
+    """A real redis-server on 127.0.0.1 and a free port, in memory only. ``kill`` and ``restart`` for outages."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.tmp = tmp
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        super().__init__([*args, "--dir", str(tmp)], tmp / f"redis-{self.port}.log")
+        wait_port(self.port, self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        """Die at once, as in a crash (SIGKILL): nothing is flushed, connections just break."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def restart(self) -> RedisServer:
+        """A new, empty server on the same port."""
+        return RedisServer(self.tmp, self.port)
+
+
+@contextlib.contextmanager
+def redis_server(tmp: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class Mitmdump(Process):
     def __init__(
         self,

@@ -56,6 +56,17 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus endpoint port (0: off)")
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Prometheus endpoint address")
     default_retry: int = Field(3000, ge=0, le=3_600_000, description="retry (ms) restored when upstream sent none")
+    store: str = Field("memory", description="'memory', or a redis:// or rediss:// URL shared by several proxies")
+    store_timeout: int = Field(250, ge=1, le=60_000, description="ms a lookup waits for a remote store")
+    store_secret: str = Field("", max_length=4096, description="key of session digests shared by proxies")
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        value = value.strip()
+        if value == "memory" or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError("must be 'memory' or a redis://, rediss:// or unix:// URL")
 
     @field_validator("session_header")
     @classmethod

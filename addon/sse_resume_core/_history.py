@@ -211,15 +211,20 @@ class MemoryHistory:
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def new_stream(self, session: str) -> str:
+    def new_stream(self, session: str, name: str | None = None) -> str:
         """Open a new stream in ``session`` (creating the session) and return its name.
 
+        ``name`` names it (a store shared by several proxies needs names unique across them); by default
+        streams are numbered. Opening a stream that exists already changes nothing.
         Runtime complexity: O(1) amortized (plus any eviction the new session causes).
         """
         s = self._touch(session)
-        while str(s.next_stream) in s.streams:  # a name a caller re-opened after its session was dropped
-            s.next_stream += 1
-        name = str(s.next_stream)
+        if name is None:
+            while str(s.next_stream) in s.streams:  # a name a caller re-opened after its session was dropped
+                s.next_stream += 1
+            name = str(s.next_stream)
+        if name in s.streams:
+            return name
         self._stream(s, name)
         self._enforce_global(s)
         return name

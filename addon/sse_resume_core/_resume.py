@@ -44,22 +44,32 @@ _EMPTY: Final = BlockKind.EMPTY
 _OVERSIZE: Final = BlockKind.OVERSIZE
 
 
-def digest(value: str | bytes, size: int = 12) -> str:
-    """A short, stable, non-reversible name for a value, for logs and keys (never the value itself)."""
+def digest(value: str | bytes, size: int = 12, secret: bytes | None = None) -> str:
+    """A short, stable, non-reversible name for a value, for logs and keys (never the value itself).
+
+    Keyed with ``secret``, or with this process's own secret when none is given.
+    """
     data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-    return hashlib.blake2b(data, digest_size=size, key=_DIGEST_KEY).hexdigest()
+    return hashlib.blake2b(data, digest_size=size, key=secret or _DIGEST_KEY).hexdigest()
 
 
 def session_key(
-    session_id: str | None, scheme: str, host: str, port: int, path: str, credentials: Iterable[str] = ()
+    session_id: str | None,
+    scheme: str,
+    host: str,
+    port: int,
+    path: str,
+    credentials: Iterable[str] = (),
+    secret: bytes | None = None,
 ) -> str:
     """The history a request belongs to: its session id (if any), the upstream URL and a digest of credentials.
 
     Credentials (``Authorization``, ``Cookie`` values) always count, so a client that presents another's session
-    id without its credentials gets a different, empty history; two users never share one.
+    id without its credentials gets a different, empty history; two users never share one. Proxies that share a
+    history must share the ``secret`` too (a shared store provides one).
     """
     parts = [session_id or "", scheme.lower(), host.lower(), str(port), path, *credentials]
-    return digest("\x00".join(parts).encode("utf-8", "surrogateescape"), 16)
+    return digest("\x00".join(parts).encode("utf-8", "surrogateescape"), 16, secret)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,355 @@
+"""A history in Redis, shared by every proxy that points at the same server.
+
+Each proxy keeps its own :class:`~sse_resume_core.MemoryHistory` in front of Redis, and Redis is where proxies
+meet:
+
+* **Writes go behind.** The stream callable records into the local history (synchronous, as the storage
+  interface requires) and queues the write; a task sends queued writes to Redis in pipelined batches. A slow or
+  dead Redis therefore never holds a client's stream back: the queue is bounded (the oldest writes are given up
+  first, and counted), failed batches are retried with backoff, and the store reports itself down meanwhile.
+* **Lookups ask Redis first**, within ``timeout``. A stream found there is *adopted*: the events this proxy lacks
+  are copied into its local history under the stream's name, so that the relay continues and deduplicates the
+  stream exactly as if this proxy had seen it. When Redis does not answer in time, the local history answers.
+* **One Lua script per write**, so concurrent proxies never store an event twice: an id already held for a stream
+  is not added, trimming to ``max_events`` and the expiry of the session's keys happen in the same step.
+
+Layout, per session (all keys share the hash tag ``{<session key>}``, so one session lives on one Redis Cluster
+slot and the scripts' keys are always together):
+
+* ``<prefix>{S}:ev``: a sorted set of events scored by a per-session sequence number; a member is
+  ``seq NUL stream NUL flag+id NUL time NUL raw`` (flag ``1`` when the event has an id; raw empty in ids-only
+  mode). Event ids never contain NUL (the SSE parser drops such ids), nor do stream names;
+* ``<prefix>{S}:ids``: a hash ``stream NUL id -> seq``, to refuse an id a stream holds already;
+* ``<prefix>{S}:last``: a hash ``id -> seq`` of its newest occurrence, to find a ``Last-Event-ID``;
+* ``<prefix>{S}:seq``: the sequence counter.
+
+Every key expires ``ttl`` seconds after the session's last write; events older than ``ttl`` are not served.
+Session keys are computed by the caller; proxies that share a Redis must compute them alike (the addon keys them
+with ``sse_store_secret``, the same on every proxy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sse_resume_core import Found, HistoryLimits, MemoryHistory, Recorded
+
+__all__ = ["RedisHistory", "StoreHealth", "redact"]
+
+log = logging.getLogger("sse_resume")
+
+PREFIX: Final = "sse-resume:"
+BATCH: Final = 256  # writes per pipeline
+MAX_QUEUED: Final = 100_000  # writes waiting for Redis; beyond it the oldest are given up
+MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
+BACKOFF: Final = (0.1, 5.0)  # first and longest wait before trying a failed Redis again, seconds
+
+# KEYS: ev, ids, last, seq. ARGV: stream, id, has_id ("1"/"0"), time, raw, max_events, ttl (s).
+# Returns the event's sequence number, or 0 when the stream holds its id already.
+_RECORD: Final = r"""
+local field
+if ARGV[3] == '1' then
+  field = ARGV[1] .. '\0' .. ARGV[2]
+  if redis.call('HEXISTS', KEYS[2], field) == 1 then return 0 end
+end
+local seq = redis.call('INCR', KEYS[4])
+if field then
+  redis.call('HSET', KEYS[2], field, seq)
+  redis.call('HSET', KEYS[3], ARGV[2], seq)
+end
+local member = seq .. '\0' .. ARGV[1] .. '\0' .. ARGV[3] .. ARGV[2] .. '\0' .. ARGV[4] .. '\0' .. ARGV[5]
+redis.call('ZADD', KEYS[1], seq, member)
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[6])
+if excess > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do
+    local a = string.find(m, '\0', 1, true)
+    local b = string.find(m, '\0', a + 1, true)
+    local c = string.find(m, '\0', b + 1, true)
+    if string.sub(m, b + 1, b + 1) == '1' then
+      local old = string.sub(m, 1, a - 1)
+      local id = string.sub(m, b + 2, c - 1)
+      local f = string.sub(m, a + 1, b - 1) .. '\0' .. id
+      if redis.call('HGET', KEYS[2], f) == old then redis.call('HDEL', KEYS[2], f) end
+      if redis.call('HGET', KEYS[3], id) == old then redis.call('HDEL', KEYS[3], id) end
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+return seq
+"""
+
+# KEYS: ev, last. ARGV: id. Returns the members from the id's event on (every stream), or nil.
+_FIND: Final = r"""
+local seq = redis.call('HGET', KEYS[2], ARGV[1])
+if not seq then return false end
+return redis.call('ZRANGEBYSCORE', KEYS[1], seq, '+inf')
+"""
+
+
+def redact(url: str) -> str:
+    """A Redis URL fit for a log: the password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    """How the exchange with Redis goes. Counters only grow; ``up`` and ``queued`` are gauges."""
+
+    up: bool = False
+    writes: int = 0
+    """Events written to Redis."""
+    failures: int = 0
+    """Failed exchanges (writes or lookups): timeouts, refused connections, errors."""
+    dropped: int = 0
+    """Writes given up because too many waited for an unavailable Redis."""
+    lookups: int = 0
+    fallbacks: int = 0
+    """Lookups answered by the local history alone because Redis did not answer in time."""
+    queued: int = 0
+
+
+_Write = tuple[str, str, str | None, bytes, float]  # session, stream, id, raw, wall-clock time
+
+
+class RedisHistory(MemoryHistory):
+    """A :class:`MemoryHistory` whose writes also go to Redis and whose lookups ask Redis first."""
+
+    def __init__(
+        self,
+        url: str,
+        limits: HistoryLimits | None = None,
+        *,
+        timeout: float = 0.25,
+        prefix: str = PREFIX,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(limits, clock)
+        self.url = url
+        self.timeout = timeout
+        self.prefix = prefix
+        self.wall = wall
+        self.health = StoreHealth()
+        self._redis = aioredis.from_url(
+            url, socket_timeout=max(timeout * 4, 1.0), socket_connect_timeout=max(timeout * 4, 1.0)
+        )
+        self._record_script = self._redis.register_script(_RECORD)
+        self._find_script = self._redis.register_script(_FIND)
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._queued_bytes = 0
+        self._inflight = 0  # writes of the batch being sent
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._token = secrets.token_hex(4)  # streams this proxy opens are named <token>.<n>: unique across proxies
+        self._numbers = itertools.count(1)
+        self._closed = False
+        self._down = False  # the last exchange failed: lookups stay local until the writer task reaches Redis
+
+    # -- the synchronous hot path: local first, Redis behind ---------------------------------------------------
+
+    def new_stream(self, session: str, name: str | None = None) -> str:
+        return super().new_stream(session, name or f"{self._token}.{next(self._numbers)}")
+
+    def record(self, session: str, stream: str, event_id: str | None, raw: bytes) -> Recorded:
+        result = super().record(session, stream, event_id, raw)
+        if result is Recorded.NEW:
+            kept = raw if self.limits.replay else b""
+            self._enqueue(("record", (session, stream, event_id, kept, self.wall())), len(kept) + 200)
+        return result
+
+    def drop_session(self, session: str) -> bool:
+        self._enqueue(("drop", session), 100)
+        return super().drop_session(session)
+
+    def clear(self) -> int:
+        self._enqueue(("clear", None), 0)
+        return super().clear()
+
+    def _enqueue(self, item: tuple[str, Any], size: int) -> None:
+        queue = self._queue
+        queue.append(item)
+        self._queued_bytes += size
+        while len(queue) > MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES:
+            self._queued_bytes -= _size(queue.popleft())
+            self.health.dropped += 1
+        if not self._wake.is_set():
+            self._wake.set()
+        if self._task is None:
+            self.start()
+
+    # -- lookups: Redis first, within the timeout ----------------------------------------------------------------
+
+    async def find(self, session: str, event_id: str) -> Found | None:
+        if not event_id:
+            return None
+        self.start()
+        self.health.lookups += 1
+        if self._down:  # the writer task probes Redis and clears this when it answers again
+            self.health.fallbacks += 1
+            return self.lookup(session, event_id)
+        try:
+            async with asyncio.timeout(self.timeout):
+                members = await self._find_script(keys=self._keys(session, "ev", "last"), args=[_b(event_id)])
+        except (RedisError, OSError, TimeoutError) as e:
+            self.health.fallbacks += 1
+            self._failed("lookup", e)
+            return self.lookup(session, event_id)
+        self._ok()
+        if members:
+            self._adopt(session, members)
+        return self.lookup(session, event_id)
+
+    def _adopt(self, session: str, members: list[bytes]) -> None:
+        """Copy into the local history the events of the found stream that it lacks, in their order."""
+        oldest = self.wall() - self.limits.ttl
+        first = members[0].split(b"\0", 4)
+        stream = first[1].decode()
+        if float(first[3]) < oldest:
+            return  # the id's own event has expired: not found
+        entries: list[tuple[str | None, bytes]] = []
+        for member in members:
+            _seq, name, flagged, stamp, raw = member.split(b"\0", 4)
+            if name.decode() == stream and float(stamp) >= oldest:
+                entries.append((flagged[1:].decode("utf-8", "surrogatepass") if flagged[:1] == b"1" else None, raw))
+        super().new_stream(session, stream)
+        start = 0  # after the newest event this proxy holds already
+        for i, (event_id, _) in enumerate(entries):
+            if event_id and self.position(session, stream, event_id) is not None:
+                start = i + 1
+        for event_id, raw in entries[start:]:
+            super().record(session, stream, event_id, raw)
+
+    # -- the task that talks to Redis --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer task (needs a running event loop; without one, nothing happens yet)."""
+        if self._task is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._task = loop.create_task(self._run(), name="sse-resume redis writer")
+
+    async def _run(self) -> None:
+        delay = BACKOFF[0]
+        while not self._closed:
+            try:
+                async with asyncio.timeout(max(self.timeout * 8, 2.0)):
+                    if self._down or not self.health.up:
+                        await self._redis.ping()
+                    if self._queue:
+                        await self._flush_batch()
+                self._ok()
+                delay = BACKOFF[0]
+            except (RedisError, OSError, TimeoutError) as e:
+                self._failed("write", e)
+                await asyncio.sleep(delay * (0.9 + 0.2 * secrets.randbelow(1000) / 1000))
+                delay = min(delay * 2, BACKOFF[1])
+                continue
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+
+    async def _flush_batch(self) -> None:
+        batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+        self._inflight = len(batch)
+        try:
+            await self._write(batch)
+        except BaseException:
+            # Put the batch back in front, in order, for the next try (an id written twice is refused by the
+            # script; the queue's bound still holds).
+            self._queue.extendleft(reversed(batch))
+            raise
+        finally:
+            self._inflight = 0
+        self._queued_bytes -= sum(_size(item) for item in batch)
+        self.health.writes += sum(1 for kind, _ in batch if kind == "record")
+
+    async def _write(self, batch: list[tuple[str, Any]]) -> None:
+        limits = self.limits
+        max_events, ttl = str(limits.max_events), str(max(1, math.ceil(limits.ttl)))
+        pipe = self._redis.pipeline(transaction=False)
+        for kind, payload in batch:
+            if kind == "record":
+                session, stream, event_id, raw, stamp = payload
+                args = [stream, _b(event_id or ""), "1" if event_id else "0", repr(stamp), raw, max_events, ttl]
+                await self._record_script(keys=self._keys(session, "ev", "ids", "last", "seq"), args=args, client=pipe)
+            elif kind == "drop":
+                pipe.delete(*self._keys(payload, "ev", "ids", "last", "seq"))
+            else:
+                await pipe.execute()
+                pipe = self._redis.pipeline(transaction=False)
+                async for key in self._redis.scan_iter(match=self.prefix + "{*", count=1000):
+                    pipe.delete(key)
+        await pipe.execute()
+
+    def _keys(self, session: str, *names: str) -> list[str]:
+        return [f"{self.prefix}{{{session}}}:{name}" for name in names]
+
+    def _ok(self) -> None:
+        self._down = False
+        if not self.health.up:
+            self.health.up = True
+            log.info("sse-resume: Redis store %s is available", redact(self.url))
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self.health.failures += 1
+        if self.health.up or self.health.failures == 1:
+            log.warning(
+                "sse-resume: Redis store %s unavailable (%s: %s); serving from this proxy's history and retrying",
+                redact(self.url),
+                what,
+                type(error).__name__ if isinstance(error, TimeoutError) else error,
+            )
+        self.health.up = False
+        self._down = True
+        self._wake.set()  # the writer task probes until Redis answers
+
+    def snapshot_health(self) -> StoreHealth:
+        self.health.queued = len(self._queue) + self._inflight
+        return self.health
+
+    async def aclose(self, flush: float = 1.0) -> None:
+        """Write what is queued (for at most ``flush`` seconds), then stop and disconnect."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(flush):
+                while self._queue and self.health.up:
+                    await self._flush_batch()
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _size(item: tuple[str, Any]) -> int:
+    kind, payload = item
+    if kind == "record":
+        return len(payload[3]) + 200
+    return 100 if kind == "drop" else 0
