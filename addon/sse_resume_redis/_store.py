@@ -58,22 +58,23 @@ MAX_QUEUED: Final = 100_000  # writes waiting for Redis; beyond it the oldest ar
 MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 BACKOFF: Final = (0.1, 5.0)  # first and longest wait before trying a failed Redis again, seconds
 
-# KEYS: ev, ids, last, seq. ARGV: stream, id, has_id ("1"/"0"), time, raw, max_events, ttl (s).
-# Returns the event's sequence number, or 0 when the stream holds its id already.
+# KEYS: ev, ids, last, seq. ARGV: max_events, ttl (s), then 5 per event: stream, id, has_id ("1"/"0"), time, raw.
+# Records the events in order (an id the stream holds already is refused), trims, and renews the expiry.
 _RECORD: Final = r"""
-local field
-if ARGV[3] == '1' then
-  field = ARGV[1] .. '\0' .. ARGV[2]
-  if redis.call('HEXISTS', KEYS[2], field) == 1 then return 0 end
+for i = 3, #ARGV, 5 do
+  local stream, id, has_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local field = stream .. '\0' .. id
+  if has_id ~= '1' or redis.call('HEXISTS', KEYS[2], field) == 0 then
+    local seq = redis.call('INCR', KEYS[4])
+    if has_id == '1' then
+      redis.call('HSET', KEYS[2], field, seq)
+      redis.call('HSET', KEYS[3], id, seq)
+    end
+    local member = seq .. '\0' .. stream .. '\0' .. has_id .. id .. '\0' .. ARGV[i + 3] .. '\0' .. ARGV[i + 4]
+    redis.call('ZADD', KEYS[1], seq, member)
+  end
 end
-local seq = redis.call('INCR', KEYS[4])
-if field then
-  redis.call('HSET', KEYS[2], field, seq)
-  redis.call('HSET', KEYS[3], ARGV[2], seq)
-end
-local member = seq .. '\0' .. ARGV[1] .. '\0' .. ARGV[3] .. ARGV[2] .. '\0' .. ARGV[4] .. '\0' .. ARGV[5]
-redis.call('ZADD', KEYS[1], seq, member)
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[6])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if excess > 0 then
   for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do
     local a = string.find(m, '\0', 1, true)
@@ -89,8 +90,7 @@ if excess > 0 then
   end
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
 end
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
-return seq
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 """
 
 # KEYS: ev, last. ARGV: id. Returns the members from the id's event on (every stream), or nil.
@@ -289,18 +289,29 @@ class RedisHistory(MemoryHistory):
         limits = self.limits
         max_events, ttl = str(limits.max_events), str(max(1, math.ceil(limits.ttl)))
         pipe = self._redis.pipeline(transaction=False)
+        pending: dict[str, list[Any]] = {}  # session -> script arguments of its consecutive events
+
+        async def send_pending() -> None:
+            for session, args in pending.items():
+                keys = self._keys(session, "ev", "ids", "last", "seq")
+                await self._record_script(keys=keys, args=[max_events, ttl, *args], client=pipe)
+            pending.clear()
+
         for kind, payload in batch:
-            if kind == "record":
+            if kind == "record":  # one script call per session and batch: events of a session stay in order
                 session, stream, event_id, raw, stamp = payload
-                args = [stream, _b(event_id or ""), "1" if event_id else "0", repr(stamp), raw, max_events, ttl]
-                await self._record_script(keys=self._keys(session, "ev", "ids", "last", "seq"), args=args, client=pipe)
-            elif kind == "drop":
+                args = pending.setdefault(session, [])
+                args += (stream, _b(event_id or ""), "1" if event_id else "0", repr(stamp), raw)
+                continue
+            await send_pending()  # a drop or a clear comes after the writes queued before it
+            if kind == "drop":
                 pipe.delete(*self._keys(payload, "ev", "ids", "last", "seq"))
             else:
                 await pipe.execute()
                 pipe = self._redis.pipeline(transaction=False)
                 async for key in self._redis.scan_iter(match=self.prefix + "{*", count=1000):
                     pipe.delete(key)
+        await send_pending()
         await pipe.execute()
 
     def _keys(self, session: str, *names: str) -> list[str]:

@@ -1,0 +1,65 @@
+"""Relay throughput with the Redis store against the memory store, through mitmdump, in one run.
+
+The same fast upstream and client as bench_relay.py; one mitmdump keeps history in memory, the other in a real
+redis-server started here (on 127.0.0.1, a free port, in memory only). Rounds alternate; the best of each counts.
+At the end, the events Redis holds are counted, to show the writes really went there.
+
+    python benchmarks/bench_redis.py [--events 100000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from bench_relay import run_once  # noqa: E402
+
+from harness import Mitmdump, Process, RedisServer, free_port, wait_port  # noqa: E402
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args.add_argument("--events", type=int, default=100_000)
+    args.add_argument("--rounds", type=int, default=3)
+    opts = args.parse_args()
+    tmp = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
+    port = free_port()
+    upstream = Process([sys.executable, HERE / "fast_upstream.py", "--port", str(port)], tmp / "upstream.log")
+    wait_port(port, upstream.proc)
+    server = RedisServer(tmp)
+    history = [f"sse_max_event_history={opts.events}", f"sse_max_history_bytes={1 << 30}"]
+    proxies = {
+        "memory": Mitmdump(tmp, port, history),
+        "redis": Mitmdump(tmp, port, [*history, f"sse_store={server.url}", "sse_store_secret=bench"]),
+    }
+    try:
+        for proxy in proxies.values():
+            run_once(proxy, 1000, "warmup")
+        best = dict.fromkeys(proxies, float("inf"))
+        for r in range(opts.rounds):
+            for name, proxy in proxies.items():
+                best[name] = min(best[name], run_once(proxy, opts.events, f"round{r}"))
+        for name, seconds in best.items():
+            print(f"{name:8} {opts.events / seconds:10,.0f} events/s ({seconds:.2f} s for {opts.events:,})")
+        print(f"ratio redis / memory store: {best['memory'] / best['redis']:.2f}x")
+        client = redis.Redis(port=server.port)
+        time.sleep(5)  # let the writes behind finish
+        held = sum(int(client.zcard(key)) for key in client.scan_iter(match="sse-resume:{*}:ev"))
+        print(f"events held in Redis after the run: {held:,}")
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+        server.stop()
+        upstream.stop()
+
+
+if __name__ == "__main__":
+    main()
