@@ -8,6 +8,8 @@ import logging
 from types import ModuleType
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mitmproxy import exceptions
 from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
@@ -180,3 +182,67 @@ def test_a_replay_response_goes_out_as_made() -> None:
         addon.responseheaders(again)
         addon.response(again)
     assert again.response.stream is False and again.response.content == body and b"id: 2" in (body or b"")
+
+
+_header_value = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+    st.sampled_from(["", "1", "ancient-id", "x" * 100_000, "é\x00", "2025-06-18", "2024-11-05", "gzip", "br"]),
+)
+_headers = st.dictionaries(
+    st.sampled_from(["last-event-id", "mcp-session-id", "accept", "authorization", "cookie", "mcp-protocol-version"]),
+    _header_value,
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    _headers,
+    st.sampled_from(["text/event-stream", "text/event-stream; charset=utf-8", "text/plain", ""]),
+    st.sampled_from(["", "gzip", "br", "zstd", "deflate", "bogus"]),
+    st.sampled_from(["GET", "POST", "DELETE"]),
+    st.lists(st.binary(max_size=300), max_size=10),
+    st.booleans(),
+)
+def test_fuzzed_headers_and_bodies_through_every_hook_never_raise(
+    headers: dict[str, str], ctype: str, encoding: str, method: str, chunks: list[bytes], clean_end: bool
+) -> None:
+    """Arbitrary headers and bodies through request, responseheaders, the stream callable and response/error.
+
+    No exception escapes; no callable returns b"" (it would end an HTTP/1 response); memory stays within the
+    history's caps.
+    """
+
+    async def example() -> None:  # in a running loop, as in mitmdump (mitmproxy's log handler needs it)
+        with taddons.context(FUZZ_ADDON) as tctx:
+            try:
+                tctx.configure(FUZZ_ADDON, sse_max_history_bytes=FUZZ_CAP, sse_max_sessions=50, sse_max_event_bytes=128)
+                flow = tflow.tflow()
+                flow.request.method = method
+                flow.request.path = "/sse/fuzz"
+                for name, value in headers.items():
+                    flow.request.headers[name] = value
+                await FUZZ_ADDON.request(flow)
+                if flow.response is None:
+                    flow.response = tutils.tresp(content=None)
+                    flow.response.headers["content-type"] = ctype
+                    if encoding:
+                        flow.response.headers["content-encoding"] = encoding
+                    FUZZ_ADDON.responseheaders(flow)
+                    stream = flow.response.stream
+                    if callable(stream):
+                        for chunk in [*chunks, b""] if clean_end else chunks:
+                            out = stream(chunk)
+                            assert out != b"" and isinstance(out, bytes | list), out
+                (FUZZ_ADDON.response if clean_end else FUZZ_ADDON.error)(flow)
+            finally:
+                tctx.master._legacy_log_events.uninstall()  # as Master.done would: the loop ends here
+
+    asyncio.run(example())
+    snap = FUZZ_ADDON.store.snapshot()
+    assert snap.bytes <= FUZZ_CAP and snap.sessions <= 50
+
+
+FUZZ_CAP = 256 * 1024
+FUZZ_ADDON = script.SSEResume()  # one addon for every example: its history must stay within the caps throughout
