@@ -43,13 +43,16 @@ class Upstream:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.requests: list[dict[str, str]] = []  # headers of each /sse request, newest last
+        self.writers: set[asyncio.StreamWriter] = set()  # open connections
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            self.writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -178,6 +181,9 @@ async def serve(host: str, port: int, interval: float) -> None:
     log.info("demo upstream on http://%s:%d/sse", host, port)
     async with server:
         await stop.wait()
+        server.close()
+        for writer in list(upstream.writers):  # streams never end by themselves: end them, or closing waits
+            writer.transport.abort()
 
 
 def main() -> None:

@@ -276,7 +276,7 @@ def test_crlf_stream_is_passed_byte_for_byte(proxy: Mitmdump) -> None:
 
 def test_stale_policy_restart(tmp_path: Path, upstream_port: int) -> None:
     with mitmdump(tmp_path, upstream_port, ["sse_stale_policy=restart"]) as p:
-        out, ids = curl(f"{p.url}/sse/restart", "-i", "-H", "Last-Event-Id: 41", max_time=1)
+        out, ids = curl(f"{p.url}/sse/restart", "-i", "-H", "Last-Event-Id: 41", stop_after=2)
         assert "sse-resume: miss" in out.lower() and "restarted the stream" in out
         assert ids[:2] == ["1", "2"]
 
