@@ -74,6 +74,8 @@ def test_missing_file(tmp_path: Path) -> None:
         ("dedupe_window", -1, "sse_dedupe_window: Input should be greater than or equal to 0"),
         ("session_header", "a b", "sse_session_header: Value error, must be an HTTP header name"),
         ("max_event_bytes", 10, "sse_max_event_bytes: Input should be greater than or equal to 64"),
+        ("store", "ftp://example", "sse_store: Value error, must be 'memory' or a redis://"),
+        ("store_timeout", 0, "sse_store_timeout: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_options_name_the_option(name: str, value: object, message: str) -> None:

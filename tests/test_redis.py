@@ -226,3 +226,14 @@ def test_url_passwords_never_reach_logs() -> None:
 
 def test_client_library_speaks_to_the_server(server: RedisServer) -> None:
     assert redis.Redis(port=server.port).ping()
+
+
+def test_damaged_entries_in_redis_are_ignored_not_fatal(server: RedisServer, prefix: str) -> None:
+    async def scenario() -> None:
+        a = store(server, prefix)
+        await a._redis.hset(f"{prefix}{{{S}}}:last", "7", "1")
+        await a._redis.zadd(f"{prefix}{{{S}}}:ev", {b"garbage without separators": 1})
+        assert await a.find(S, "7") is None  # logged, not raised
+        await a.aclose()
+
+    run(scenario)

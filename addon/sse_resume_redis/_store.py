@@ -127,9 +127,6 @@ class StoreHealth:
     queued: int = 0
 
 
-_Write = tuple[str, str, str | None, bytes, float]  # session, stream, id, raw, wall-clock time
-
-
 class RedisHistory(MemoryHistory):
     """A :class:`MemoryHistory` whose writes also go to Redis and whose lookups ask Redis first."""
 
@@ -215,7 +212,10 @@ class RedisHistory(MemoryHistory):
             return self.lookup(session, event_id)
         self._ok()
         if members:
-            self._adopt(session, members)
+            try:
+                self._adopt(session, members)
+            except (ValueError, IndexError) as e:  # not what this store writes: someone else's keys, or damage
+                log.warning("sse-resume: unreadable history in Redis for session %s (%s); not used", session[:12], e)
         return self.lookup(session, event_id)
 
     def _adopt(self, session: str, members: list[bytes]) -> None:
