@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -237,3 +239,36 @@ def test_damaged_entries_in_redis_are_ignored_not_fatal(server: RedisServer, pre
         await a.aclose()
 
     run(scenario)
+
+
+def test_slow_redis_never_holds_a_lookup_past_the_timeout(tmp_path: Path) -> None:
+    """A Redis that stops answering (SIGSTOP: connections stay open, nothing comes back) is a slow one."""
+    server = RedisServer(tmp_path)
+    try:
+
+        async def scenario() -> None:
+            a = RedisHistory(server.url, timeout=0.2, prefix="slow:")
+            stream = a.new_stream(S)
+            a.record(S, stream, "1", event(1))
+            await settled(a)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                a.record(S, stream, "2", event(2))
+                found = await a.find(S, "1")  # answered locally once the timeout has passed
+                assert found is not None and [e.id for e in found.after] == ["2"]
+                assert a.snapshot_health().fallbacks == 1 and not a.snapshot_health().up
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            for _ in range(300):
+                if a.snapshot_health().up and not a.snapshot_health().queued:
+                    break
+                await asyncio.sleep(0.05)
+            b = RedisHistory(server.url, timeout=1, prefix="slow:")
+            found = await b.find(S, "1")
+            assert found is not None and [e.id for e in found.after] == ["2"]  # the write waited, then landed
+            await a.aclose()
+            await b.aclose()
+
+        run(scenario)
+    finally:
+        server.stop()
