@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -269,7 +270,8 @@ class SSEResume:
                 "which anyone holding them can check against guessed session ids and credentials. Set the same "
                 "secret on every proxy that shares this Redis."
             )
-        self._secret = (settings.store_secret or "sse-resume shared store").encode()
+        # A BLAKE2b key is at most 64 bytes: any secret is hashed down to 32.
+        self._secret = hashlib.blake2b((settings.store_secret or "sse-resume shared store").encode()).digest()[:32]
         return RedisHistory(settings.store, settings.limits(), timeout=settings.store_timeout / 1000)
 
     def _replace_store(self, store: MemoryHistory) -> None:
@@ -284,7 +286,7 @@ class SSEResume:
 
     def running(self) -> None:
         if isinstance(self.store, RedisHistory):
-            self.store.start()  # connect now, so the first client does not wait for the shared secret
+            self.store.start()  # connect now: a Redis that cannot be reached shows in the log at start
 
     def _serve_metrics(self) -> None:
         wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None

@@ -246,3 +246,18 @@ def test_fuzzed_headers_and_bodies_through_every_hook_never_raise(
 
 FUZZ_CAP = 256 * 1024
 FUZZ_ADDON = script.SSEResume()  # one addon for every example: its history must stay within the caps throughout
+
+
+def test_long_store_secrets_key_the_session_digests() -> None:
+    """A secret of any length (BLAKE2b keys stop at 64 bytes) keys session keys; two proxies agree on them."""
+    keys = []
+    for _ in range(2):
+        addon = script.SSEResume()
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, sse_store="redis://127.0.0.1:1/0", sse_store_secret="s" * 4000)
+            keys.append(addon._session_of(sse_flow().request))
+    assert keys[0] == keys[1]
+    other = script.SSEResume()
+    with taddons.context(other) as tctx:
+        tctx.configure(other, sse_store="redis://127.0.0.1:1/0", sse_store_secret="another")
+        assert other._session_of(sse_flow().request) != keys[0]
