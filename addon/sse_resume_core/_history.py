@@ -9,7 +9,9 @@ Layout, chosen so that an ids-only history costs about 100 bytes per event beyon
 * each session holds its events in arrival order, in columns (ids, arrival times, stream numbers, and in full
   mode the raw bytes), numbered by a per-session sequence number; eviction is always oldest first, from the front;
 * each stream holds a :class:`sortedcontainers.SortedList` of the sequence numbers of its events, for the events
-  after a position in O(log n + k), and a dict from event id to sequence number, for lookups in O(1);
+  after a position in O(log n + k), and a dict from event id to sequence number, for lookups in O(1); numbers
+  recorded since the last lookup wait in a deque and are merged in by the next lookup (a record appends, which
+  costs far less than a sorted insert);
 * sessions sit in least-recently-used order, so the global caps drop the coldest first.
 
 Bounds, all enforced on every write: ``max_events`` per session (reason ``count``), ``ttl`` seconds per event and
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -49,7 +51,7 @@ REASONS: Final[tuple[EvictionReason, ...]] = ("count", "ttl", "session-lru", "by
 EVENT_OVERHEAD: Final = 120  # list slots, time, stream number, sorted-list slot and its int, dict entry
 PAYLOAD_OVERHEAD: Final = 48  # a bytes object's header and its list slot, in full mode
 ID_OVERHEAD: Final = 56  # a str object's header
-STREAM_OVERHEAD: Final = 1200
+STREAM_OVERHEAD: Final = 2000  # a SortedList and a deque (770 bytes empty), their dict entry
 SESSION_OVERHEAD: Final = 1600
 MAX_EMPTY_STREAMS: Final = 16  # streams opened without an event yet, per session, beyond max_events
 
@@ -121,14 +123,28 @@ class HistoryStats:
 
 
 class _Stream:
-    __slots__ = ("by_id", "name", "newest_id", "number", "seqs")
+    __slots__ = ("by_id", "name", "newest_id", "number", "seqs", "tail")
 
     def __init__(self, name: str, number: int) -> None:
         self.name = name
         self.number = number  # what the session's stream column holds for this stream's events
-        self.seqs: SortedList = SortedList()  # sequence numbers of this stream's held events, ascending
+        # Sequence numbers of this stream's held events, ascending: those in the sorted list, then those in
+        # ``tail``, recorded since the last lookup (each greater than every one in the list). Appending to a
+        # deque costs a twentieth of a SortedList.add; a lookup merges the tail in first.
+        self.seqs: SortedList = SortedList()
+        self.tail: deque[int] = deque()
         self.by_id: dict[str, int] = {}  # id -> sequence number of its first occurrence
         self.newest_id = ""
+
+    def empty(self) -> bool:
+        return not self.seqs and not self.tail
+
+    def merged(self) -> SortedList:
+        """The sorted list of every held sequence number. Runtime complexity: O(tail + log n) amortized."""
+        if self.tail:
+            self.seqs.update(self.tail)
+            self.tail.clear()
+        return self.seqs
 
 
 class _Session:
@@ -266,7 +282,7 @@ class MemoryHistory:
         ids.append(event_id)
         s.times.append(now - s.created)
         s.stream_of.append(st.number)
-        st.seqs.add(seq)
+        st.tail.append(seq)
         if event_id:
             st.by_id[event_id] = seq
             st.newest_id = event_id
@@ -323,8 +339,8 @@ class MemoryHistory:
 
         Runtime complexity: O(s + log n + k) for k events after it, s being the session's streams (the id
         is looked up in each, newest stream first: two streams of one session may hold the same id when an
-        upstream numbers every response from 1). ``None`` when the id is not held (never seen, evicted,
-        expired, or empty).
+        upstream numbers every response from 1), plus merging what was recorded since the last lookup.
+        ``None`` when the id is not held (never seen, evicted, expired, or empty).
         """
         s = self._sessions.get(session)
         if s is None or not event_id:
@@ -337,7 +353,7 @@ class MemoryHistory:
         for st in reversed(s.streams.values()):
             seq = st.by_id.get(event_id)
             if seq is not None:
-                after = tuple(s.event(n) for n in st.seqs.irange(seq, inclusive=(False, True)))
+                after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
                 return Found(st.name, seq, after, st.newest_id)
         return None
 
@@ -412,7 +428,7 @@ class MemoryHistory:
         if len(s.streams) >= self.limits.max_events + MAX_EMPTY_STREAMS:
             # Streams that hold events are at most max_events; the rest were opened and never got one (yet).
             # Drop the oldest of those; a connection still writing to it simply opens it again.
-            oldest_empty = next(st for st in s.streams.values() if not st.seqs)
+            oldest_empty = next(st for st in s.streams.values() if st.empty())
             self._drop_stream(s, oldest_empty)
         stream = s.streams[name] = _Stream(name, s.next_stream)
         s.streams_by_number[stream.number] = stream
@@ -437,22 +453,33 @@ class MemoryHistory:
         return s
 
     def _evict_oldest(self, s: _Session, reason: EvictionReason) -> None:
+        # On the hot path once the session is full (one eviction per record): kept flat, no helper calls.
         i = s.start
-        seq = s.base + i
-        event_id = s.ids[i]
+        ids = s.ids
+        event_id = ids[i]
         stream = s.streams_by_number[s.stream_of[i]]
-        raw = s.raws[i] if s.raws is not None else None
-        stream.seqs.pop(0)  # the session's oldest event is the oldest of its stream too
-        if event_id and stream.by_id.get(event_id) == seq:
-            del stream.by_id[event_id]
-        s.ids[i] = None
-        if s.raws is not None:
-            s.raws[i] = None
-        self._account(s, -_cost(event_id, raw))
+        # The session's oldest event is the oldest of its stream too: the front of the list, or of the tail.
+        if stream.seqs:
+            stream.seqs.pop(0)
+        else:
+            stream.tail.popleft()
+        cost = EVENT_OVERHEAD
+        if event_id:
+            cost += ID_OVERHEAD + len(event_id)
+            by_id = stream.by_id
+            if by_id.get(event_id) == s.base + i:
+                del by_id[event_id]
+        ids[i] = None
+        raws = s.raws
+        if raws is not None:
+            cost += PAYLOAD_OVERHEAD + len(raws[i])  # type: ignore[arg-type]  # held events have their bytes
+            raws[i] = None
+        s.bytes -= cost
+        self._bytes -= cost
         self._events -= 1
         self.stats.evicted[reason] += 1
-        s.start += 1
-        if not stream.seqs:
+        s.start = i + 1
+        if not stream.seqs and not stream.tail:
             self._drop_stream(s, stream)
         if s.start > 64 and s.start * 2 > len(s.ids):  # trim the evicted prefix, amortized O(1) per event
             del s.ids[: s.start]
@@ -533,10 +560,10 @@ class MemoryHistory:
             assert s.bytes == expected, (s.bytes, expected)
             assert len(s.streams) <= self.limits.max_events + MAX_EMPTY_STREAMS
             for name, st in s.streams.items():
-                assert list(st.seqs) == held[name], "a stream's sorted list matches the columns"
+                assert list(st.seqs) + list(st.tail) == held[name], "a stream's positions match the columns"
                 for event_id, seq in st.by_id.items():
                     assert s.ids[seq - s.base] == event_id
-                ids = [s.ids[seq - s.base] for seq in st.seqs]
+                ids = [s.ids[seq - s.base] for seq in held[name]]
                 named = [i for i in ids if i]
                 assert len(named) == len(set(named)), "an id is held once per stream"
                 assert set(named) == set(st.by_id)

@@ -119,6 +119,7 @@ class Relay:
         "_seen",
         "_seen_order",
         "_started",
+        "_store",
         "_window",
         "closed",
         "failed",
@@ -141,6 +142,7 @@ class Relay:
         transcript_bytes: int = 0,
     ) -> None:
         self._resumer = resumer
+        self._store = resumer.store
         self.session = session
         self.stream = stream
         self._resume_seq = resume_seq
@@ -241,7 +243,7 @@ class Relay:
             seen = self._seen
             had = event_id in seen  # delivered on this connection, or at or before the client's position
             if not had and self._resume_seq is not None:
-                position = self._resumer.store.position(self.session, self.stream, event_id)
+                position = self._store.position(self.session, self.stream, event_id)
                 had = position is not None and position <= self._resume_seq
             if had:
                 stats.duplicates += 1
@@ -255,7 +257,7 @@ class Relay:
                     seen.discard(order.popleft())
         if kind is _EVENT or (kind is _EMPTY and event_id is not None):
             # An event, or an id-only block (a priming event, a reset): both are positions in the stream.
-            self._resumer.store.record(self.session, self.stream, event_id, raw)
+            self._store.record(self.session, self.stream, event_id, raw)
             stats.recorded += 1
         elif kind is _OVERSIZE:
             stats.oversize += 1
