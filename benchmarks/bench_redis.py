@@ -20,7 +20,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_relay import run_once  # noqa: E402
+from bench_relay import compare  # noqa: E402
 
 from harness import Mitmdump, Process, RedisServer, free_port, wait_port  # noqa: E402
 
@@ -41,14 +41,7 @@ def main() -> None:
         "redis": Mitmdump(tmp, port, [*history, f"sse_store={server.url}", "sse_store_secret=bench"]),
     }
     try:
-        for proxy in proxies.values():
-            run_once(proxy, 1000, "warmup")
-        best = dict.fromkeys(proxies, float("inf"))
-        for r in range(opts.rounds):
-            for name, proxy in proxies.items():
-                best[name] = min(best[name], run_once(proxy, opts.events, f"round{r}"))
-        for name, seconds in best.items():
-            print(f"{name:8} {opts.events / seconds:10,.0f} events/s ({seconds:.2f} s for {opts.events:,})")
+        best = compare(proxies, opts.events, opts.rounds)
         print(f"ratio redis / memory store: {best['memory'] / best['redis']:.2f}x")
         client = redis.Redis(port=server.port)
         time.sleep(5)  # let the writes behind finish

@@ -31,6 +31,19 @@ def run_once(proxy: Mitmdump, events: int, tag: str) -> float:
     return seconds
 
 
+def compare(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str, float]:
+    """Warm each proxy up, then run alternating rounds; print and return each one's best time (seconds)."""
+    for proxy in proxies.values():  # warm up: first request, imports, caches
+        run_once(proxy, 1000, "warmup")
+    best = dict.fromkeys(proxies, float("inf"))
+    for r in range(rounds):
+        for name, proxy in proxies.items():
+            best[name] = min(best[name], run_once(proxy, events, f"round{r}"))
+    for name, seconds in best.items():
+        print(f"{name:12} {events / seconds:10,.0f} events/s ({seconds:.2f} s for {events:,})")
+    return best
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--events", type=int, default=100_000)
@@ -46,14 +59,7 @@ def main() -> None:
         name: Mitmdump(tmp, port, opts.set if name == "sse-resume" else (), script) for name, script in configs.items()
     }
     try:
-        for proxy in proxies.values():  # warm up: first request, imports, caches
-            run_once(proxy, 1000, "warmup")
-        best = dict.fromkeys(proxies, float("inf"))
-        for r in range(opts.rounds):
-            for name, proxy in proxies.items():
-                best[name] = min(best[name], run_once(proxy, opts.events, f"round{r}"))
-        for name, seconds in best.items():
-            print(f"{name:12} {opts.events / seconds:10,.0f} events/s ({seconds:.2f} s for {opts.events:,})")
+        best = compare(proxies, opts.events, opts.rounds)
         print(f"ratio sse-resume / passthrough: {best['passthrough'] / best['sse-resume']:.2f}x (goal >= 0.9x)")
     finally:
         for proxy in proxies.values():
