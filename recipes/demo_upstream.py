@@ -44,6 +44,7 @@ class Upstream:
         self.interval = interval
         self.requests: list[dict[str, str]] = []  # headers of each /sse request, newest last
         self.writers: set[asyncio.StreamWriter] = set()  # open connections
+        self.stopping = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
@@ -51,6 +52,9 @@ class Upstream:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise  # shutting down, a handler's end is nobody's error
         finally:
             self.writers.discard(writer)
             writer.close()
@@ -181,6 +185,7 @@ async def serve(host: str, port: int, interval: float) -> None:
     log.info("demo upstream on http://%s:%d/sse", host, port)
     async with server:
         await stop.wait()
+        upstream.stopping = True
         server.close()
         for writer in list(upstream.writers):  # streams never end by themselves: end them, or closing waits
             writer.transport.abort()
