@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 import httpx
 
@@ -83,6 +84,12 @@ class Process:
         )
         STARTED_GROUPS.add(self.proc.pid)
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def output(self) -> str:
         if not self._log.closed:
@@ -105,17 +112,24 @@ class Process:
         self._log.close()
 
 
-@contextlib.contextmanager
-def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
-    port = free_port()
+def start_upstream(tmp: Path, port: int, interval: float = 0.05) -> Process:
+    """The demo upstream on ``port`` (a test that restarts it needs to choose the port), once it listens."""
     proc = Process(
         [sys.executable, UPSTREAM, "--port", str(port), "--interval", str(interval)], tmp / f"upstream-{port}.log"
     )
     try:
         wait_port(port, proc.proc)
-        yield port
-    finally:
+    except BaseException:
         proc.stop()
+        raise
+    return proc
+
+
+@contextlib.contextmanager
+def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
+    port = free_port()
+    with start_upstream(tmp, port, interval):
+        yield port
 
 
 class RedisServer(Process):
@@ -142,15 +156,6 @@ class RedisServer(Process):
     def restart(self) -> RedisServer:
         """A new, empty server on the same port."""
         return RedisServer(self.tmp, self.port)
-
-
-@contextlib.contextmanager
-def redis_server(tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Mitmdump(Process):
@@ -188,20 +193,9 @@ class Mitmdump(Process):
         return f"http://127.0.0.1:{self.port}"
 
 
-@contextlib.contextmanager
-def mitmdump(
-    tmp: Path,
-    upstream_port: int,
-    options: Sequence[str] = (),
-    script: Path = ADDON,
-    extra: Sequence[str] = (),
-    tool: str = "mitmdump",
-) -> Iterator[Mitmdump]:
-    proxy = Mitmdump(tmp, upstream_port, options, script, extra, tool)
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
+def numbers(events: list[tuple[str | None, str]] | list[tuple[str, str]]) -> list[int]:
+    """The demo upstream's event numbers, from (id, data) pairs."""
+    return [json.loads(data)["n"] for _, data in events]
 
 
 def read_events(
@@ -382,7 +376,8 @@ class RawSSE:
         self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
         self._left = int(self.headers.get("content-length", "-1"))
 
-    async def _body(self) -> bytes:
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body as it comes (b\"\" at its end), not parsed."""
         assert self._reader is not None
         if self.ended:
             return b""
@@ -404,7 +399,7 @@ class RawSSE:
     async def read_until(self, done: Callable[[RawSSE], bool]) -> None:
         """Read and parse until ``done(self)`` holds after an event, or the body ends."""
         while not self.ended:
-            data = await self._body()
+            data = await self.read_chunk()
             for block in self.parser.feed(data) if data else self.parser.close():
                 if block.raw.startswith(b":"):
                     self.comments.append(block.raw)

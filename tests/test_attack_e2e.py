@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RawSSE, RssSampler, free_port, mitmdump, rss_kib, scrape, upstream, wait_port
+from harness import Mitmdump, RawSSE, RssSampler, free_port, rss_kib, scrape, upstream, wait_port
 
 pytestmark = pytest.mark.e2e
 SESSIONS = int(os.environ.get("SSE_ATTACK_SESSIONS", "10000"))
@@ -69,7 +69,7 @@ async def body_digest(port: int, path: str) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
     while not c.ended:
-        data = await c._body()
+        data = await c.read_chunk()
         h.update(data)
         size += len(data)
     return size, h.hexdigest()
@@ -131,7 +131,7 @@ def test_memory_stays_within_caps_under_attack(tmp_path: Path) -> None:
         f"sse_max_sessions={MAX_SESSIONS}",
         f"sse_metrics_port={metrics_port}",
     ]
-    with upstream(tmp_path, interval=0.05) as up, mitmdump(tmp_path, up, options) as proxy:
+    with upstream(tmp_path, interval=0.05) as up, Mitmdump(tmp_path, up, options) as proxy:
         wait_port(metrics_port)
         pid = proxy.proc.pid
         baseline = rss_kib(pid)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness import ROOT, Mitmdump, curl, mitmdump, read_events
+from harness import ROOT, Mitmdump, curl, read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
     tmp = tmp_path_factory.mktemp("proxy")
-    with mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}"]) as p:
+    with Mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}"]) as p:
         yield p
 
 

@@ -4,10 +4,8 @@ is logged once with its context, and nothing a client already received is lost o
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,28 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import ROOT, UPSTREAM, EventSourceClient, Process, curl, free_port, mitmdump, read_events, wait_port
+from harness import ROOT, EventSourceClient, Mitmdump, Process, curl, free_port, numbers, read_events, start_upstream
 
 pytestmark = pytest.mark.e2e
 FAULT = ROOT / "tests" / "fault_addon.py"
 
 
-def numbers(events: list[tuple[str, str]] | list[tuple[str | None, str]]) -> list[int]:
-    return [json.loads(data)["n"] for _, data in events]
-
-
-def start_upstream(tmp: Path, port: int, name: str) -> Process:
-    proc = Process([sys.executable, UPSTREAM, "--port", str(port), "--interval", "0.05"], tmp / f"{name}.log")
-    wait_port(port, proc.proc)
-    return proc
-
-
 def test_upstream_killed_and_restarted_the_client_stream_goes_on(tmp_path: Path) -> None:
     port = free_port()
-    first = start_upstream(tmp_path, port, "upstream-1")
+    first = start_upstream(tmp_path, port)
     second: list[Process] = []
     try:
-        with mitmdump(tmp_path, port) as proxy:
+        with Mitmdump(tmp_path, port) as proxy:
             client = EventSourceClient(f"{proxy.url}/sse/restart")
 
             def kill_and_restart() -> None:
@@ -45,7 +33,7 @@ def test_upstream_killed_and_restarted_the_client_stream_goes_on(tmp_path: Path)
                 first.proc.send_signal(signal.SIGKILL)  # no goodbye: the connection just dies
                 first.stop()
                 time.sleep(1.0)  # meanwhile the client's reconnects get 502 from the proxy, and retry
-                second.append(start_upstream(tmp_path, port, "upstream-2"))
+                second.append(start_upstream(tmp_path, port))
 
             killer = threading.Thread(target=kill_and_restart)
             killer.start()
@@ -62,7 +50,7 @@ def test_upstream_killed_and_restarted_the_client_stream_goes_on(tmp_path: Path)
 
 
 def test_client_killed_mid_event_loses_nothing(tmp_path: Path, upstream_port: int) -> None:
-    with mitmdump(tmp_path, upstream_port) as proxy:
+    with Mitmdump(tmp_path, upstream_port) as proxy:
         url = f"{proxy.url}/sse/split?split=0.5&interval=0.05"
         proc = subprocess.Popen(["curl", "-sN", url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert proc.stdout is not None
@@ -84,7 +72,7 @@ def test_client_killed_mid_event_loses_nothing(tmp_path: Path, upstream_port: in
 
 def test_internal_error_while_relaying_is_logged_once_and_traffic_flows(tmp_path: Path, upstream_port: int) -> None:
     options = ["fault_record_at=5"]
-    with mitmdump(tmp_path, upstream_port, options, extra=["-s", str(FAULT)]) as proxy:
+    with Mitmdump(tmp_path, upstream_port, options, extra=["-s", str(FAULT)]) as proxy:
         url = f"{proxy.url}/sse/fault?end_after=30&interval=0.01"
         response = httpx.get(url, timeout=10)
         assert response.status_code == 200
@@ -105,7 +93,7 @@ def test_internal_error_while_relaying_is_logged_once_and_traffic_flows(tmp_path
 
 
 def test_internal_error_deciding_passes_the_request_through(tmp_path: Path, upstream_port: int) -> None:
-    with mitmdump(tmp_path, upstream_port, ["fault_decide_id=3"], extra=["-s", str(FAULT)]) as proxy:
+    with Mitmdump(tmp_path, upstream_port, ["fault_decide_id=3"], extra=["-s", str(FAULT)]) as proxy:
         url = f"{proxy.url}/sse/decide-fault?hang_after=6"
         read_events(url, 3, linger=0.5)
         out, ids = curl(url, "-i", "-H", "Last-Event-ID: 3", stop_after=2)

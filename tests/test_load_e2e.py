@@ -10,13 +10,12 @@ CPU) are printed; run with ``-s`` to see them.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import RawSSE, cpu_seconds, free_port, mitmdump, rss_kib, scrape, upstream, wait_port
+from harness import Mitmdump, RawSSE, cpu_seconds, free_port, numbers, rss_kib, scrape, upstream, wait_port
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 500
@@ -67,9 +66,9 @@ async def load(port: int, metrics_port: int, path: str) -> dict[str, float]:
 
     for i, (c, before) in enumerate(zip(again, clients, strict=True)):
         k = cut_point(i)
-        assert [json.loads(data)["n"] for _, data in before.events] == list(range(1, k + 1))
+        assert numbers(before.events) == list(range(1, k + 1))
         assert c.headers.get("sse-resume") == "hit", (i, c.status, c.headers)
-        got = [json.loads(data)["n"] for _, data in c.events]
+        got = numbers(c.events)
         assert got == list(range(k + 1, EVENTS + 1)), (i, got)
     replayed = sum(len(c.events) for c in again)
     return {
@@ -85,7 +84,7 @@ def test_500_clients_then_all_reconnect_at_once(tmp_path: Path) -> None:
     metrics_port = free_port()
     with (
         upstream(tmp_path, interval=INTERVAL) as up,
-        mitmdump(tmp_path, up, [f"sse_metrics_port={metrics_port}"]) as proxy,
+        Mitmdump(tmp_path, up, [f"sse_metrics_port={metrics_port}"]) as proxy,
     ):
         wait_port(metrics_port)
         pid = proxy.proc.pid

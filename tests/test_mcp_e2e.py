@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness import Process, free_port, mitmdump, wait_port
+from harness import Mitmdump, Process, free_port, wait_port
 
 pytestmark = pytest.mark.e2e
 SERVER = Path(__file__).with_name("mcp_server.py")
@@ -111,7 +111,7 @@ async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: f
 
 
 def test_cut_mid_call_with_event_store_every_notification_once(tmp_path: Path) -> None:
-    with mcp_server(tmp_path) as server, mitmdump(tmp_path, server) as proxy:
+    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server) as proxy:
 
         async def scenario() -> dict[str, Any]:
             async with CuttableRelay(proxy.port) as relay:
@@ -139,7 +139,7 @@ def metric(port: int, name: str) -> float:
 
 def test_two_sessions_in_parallel_and_delete_drops_history(tmp_path: Path) -> None:
     metrics = free_port()
-    with mcp_server(tmp_path) as server, mitmdump(tmp_path, server, [f"sse_metrics_port={metrics}"]) as proxy:
+    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server, [f"sse_metrics_port={metrics}"]) as proxy:
         wait_port(metrics)
 
         async def scenario() -> list[dict[str, Any]]:
@@ -168,7 +168,7 @@ def test_two_sessions_in_parallel_and_delete_drops_history(tmp_path: Path) -> No
 def test_without_event_store_a_cut_call_cannot_be_resumed(tmp_path: Path) -> None:
     """What users get without a server event store: events carry no ids, so no client ever sends
     Last-Event-ID and nothing can be resumed; the cut call fails. (Keep mode is what changes this.)"""
-    with mcp_server(tmp_path, event_store=False) as server, mitmdump(tmp_path, server) as proxy:
+    with mcp_server(tmp_path, event_store=False) as server, Mitmdump(tmp_path, server) as proxy:
 
         async def scenario() -> dict[str, Any]:
             async with CuttableRelay(proxy.port) as relay:
@@ -190,7 +190,7 @@ def test_mcp_client_recipe(tmp_path: Path) -> None:
     import subprocess
 
     recipe = Path(__file__).parent.parent / "recipes" / "mcp_client.py"
-    with mcp_server(tmp_path) as server, mitmdump(tmp_path, server) as proxy:
+    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server) as proxy:
         out = subprocess.run(
             [sys.executable, recipe, f"{proxy.url}/mcp", "count", '{"n": 3, "delay": 0.1}'],
             capture_output=True,

@@ -14,7 +14,7 @@ from mitmproxy.http import HTTPFlow
 from mitmproxy.io import FlowReader
 from mitmproxy.test import taddons
 
-from harness import ROOT, EventSourceClient, free_port, mitmdump, read_events, scrape, upstream, wait_port
+from harness import ROOT, EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_port
 from test_addon import script
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,7 @@ def test_saved_flows_and_metrics(tmp_path: Path) -> None:
     saved = tmp_path / "flows.mitm"
     with (
         upstream(tmp_path, interval=0.01) as up,
-        mitmdump(tmp_path, up, [f"sse_metrics_port={metrics_port}"], extra=["-w", str(saved)]) as proxy,
+        Mitmdump(tmp_path, up, [f"sse_metrics_port={metrics_port}"], extra=["-w", str(saved)]) as proxy,
     ):
         wait_port(metrics_port)
         before = scrape(metrics_port)
@@ -76,7 +76,7 @@ def test_mitmweb_shows_sse_flow_in_content_view(tmp_path: Path) -> None:
     web_port = free_port()
     shot = ROOT / "docs" / "images" / "mitmweb-sse.png"
     options = ["web_password=sse-test", f"web_port={web_port}", "web_host=127.0.0.1", "web_open_browser=false"]
-    with upstream(tmp_path, interval=0.05) as up, mitmdump(tmp_path, up, options, tool="mitmweb") as proxy:
+    with upstream(tmp_path, interval=0.05) as up, Mitmdump(tmp_path, up, options, tool="mitmweb") as proxy:
         wait_port(web_port)
         body = httpx.get(f"{proxy.url}/sse/mcp?end_after=3&pad=12", headers={"accept": "text/event-stream"}).content
         assert body.count(b"\n\n") == 3

@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from harness import RedisServer, redis_server
+from harness import RedisServer
 from sse_resume_core import HistoryLimits, Recorded
 from sse_resume_redis import RedisHistory, redact
 
@@ -23,7 +23,7 @@ S = "session-a"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as s:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as s:
         yield s
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +16,8 @@ from harness import (
     RedisServer,
     curl,
     free_port,
-    mitmdump,
+    numbers,
     read_events,
-    redis_server,
     scrape,
     wait_port,
 )
@@ -29,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 
@@ -39,7 +37,7 @@ def pair(
 ) -> Iterator[tuple[Mitmdump, Mitmdump]]:
     tmp = tmp_path_factory.mktemp("proxies")
     options = [f"sse_store={redis.url}", "sse_store_secret=shared by both"]
-    with mitmdump(tmp, upstream_port, options) as first, mitmdump(tmp, upstream_port, options) as second:
+    with Mitmdump(tmp, upstream_port, options) as first, Mitmdump(tmp, upstream_port, options) as second:
         yield first, second
 
 
@@ -88,8 +86,8 @@ def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Pa
             f"sse_metrics_port={metrics}",
         ]
         with (
-            mitmdump(tmp_path, upstream_port, options) as proxy,
-            mitmdump(tmp_path, upstream_port, options[:3]) as other,
+            Mitmdump(tmp_path, upstream_port, options) as proxy,
+            Mitmdump(tmp_path, upstream_port, options[:3]) as other,
         ):
             wait_port(metrics)
             client = EventSourceClient(f"{proxy.url}/sse/outage?interval=0.02")
@@ -106,7 +104,7 @@ def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Pa
             t.start()
             events = client.run(150, timeout=60)
             t.join()
-            assert [json.loads(data)["n"] for _, data in events] == list(range(1, 151))  # no gap, no repeat
+            assert numbers(events) == list(range(1, 151))  # no gap, no repeat
             assert client.outcomes == [""]  # one response from start to end: Redis never cut the stream
             deadline = time.monotonic() + 10
             while scrape(metrics)["sse_resume_store_up"] != 1 and time.monotonic() < deadline:
@@ -132,7 +130,7 @@ def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Pa
 
 def test_proxy_starts_and_serves_with_redis_down(tmp_path: Path, upstream_port: int) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    with mitmdump(tmp_path, upstream_port, [f"sse_store={dead}", "sse_store_timeout=100"]) as proxy:
+    with Mitmdump(tmp_path, upstream_port, [f"sse_store={dead}", "sse_store_timeout=100"]) as proxy:
         url = f"{proxy.url}/sse/down?hang_after=6"
         _, got = read_events(url, 3, linger=0.5)
         assert [i for i, _ in got] == ["1", "2", "3"]

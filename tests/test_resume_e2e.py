@@ -11,19 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import ADDON, BIN, EventSourceClient, Mitmdump, Process, curl, mitmdump, read_events
+from harness import ADDON, BIN, EventSourceClient, Mitmdump, Process, curl, numbers, read_events
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
-    with mitmdump(tmp_path_factory.mktemp("proxy"), upstream_port) as p:
+    with Mitmdump(tmp_path_factory.mktemp("proxy"), upstream_port) as p:
         yield p
-
-
-def numbers(events: list[tuple[str | None, str]] | list[tuple[str, str]]) -> list[int]:
-    return [json.loads(data)["n"] for _, data in events]
 
 
 def consecutive(ns: list[int]) -> bool:
@@ -275,14 +271,14 @@ def test_crlf_stream_is_passed_byte_for_byte(proxy: Mitmdump) -> None:
 
 
 def test_stale_policy_restart(tmp_path: Path, upstream_port: int) -> None:
-    with mitmdump(tmp_path, upstream_port, ["sse_stale_policy=restart"]) as p:
+    with Mitmdump(tmp_path, upstream_port, ["sse_stale_policy=restart"]) as p:
         out, ids = curl(f"{p.url}/sse/restart", "-i", "-H", "Last-Event-Id: 41", stop_after=2)
         assert "sse-resume: miss" in out.lower() and "restarted the stream" in out
         assert ids[:2] == ["1", "2"]
 
 
 def test_ids_only_mode_forwards_and_deduplicates(tmp_path: Path, upstream_port: int) -> None:
-    with mitmdump(tmp_path, upstream_port, ["sse_support_replay=false"]) as p:
+    with Mitmdump(tmp_path, upstream_port, ["sse_support_replay=false"]) as p:
         url = f"{p.url}/sse/ids-only?resume=0&interval=0.01&hang_after=8"
         read_events(url, 3, linger=0.3)
         client = EventSourceClient(url, last_event_id="3")

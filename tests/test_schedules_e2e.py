@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import Mitmdump, mitmdump
+from harness import Mitmdump
 from sse_resume_core import SSEParser
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ TOTAL = 12
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
-    with mitmdump(tmp_path_factory.mktemp("proxy"), upstream_port) as p:
+    with Mitmdump(tmp_path_factory.mktemp("proxy"), upstream_port) as p:
         yield p
 
 
