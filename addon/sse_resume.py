@@ -212,7 +212,7 @@ class SSEResume:
         self._flows: dict[str, FlowState] = {}
         self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
         self._metrics_at: tuple[str, int] | None = None
-        self._secret = b""  # the key of session digests shared by proxies (with a Redis store)
+        self._secret: bytes | None = None  # the key of session digests shared by proxies (with a Redis store)
         self._closing: set[asyncio.Task[None]] = set()  # stores being closed after a change of settings
 
     # -- options ---------------------------------------------------------------------------------------------
@@ -252,15 +252,21 @@ class SSEResume:
         if (
             limits.replay != old.support_replay
             or where != (old.store, old.store_timeout)
-            or (settings.store_secret != old.store_secret)
+            or (settings.store != "memory" and settings.store_secret != old.store_secret)
         ):
             self._replace_store(self._make_store(settings))  # a new mode or place starts a new history
         elif limits != self.store.limits:
             self.store.reconfigure(limits)
+        self._secret = None
+        if settings.store != "memory":
+            # Shared by every proxy on the store (a memory store keeps the process's own random key). A BLAKE2b
+            # key is at most 64 bytes: any secret is hashed down to 32.
+            self._secret = hashlib.blake2b((settings.store_secret or "sse-resume shared store").encode()).digest()[:32]
         self.resumer = self._resumer()
         self._serve_metrics()
 
-    def _make_store(self, settings: Settings) -> MemoryHistory:
+    @staticmethod
+    def _make_store(settings: Settings) -> MemoryHistory:
         if settings.store == "memory":
             return MemoryHistory(settings.limits())
         log.info("sse-resume: history shared in Redis at %s", redact(settings.store))
@@ -270,8 +276,6 @@ class SSEResume:
                 "which anyone holding them can check against guessed session ids and credentials. Set the same "
                 "secret on every proxy that shares this Redis."
             )
-        # A BLAKE2b key is at most 64 bytes: any secret is hashed down to 32.
-        self._secret = hashlib.blake2b((settings.store_secret or "sse-resume shared store").encode()).digest()[:32]
         return RedisHistory(settings.store, settings.limits(), timeout=settings.store_timeout / 1000)
 
     def _replace_store(self, store: MemoryHistory) -> None:
@@ -338,7 +342,6 @@ class SSEResume:
     def _session_of(self, request: http.Request) -> str:
         h = request.headers
         credentials = [h.get(name, "") for name in ("authorization", "cookie")]
-        secret = self._secret if isinstance(self.store, RedisHistory) else None
         return session_key(
             h.get(self.settings.session_header),
             request.scheme,
@@ -346,7 +349,7 @@ class SSEResume:
             request.port,
             request.path,
             credentials,
-            secret,
+            self._secret,
         )
 
     async def request(self, flow: http.HTTPFlow) -> None:

@@ -159,7 +159,12 @@ class RedisHistory(MemoryHistory):
         self._token = secrets.token_hex(4)  # streams this proxy opens are named <token>.<n>: unique across proxies
         self._numbers = itertools.count(1)
         self._closed = False
-        self._down = False  # the last exchange failed: lookups stay local until the writer task reaches Redis
+
+    @property
+    def _down(self) -> bool:
+        """An exchange failed and none has succeeded since: lookups stay local until the writer task reaches
+        Redis again (before the first exchange, lookups try Redis)."""
+        return not self.health.up and self.health.failures > 0
 
     # -- the synchronous hot path: local first, Redis behind ---------------------------------------------------
 
@@ -255,7 +260,7 @@ class RedisHistory(MemoryHistory):
         while not self._closed:
             try:
                 async with asyncio.timeout(max(self.timeout * 8, 2.0)):
-                    if self._down or not self.health.up:
+                    if not self.health.up:
                         await self._redis.ping()
                     if self._queue:
                         await self._flush_batch()
@@ -318,7 +323,6 @@ class RedisHistory(MemoryHistory):
         return [f"{self.prefix}{{{session}}}:{name}" for name in names]
 
     def _ok(self) -> None:
-        self._down = False
         if not self.health.up:
             self.health.up = True
             log.info("sse-resume: Redis store %s is available", redact(self.url))
@@ -333,7 +337,6 @@ class RedisHistory(MemoryHistory):
                 type(error).__name__ if isinstance(error, TimeoutError) else error,
             )
         self.health.up = False
-        self._down = True
         self._wake.set()  # the writer task probes until Redis answers
 
     def snapshot_health(self) -> StoreHealth:
