@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import ssl
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
 
@@ -27,9 +29,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._config import ConfigError, Settings, load_file, merge
+from sse_resume_core._keep import Backoff
 from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
 from sse_resume_core._view import render_events
+from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest
 from sse_resume_redis import RedisHistory, redact
 
 log = logging.getLogger("sse_resume")
@@ -81,10 +85,28 @@ OPTIONS: dict[str, tuple[type, str]] = {
         "With a Redis store: a secret, the same on every proxy sharing it, that keys the session digests (so "
         "they cannot be checked against guessed session ids or credentials). Memory stores use a random one.",
     ),
+    "keep_upstream": (
+        bool,
+        "Keep mode: the proxy reads SSE upstreams itself, so a reconnecting client gets the replay and the live "
+        "stream in one response, the upstream is reconnected while the client's response stays open, and events "
+        "keep being recorded while the client is away (see sse_keep_grace).",
+    ),
+    "keep_grace": (int, "Keep mode: seconds a kept stream is still read after its last client left."),
+    "keep_max_bytes": (int, "Keep mode: bytes of events a kept stream reads with no client before it stops."),
+    "keep_max_streams": (int, "Keep mode: streams kept at once; further SSE requests are served the usual way."),
+    "keep_max_tries": (int, "Keep mode: upstream reconnection tries (1 s, 2 s, 4 s ... at most 30 s apart)."),
+    "assign_ids": (
+        bool,
+        "Keep mode: give events that come without an id one of the proxy's (sse-resume.<stream>.<n>), so "
+        "clients of servers without ids can resume. Proxy-made ids are never sent upstream.",
+    ),
     "metrics_port": (int, "Port of a Prometheus metrics endpoint (0: none)."),
     "metrics_host": (str, "Address the Prometheus endpoint listens on."),
 }
 MARK = ":arrows_counterclockwise:"
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"})
+MAX_ENDPOINTS = 1000
+TLS_OPTIONS = {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 
 
 class FlowState:
@@ -94,7 +116,7 @@ class FlowState:
     looks up string annotations.)
     """
 
-    __slots__ = ("answered", "decision", "failed", "last_event_id", "relay", "session")
+    __slots__ = ("answered", "decision", "failed", "keep", "last_event_id", "origin", "relay", "session")
 
     def __init__(self, session: str) -> None:
         self.session = session
@@ -103,6 +125,8 @@ class FlowState:
         self.failed = False
         self.last_event_id: str | None = None
         self.answered = False  # the addon made the response itself (a replay): later hooks leave it alone
+        self.keep: str | None = None  # the keeper's ticket, when the keeper serves this flow
+        self.origin: tuple[str, str, int, str | None] | None = None  # scheme, host, port, Host of a rerouted flow
 
 
 class _Decoder:
@@ -181,6 +205,19 @@ class MetricsCollector:
         yield GaugeMetricFamily("sse_resume_history_events", "Events held.", value=snap.events)
         yield GaugeMetricFamily("sse_resume_history_bytes", "Bytes held (estimate, errs high).", value=snap.bytes)
         yield GaugeMetricFamily("sse_resume_sessions", "Sessions held.", value=snap.sessions)
+        keeper = self.addon.keeper
+        if keeper is not None:
+            k = keeper.stats
+            kept = len(keeper.streams)
+            yield GaugeMetricFamily("sse_resume_kept_streams", "Streams read by the proxy now.", value=kept)
+            for name, doc, value in (
+                ("sse_resume_kept_streams_started", "Streams kept so far.", k.kept),
+                ("sse_resume_upstream_reconnects", "Kept streams' successful upstream reconnections.", k.reconnects),
+                ("sse_resume_upstream_given_up", "Kept streams ended after their reconnection tries.", k.gave_up),
+                ("sse_resume_keep_grace_expired", "Kept streams ended because no client came back.", k.grace_expired),
+                ("sse_resume_keep_buffer_full", "Kept streams ended at their bounds.", k.buffer_full),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
         store = self.addon.store
         if isinstance(store, RedisHistory):
             h = store.snapshot_health()
@@ -214,6 +251,10 @@ class SSEResume:
         self._metrics_at: tuple[str, int] | None = None
         self._secret: bytes | None = None  # the key of session digests shared by proxies (with a Redis store)
         self._closing: set[asyncio.Task[None]] = set()  # stores being closed after a change of settings
+        self.keeper: Keeper | None = None  # keep mode's server, while keep mode is on and the proxy runs
+        # URLs seen answering text/event-stream: keep mode also keeps GETs to them that do not say they want SSE
+        self._sse_endpoints: OrderedDict[tuple[str, str, int, str], None] = OrderedDict()
+        self._running = False
 
     # -- options ---------------------------------------------------------------------------------------------
 
@@ -234,9 +275,11 @@ class SSEResume:
     def configure(self, updated: set[str]) -> None:
         from mitmproxy import ctx
 
+        options = ctx.options
+        if self.keeper is not None and updated & TLS_OPTIONS:
+            self.keeper.reconfigure(self._keep_settings())
         if not any(name.startswith("sse_") for name in updated):
             return
-        options = ctx.options
         try:
             file_values = load_file(options.sse_config) if options.sse_config else {}
             settings = merge(file_values, {name: getattr(options, f"sse_{name}") for name in OPTIONS})
@@ -264,6 +307,56 @@ class SSEResume:
             self._secret = hashlib.blake2b((settings.store_secret or "sse-resume shared store").encode()).digest()[:32]
         self.resumer = self._resumer()
         self._serve_metrics()
+        if self._running:
+            self._run_keeper()
+
+    def _keep_settings(self) -> KeepSettings:
+        from mitmproxy import ctx
+
+        s = self.settings
+        verify: ssl.SSLContext | bool = False
+        options = ctx.options
+        if not options.ssl_insecure:
+            # As mitmproxy verifies upstreams: its trusted CA file or directory, else the certifi bundle.
+            ca, confdir = options.ssl_verify_upstream_trusted_ca, options.ssl_verify_upstream_trusted_confdir
+            if ca is None and confdir is None:
+                import certifi
+
+                ca = certifi.where()
+            verify = ssl.create_default_context(cafile=ca, capath=confdir)
+        return KeepSettings(
+            grace=float(s.keep_grace),
+            max_events=s.max_event_history,
+            max_bytes=s.keep_max_bytes,
+            max_streams=s.keep_max_streams,
+            assign_ids=s.assign_ids,
+            backoff=Backoff(tries=s.keep_max_tries),
+            max_event_bytes=s.max_event_bytes,
+            dedupe_window=s.dedupe_window,
+            stale_policy=s.stale_policy,
+            transcript_bytes=s.transcript_bytes,
+            verify=verify,
+        )
+
+    def _run_keeper(self) -> None:
+        """Start, reconfigure or stop the keeper to match the settings."""
+        keeper = self.keeper
+        if keeper is not None and (not self.settings.keep_upstream or keeper.store is not self.store):
+            self.keeper = None
+            self._spawn(keeper.aclose())
+            keeper = None
+        if not self.settings.keep_upstream:
+            return
+        if keeper is None:
+            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats)
+            self.keeper.start()
+        else:
+            keeper.reconfigure(self._keep_settings())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @staticmethod
     def _make_store(settings: Settings) -> MemoryHistory:
@@ -291,6 +384,8 @@ class SSEResume:
     def running(self) -> None:
         if isinstance(self.store, RedisHistory):
             self.store.start()  # connect now: a Redis that cannot be reached shows in the log at start
+        self._running = True
+        self._run_keeper()
 
     def _serve_metrics(self) -> None:
         wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None
@@ -320,6 +415,10 @@ class SSEResume:
 
     async def done(self) -> None:
         self._stop_metrics()
+        self._running = False
+        if self.keeper is not None:
+            await self.keeper.aclose()
+            self.keeper = None
         if isinstance(self.store, RedisHistory):
             await self.store.aclose()  # writes what is still queued, for a second at most
 
@@ -361,12 +460,18 @@ class SSEResume:
 
     async def _request(self, flow: http.HTTPFlow) -> None:
         request = flow.request
-        if flow.response is not None or not wants_sse(request):
+        learned = self.keeper is not None and request.method == "GET" and _endpoint(request) in self._sse_endpoints
+        if flow.response is not None or not (wants_sse(request) or learned):
             return
         if treatment(request.headers.get("mcp-protocol-version")) == "pass":
             return  # an MCP version without resumable streams: nothing to do, nothing touched
         state = self._flows[flow.id] = FlowState(self._session_of(request))
         state.last_event_id = request.headers.get("last-event-id")
+        if self.keeper is not None and self._keep(flow, state):
+            return
+        if not wants_sse(request):
+            del self._flows[flow.id]  # a learned endpoint the keeper could not take: served as any other
+            return
         if "accept-encoding" in request.headers:
             request.headers["accept-encoding"] = "identity"  # frames must arrive as text to be read
         last_event_id = request.headers.get("last-event-id")
@@ -396,6 +501,46 @@ class SSEResume:
         elif decision.forward_id != last_event_id:
             request.headers["last-event-id"] = decision.forward_id
 
+    def _keep(self, flow: http.HTTPFlow, state: FlowState) -> bool:
+        """Route an SSE request to the keeper (GET streams and POSTs that accept one); False: serve it as usual."""
+        request = flow.request
+        keeper = self.keeper
+        assert keeper is not None
+        if request.method == "POST":
+            if SSE_TYPE not in request.headers.get("accept", "").lower():
+                return False
+        elif request.method != "GET":
+            return False
+        headers = tuple(
+            (name, value) for name, value in request.headers.items(multi=True) if name.lower() not in HOP_BY_HOP
+        )
+        upstream = UpstreamRequest(request.method, request.url, headers, request.raw_content or b"")
+        token = keeper.admit(state.session, upstream, state.last_event_id)
+        if token is None:
+            return False
+        state.keep = token
+        state.origin = (request.scheme, request.host, request.port, request.host_header)
+        request.scheme, request.host, request.port = "http", "127.0.0.1", keeper.port
+        request.headers[TICKET_HEADER] = token
+        return True
+
+    def _learn(self, request: http.Request) -> None:
+        endpoint = _endpoint(request)
+        self._sse_endpoints[endpoint] = None
+        self._sse_endpoints.move_to_end(endpoint)
+        if len(self._sse_endpoints) > MAX_ENDPOINTS:
+            self._sse_endpoints.popitem(last=False)
+
+    def _restore(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Show the real upstream on a flow the keeper served (its connection went to the keeper)."""
+        if state.origin is None:
+            return
+        request = flow.request
+        request.scheme, request.host, request.port, host_header = state.origin
+        request.host_header = host_header
+        request.headers.pop(TICKET_HEADER, None)
+        state.origin = None
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         try:
             self._responseheaders(flow)
@@ -407,6 +552,15 @@ class SSEResume:
 
     def _responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
+        kept = self._flows.get(flow.id)
+        if kept is not None and kept.keep is not None:
+            self._restore(flow, kept)
+            if is_sse(response):
+                assert response is not None
+                response.stream = True
+            return
+        if self.keeper is not None and flow.request.method == "GET" and is_sse(response):
+            self._learn(flow.request)
         if not is_sse(response):
             self._flows.pop(flow.id, None)
             return
@@ -490,6 +644,8 @@ class SSEResume:
         if response is None or self.settings.session_header not in request.headers:
             return
         ended = (request.method == "DELETE" and 200 <= response.status_code < 300) or response.status_code == 404
+        if ended and self.keeper is not None:
+            self.keeper.drop_session(self._session_of(request))
         if ended and self.store.drop_session(self._session_of(request)):
             log.info(
                 "sse-resume: session %s ended (%s %d): history dropped",
@@ -505,6 +661,12 @@ class SSEResume:
         try:
             state = self._flows.pop(flow.id, None)
             if state is None or state.answered:
+                return
+            if state.keep is not None:
+                self._restore(flow, state)
+                report = self.keeper.report(state.keep) if self.keeper is not None else None
+                if report is not None:
+                    self._annotate_kept(flow, state, report)
                 return
             relay = state.relay
             if relay is not None and relay.transcript is not None and flow.response is not None:
@@ -564,6 +726,29 @@ class SSEResume:
             flow.comment = f"{flow.comment}\n{sentence}" if flow.comment else sentence
             if outcome in ("hit", "miss") or (relay is not None and relay.stats.duplicates):
                 flow.marked = MARK
+
+    def _annotate_kept(self, flow: http.HTTPFlow, state: FlowState, report: KeepReport) -> None:
+        if report.transcript is not None and flow.response is not None and is_sse(flow.response):
+            flow.response.raw_content = report.transcript.value()
+        words = [f"kept: {report.note}" if report.note else "kept: the proxy read the upstream stream itself"]
+        if report.reconnects:
+            words.append(f"upstream reconnected {report.reconnects} time{'s' if report.reconnects != 1 else ''}")
+        if report.ended and report.ended != "client gone":
+            words.append(f"response ended: {report.ended}")
+        sentence = "sse-resume: " + "; ".join(words)
+        flow.comment = f"{flow.comment}\n{sentence}" if flow.comment else sentence
+        flow.metadata["sse_resume"] = {
+            "outcome": report.outcome,
+            "session": state.session[:12],
+            "kept": True,
+            "stream": report.stream,
+            "replayed": report.replayed,
+            "delivered": report.delivered,
+            "upstream_reconnects": report.reconnects,
+            "upstream_status": report.upstream_status,
+        }
+        if report.outcome in ("hit", "miss") or report.reconnects:
+            flow.marked = MARK
 
     # -- commands ----------------------------------------------------------------------------------------------
 
@@ -630,6 +815,20 @@ class SSEResume:
             "replayed": r.replayed,
             "deduplicated": r.deduplicated,
             **self._store_stats(),
+            **self._keep_stats(),
+        }
+
+    def _keep_stats(self) -> dict[str, Any]:
+        if self.keeper is None:
+            return {}
+        k = self.keeper.stats
+        return {
+            "kept_streams": len(self.keeper.streams),
+            "kept_streams_started": k.kept,
+            "upstream_reconnects": k.reconnects,
+            "upstream_given_up": k.gave_up,
+            "keep_grace_expired": k.grace_expired,
+            "keep_buffer_full": k.buffer_full,
         }
 
     def _store_stats(self) -> dict[str, Any]:
@@ -645,6 +844,10 @@ class SSEResume:
             "store_dropped_writes": h.dropped,
             "store_fallbacks": h.fallbacks,
         }
+
+
+def _endpoint(request: http.Request) -> tuple[str, str, int, str]:
+    return (request.scheme, request.host, request.port, request.path.partition("?")[0])
 
 
 def _show_id(event_id: str | None, limit: int = 40) -> str:

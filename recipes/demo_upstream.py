@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -175,14 +176,14 @@ class Upstream:
             await asyncio.sleep(interval)
 
 
-async def serve(host: str, port: int, interval: float) -> None:
+async def serve(host: str, port: int, interval: float, tls: ssl.SSLContext | None = None) -> None:
     upstream = Upstream(interval)
-    server = await asyncio.start_server(upstream.handle, host, port)
+    server = await asyncio.start_server(upstream.handle, host, port, ssl=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("demo upstream on http://%s:%d/sse", host, port)
+    log.info("demo upstream on %s://%s:%d/sse", "https" if tls else "http", host, port)
     async with server:
         await stop.wait()
         upstream.stopping = True
@@ -196,9 +197,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--interval", type=float, default=0.3, help="seconds between events (default 0.3)")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM; with --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo-upstream %(message)s")
-    asyncio.run(serve(args.host, args.port, args.interval))
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    asyncio.run(serve(args.host, args.port, args.interval, tls))
 
 
 if __name__ == "__main__":

@@ -112,10 +112,11 @@ class Process:
         self._log.close()
 
 
-def start_upstream(tmp: Path, port: int, interval: float = 0.05) -> Process:
+def start_upstream(tmp: Path, port: int, interval: float = 0.05, extra: Sequence[str] = ()) -> Process:
     """The demo upstream on ``port`` (a test that restarts it needs to choose the port), once it listens."""
     proc = Process(
-        [sys.executable, UPSTREAM, "--port", str(port), "--interval", str(interval)], tmp / f"upstream-{port}.log"
+        [sys.executable, UPSTREAM, "--port", str(port), "--interval", str(interval), *extra],
+        tmp / f"upstream-{port}.log",
     )
     try:
         wait_port(port, proc.proc)
@@ -167,6 +168,7 @@ class Mitmdump(Process):
         script: Path = ADDON,
         extra: Sequence[str] = (),
         tool: str = "mitmdump",
+        upstream_scheme: str = "http",
     ) -> None:
         self.port = free_port()
         args: list[str | os.PathLike[str]] = [
@@ -175,7 +177,7 @@ class Mitmdump(Process):
             "-s",
             script,
             "--mode",
-            f"reverse:http://127.0.0.1:{upstream_port}",
+            f"reverse:{upstream_scheme}://127.0.0.1:{upstream_port}",
             "--listen-host",
             "127.0.0.1",
             "--listen-port",
@@ -187,6 +189,11 @@ class Mitmdump(Process):
             args += ["--set", option]
         super().__init__(args, tmp / f"mitmdump-{self.port}.log")
         wait_port(self.port, self.proc)
+        # The port opens before mitmproxy's own addons have all started (a request in between can find its TLS
+        # settings unset, which stops it): wait for the line it logs once they have.
+        deadline = time.monotonic() + 30
+        while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:

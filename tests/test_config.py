@@ -72,9 +72,9 @@ def test_missing_file(tmp_path: Path) -> None:
     [
         ("max_event_history", 0, "sse_max_event_history: Input should be greater than or equal to 1"),
         ("dedupe_window", -1, "sse_dedupe_window: Input should be greater than or equal to 0"),
-        ("session_header", "a b", "sse_session_header: Value error, must be an HTTP header name"),
+        ("session_header", "a b", "sse_session_header: must be an HTTP header name"),
         ("max_event_bytes", 10, "sse_max_event_bytes: Input should be greater than or equal to 64"),
-        ("store", "ftp://example", "sse_store: Value error, must be 'memory' or a redis://"),
+        ("store", "ftp://example", "sse_store: must be 'memory' or a redis://"),
         ("store_timeout", 0, "sse_store_timeout: Input should be greater than or equal to 1"),
     ],
 )

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sse_resume_core._history import HistoryLimits
 
@@ -59,6 +59,22 @@ class Settings(BaseModel):
     store: str = Field("memory", description="'memory', or a redis:// or rediss:// URL shared by several proxies")
     store_timeout: int = Field(250, ge=1, le=60_000, description="ms a lookup waits for a remote store")
     store_secret: str = Field("", max_length=4096, description="key of session digests shared by proxies")
+    keep_upstream: bool = Field(False, description="the proxy reads SSE upstreams itself (keep mode)")
+    keep_grace: int = Field(30, ge=0, le=86400, description="seconds a kept stream is read with no client")
+    keep_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024**3, description="bytes read with no client")
+    keep_max_streams: int = Field(1000, ge=1, le=1_000_000, description="streams kept at once")
+    keep_max_tries: int = Field(10, ge=1, le=1000, description="upstream reconnection tries before giving up")
+    assign_ids: bool = Field(False, description="give events without an id one of the proxy's (keep mode)")
+
+    @model_validator(mode="after")
+    def _keep_needs_payloads(self) -> Settings:
+        if self.keep_upstream and not self.support_replay:
+            raise ValueError(
+                "sse_keep_upstream needs sse_support_replay=true: events read while the client is away are kept whole"
+            )
+        if self.assign_ids and not self.keep_upstream:
+            raise ValueError("sse_assign_ids works in keep mode only: set sse_keep_upstream=true too")
+        return self
 
     @field_validator("store")
     @classmethod
@@ -88,8 +104,9 @@ class Settings(BaseModel):
 def _describe(error: ValidationError, prefix: str) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "value"
-        parts.append(f"{prefix}{where}: {item['msg']}")
+        where = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{prefix}{where}: {message}" if where else message)
     return "; ".join(parts)
 
 

@@ -1,0 +1,177 @@
+"""Keep mode, sans-I/O: what a kept upstream stream does with the bytes it reads, and when it tries again.
+
+In keep mode the proxy reads an SSE upstream itself (the I/O lives in ``sse_resume_keep``). Each connection to
+the upstream feeds a :class:`KeptFeed`, which parses the stream, gives events without an id one of the proxy's
+own when asked, records each event into the history once, and says which blocks go to the attached clients.
+The same feed lives across the upstream reconnects of its stream, so an event the upstream sends again after a
+reconnect is recognised by its id and dropped. :class:`Backoff` says how long to wait before the next try.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from sse_resume_core._history import Recorded
+from sse_resume_core._parser import BlockKind, SSEParser
+from sse_resume_core._store import HistoryStore
+
+__all__ = ["PROXY_ID_PREFIX", "Backoff", "KeepStats", "KeptFeed", "is_proxy_id"]
+
+PROXY_ID_PREFIX: Final = "sse-resume."
+"""Proxy-made event ids start with this: ``sse-resume.<stream>.<n>``. They are never sent upstream."""
+
+_ids = itertools.count(1)  # one counter for the process: ids stay unique however often a stream is re-kept
+
+
+def is_proxy_id(event_id: str | None) -> bool:
+    """True when ``event_id`` was made by the proxy (so the upstream has never heard of it)."""
+    return bool(event_id) and event_id.startswith(PROXY_ID_PREFIX)  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: ``base * 2**(try-1)`` seconds, at most ``cap``, for ``tries`` tries.
+
+    When the upstream sent a ``retry`` (milliseconds) it replaces ``base``, as it would for a browser.
+    """
+
+    base: float = 1.0
+    cap: float = 30.0
+    tries: int = 10
+    jitter: float = 0.1
+
+    def delay(
+        self, attempt: int, retry_ms: int | None = None, rand: Callable[[], float] = random.random
+    ) -> float | None:
+        """Seconds to wait before try number ``attempt`` (1 is the first retry); ``None`` when the tries are spent."""
+        if attempt < 1 or attempt > self.tries:
+            return None
+        base = retry_ms / 1000 if retry_ms is not None else self.base
+        delay: float = min(self.cap, base * 2.0 ** (attempt - 1))
+        return max(0.0, delay * (1 + self.jitter * (2 * rand() - 1)))
+
+
+@dataclass(slots=True)
+class KeepStats:
+    recorded: int = 0
+    duplicates: int = 0
+    assigned: int = 0
+    """Events given a proxy-made id."""
+    oversize: int = 0
+    discarded: int = 0
+    """Unfinished blocks at the end of an upstream connection (the upstream resends them when it resumes)."""
+    connections: int = 0
+    """Upstream connections read, the first included."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A block for the attached clients. ``recorded`` is True when the history holds it (a returning client
+    gets it from there); comments and oversize pieces are only delivered live."""
+
+    raw: bytes
+    recorded: bool
+
+
+class KeptFeed:
+    """The events of one kept stream, across every upstream connection that feeds it."""
+
+    __slots__ = (
+        "_parser",
+        "_seen",
+        "_seen_order",
+        "assign_ids",
+        "max_event_bytes",
+        "retry",
+        "session",
+        "stats",
+        "store",
+        "stream",
+        "upstream_id",
+        "window",
+    )
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        session: str,
+        stream: str,
+        *,
+        assign_ids: bool = False,
+        max_event_bytes: int = 1024 * 1024,
+        window: int = 100,
+        upstream_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.stream = stream
+        self.assign_ids = assign_ids
+        self.max_event_bytes = max_event_bytes
+        self.window = window
+        self.upstream_id = upstream_id
+        """The newest id the upstream itself sent: the ``Last-Event-ID`` of the next upstream request."""
+        self.retry: int | None = None
+        """The upstream's last ``retry`` (ms), if it sent one."""
+        self.stats = KeepStats()
+        self._parser = SSEParser(max_event_bytes)
+        self._seen: set[str] = set()  # ids recorded lately, for an upstream that resends what history evicted
+        self._seen_order: deque[str] = deque()
+
+    def connected(self) -> None:
+        """A new upstream connection starts: its bytes start a stream of their own."""
+        self.stats.connections += 1
+        self._parser = SSEParser(self.max_event_bytes)
+
+    def feed(self, chunk: bytes) -> list[Delivery]:
+        """Take bytes from the upstream; return the blocks for the clients, in order."""
+        out: list[Delivery] = []
+        for block in self._parser.feed(chunk):
+            kind = block.kind
+            raw = block.raw
+            if block.retry is not None:
+                self.retry = block.retry
+            if kind is BlockKind.OVERSIZE:
+                self.stats.oversize += 1
+                out.append(Delivery(raw, False))
+                continue
+            event_id = block.id
+            if kind is BlockKind.EMPTY and event_id is None:
+                out.append(Delivery(raw, False))  # comments, keep-alives, a bare retry
+                continue
+            if event_id:
+                if not is_proxy_id(event_id):
+                    self.upstream_id = event_id
+                if event_id in self._seen:
+                    self.stats.duplicates += 1
+                    continue
+            elif event_id is None and self.assign_ids:
+                event_id = f"{PROXY_ID_PREFIX}{self.stream}.{next(_ids)}"
+                raw = b"id: %s\n%s" % (event_id.encode(), raw)
+                self.stats.assigned += 1
+            elif event_id == "":
+                self.upstream_id = None  # the upstream reset its ids: resume without one
+            if self.store.record(self.session, self.stream, event_id, raw) is Recorded.DUPLICATE:
+                self.stats.duplicates += 1
+                continue
+            self.stats.recorded += 1
+            if event_id and self.window:
+                self._seen.add(event_id)
+                self._seen_order.append(event_id)
+                if len(self._seen_order) > self.window:
+                    self._seen.discard(self._seen_order.popleft())
+            out.append(Delivery(raw, True))
+        return out
+
+    def ended(self) -> None:
+        """The upstream connection ended (cleanly or not): an unfinished block is dropped, never delivered.
+
+        A client would discard it too; a resumable upstream sends it again whole.
+        """
+        if self._parser.held():
+            self.stats.discarded += 1
+        self._parser = SSEParser(self.max_event_bytes)

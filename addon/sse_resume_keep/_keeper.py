@@ -1,0 +1,661 @@
+"""The keeper: a small HTTP/1.1 server on 127.0.0.1 that owns the upstream leg of kept SSE streams.
+
+The addon reroutes an SSE request to it with a one-time ticket naming the real upstream request. The keeper
+fetches the upstream itself (httpx), so it can answer a reconnecting client at once from history, read on while
+the client is away, and reconnect upstream while the client's response stays open. Sans-mitmproxy: it knows
+HTTP and asyncio; every decision about events is the core's (:class:`~sse_resume_core._keep.KeptFeed`).
+
+One :class:`KeptStream` per history stream: it reads the upstream, records each event once, and fans events out
+to the clients attached to it, each of which is one response on one connection from mitmproxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Final, Literal
+
+import h11
+import httpx
+
+from sse_resume_core._history import MemoryHistory, StoredEvent
+from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
+from sse_resume_core._resume import ResumeStats, digest
+from sse_resume_core._view import Transcript
+
+__all__ = ["TICKET_HEADER", "KeepReport", "KeepSettings", "Keeper", "KeeperStats", "UpstreamRequest"]
+
+log = logging.getLogger("sse_resume")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request would drown the proxy's log
+
+TICKET_HEADER: Final = "x-sse-resume-keep"
+TICKET_TTL: Final = 60.0  # seconds a ticket waits for mitmproxy's connection
+MAX_HEAD: Final = 256 * 1024  # bytes of request head and body the keeper reads from mitmproxy
+SLOW_CLIENT: Final = 8 * 1024 * 1024  # bytes queued for a client that does not read: it is dropped, and resumes
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        TICKET_HEADER,
+    }
+)
+DROP_FROM_STREAM: Final = HOP_BY_HOP | {"content-encoding"}  # the keeper sends streams decoded
+SSE_TYPE: Final = "text/event-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """The request as the proxy would have sent it upstream."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def with_last_event_id(self, last_event_id: str | None) -> UpstreamRequest:
+        headers = tuple((k, v) for k, v in self.headers if k.lower() != "last-event-id")
+        if last_event_id:
+            headers += (("Last-Event-ID", last_event_id),)
+        return UpstreamRequest(self.method, self.url, headers, self.body)
+
+    def resumed(self, last_event_id: str | None) -> UpstreamRequest:
+        """The request that resumes this stream: a GET (MCP resumes POST streams with a GET) with the id."""
+        if self.method == "GET":
+            return self.with_last_event_id(last_event_id)
+        drop = {"content-type", "content-encoding"}
+        headers = tuple((k, v) for k, v in self.headers if k.lower() not in drop)
+        return UpstreamRequest("GET", self.url, headers).with_last_event_id(last_event_id)
+
+
+@dataclass(slots=True)
+class KeepReport:
+    """What the keeper did for one flow, for the flow view."""
+
+    outcome: str = "kept"
+    note: str = ""
+    stream: str | None = None
+    upstream_status: int | None = None
+    replayed: int = 0
+    reconnects: int = 0
+    delivered: int = 0
+    ended: str = ""
+    transcript: Transcript | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeepSettings:
+    grace: float = 30.0
+    max_events: int = 1000
+    max_bytes: int = 16 * 1024 * 1024
+    max_streams: int = 1000
+    assign_ids: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+    max_event_bytes: int = 1024 * 1024
+    dedupe_window: int = 100
+    stale_policy: Literal["forward", "restart"] = "forward"
+    transcript_bytes: int = 0
+    verify: ssl.SSLContext | bool = True
+
+
+@dataclass(slots=True)
+class _Ticket:
+    session: str
+    request: UpstreamRequest
+    last_event_id: str | None
+    created: float
+    report: KeepReport
+
+
+@dataclass(slots=True)
+class KeeperStats:
+    kept: int = 0
+    """Streams kept so far."""
+    reconnects: int = 0
+    """Upstream reconnections that succeeded."""
+    gave_up: int = 0
+    grace_expired: int = 0
+    buffer_full: int = 0
+    slow_clients: int = 0
+
+
+class _Client:
+    """One client response (a connection from mitmproxy) fed by a kept stream."""
+
+    __slots__ = ("closed", "conn", "done", "report", "writer")
+
+    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport) -> None:
+        self.conn = conn
+        self.writer = writer
+        self.report = report
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.closed = False
+
+    def send(self, data: bytes) -> bool:
+        """Write ``data`` as one chunk; False when the client is gone or too slow (then it is closed)."""
+        if self.closed:
+            return False
+        if self.writer.transport.is_closing():
+            self.finish("client gone")
+            return False
+        if self.writer.transport.get_write_buffer_size() > SLOW_CLIENT:
+            self.finish("client too slow: dropped (it resumes from history when it returns)")
+            self.writer.transport.abort()
+            return False
+        self.writer.write(self.conn.send(h11.Data(data=data)))
+        transcript = self.report.transcript
+        if transcript is not None:
+            transcript.add(data)
+        return True
+
+    def finish(self, why: str, clean: bool = False) -> None:
+        """Stop feeding this client; ``clean`` ends its response properly (the client then reconnects)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.report.ended = why
+        if clean and not self.writer.transport.is_closing():
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.writer.write(self.conn.send(h11.EndOfMessage()))
+        if not self.done.done():
+            self.done.set_result(why)
+
+
+class KeptStream:
+    """One upstream stream read by the proxy, across reconnects, with the clients attached to it."""
+
+    def __init__(self, keeper: Keeper, feed: KeptFeed, request: UpstreamRequest) -> None:
+        self.keeper = keeper
+        self.feed = feed
+        self.request = request
+        self.post = request.method != "GET"
+        self.clients: list[_Client] = []
+        self.headers: list[tuple[str, str]] = []  # the upstream's first response headers, as sent to clients
+        self.status = 200
+        self.task: asyncio.Task[None] | None = None
+        self.finished = False  # the upstream ended the stream for good (a POST stream's end): nothing follows
+        self.reconnects = 0
+        self._away_since: float | None = None
+        self._away_events = 0
+        self._away_bytes = 0
+        self._grace: asyncio.TimerHandle | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.feed.session, self.feed.stream)
+
+    def start(self, response: httpx.Response | None) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(response))
+
+    def attach(self, client: _Client) -> None:
+        self.clients.append(client)
+        self._away_since = None
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def detach(self, client: _Client) -> None:
+        if client in self.clients:
+            self.clients.remove(client)
+        if not self.clients and not self.finished and self.task is not None and not self.task.done():
+            self._away_since = time.monotonic()
+            self._away_events = self._away_bytes = 0
+            self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self._grace_over)
+        elif not self.clients and self.finished and self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self.stop, "grace over")
+
+    def _grace_over(self) -> None:
+        if not self.clients:
+            self.keeper.stats.grace_expired += 1
+            self.stop(f"no client for {self.keeper.settings.grace:g} s")
+
+    def stop(self, why: str) -> None:
+        """Stop reading the upstream and forget this stream (its history stays)."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        for client in list(self.clients):
+            client.finish(why, clean=True)
+        self.clients.clear()
+        self.keeper.forget(self, why)
+
+    def _deliver(self, deliveries: list[Delivery]) -> bool:
+        """Hand blocks to the clients; while none is attached, count what is buffered. False: bounds exceeded."""
+        if self.clients:
+            for client in list(self.clients):
+                for d in deliveries:
+                    if not client.send(d.raw):
+                        self.detach(client)
+                        break
+                else:
+                    client.report.delivered += sum(d.recorded for d in deliveries)
+            return True
+        if self._away_since is None:
+            return True
+        settings = self.keeper.settings
+        self._away_events += sum(d.recorded for d in deliveries)
+        self._away_bytes += sum(len(d.raw) for d in deliveries if d.recorded)
+        return self._away_events <= settings.max_events and self._away_bytes <= settings.max_bytes
+
+    async def _run(self, response: httpx.Response | None) -> None:
+        feed = self.feed
+        backoff = self.keeper.settings.backoff
+        failures = 0
+        try:
+            while True:
+                if response is None:
+                    if failures or feed.stats.connections:
+                        delay = backoff.delay(failures + 1, feed.retry)
+                        if delay is None:
+                            self.keeper.stats.gave_up += 1
+                            self.stop(f"upstream gone: gave up after {backoff.tries} tries")
+                            return
+                        await asyncio.sleep(delay)
+                    response = await self.keeper.open_upstream(self.request.resumed(feed.upstream_id))
+                    if response is None:
+                        failures += 1
+                        continue
+                    if feed.stats.connections:
+                        self.reconnects += 1
+                        self.keeper.stats.reconnects += 1
+                        for client in self.clients:
+                            client.report.reconnects += 1
+                        log.info(
+                            "sse-resume: kept stream %s.%s: upstream reconnected after %d failed tries",
+                            feed.session[:12],
+                            feed.stream,
+                            failures,
+                        )
+                feed.connected()
+                recorded = feed.stats.recorded
+                clean = False
+                try:
+                    async for chunk in response.aiter_bytes():
+                        if not self._deliver(feed.feed(chunk)):
+                            self.keeper.stats.buffer_full += 1
+                            self.stop("client away and the kept stream reached its bounds")
+                            return
+                    clean = True
+                except (httpx.HTTPError, OSError) as e:
+                    log.info(
+                        "sse-resume: kept stream %s.%s: upstream broke (%s)",
+                        feed.session[:12],
+                        feed.stream,
+                        type(e).__name__,
+                    )
+                finally:
+                    await response.aclose()
+                    response = None
+                feed.ended()
+                progressed = feed.stats.recorded > recorded
+                if self.post and (clean or not feed.upstream_id):
+                    # A POST stream is one answer: once it ended it is complete, and without an id of the
+                    # upstream's it cannot be resumed either. Clients get what is held, then the end.
+                    self.finished = True
+                    for client in list(self.clients):
+                        client.finish("upstream stream complete", clean=True)
+                    self.clients.clear()
+                    self.detach_all_done()
+                    return
+                failures = 0 if progressed else failures + 1
+        except asyncio.CancelledError:
+            if response is not None:
+                await response.aclose()
+            raise
+        except Exception:
+            log.exception("sse-resume: internal error in kept stream %s.%s", feed.session[:12], feed.stream)
+            self.stop("internal error")
+
+    def detach_all_done(self) -> None:
+        """A finished stream stays findable for the grace time, so a returning client gets its end."""
+        if self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self.stop, "grace over")
+
+
+class Keeper:
+    """The keeper server and its kept streams."""
+
+    def __init__(self, store: MemoryHistory, settings: KeepSettings, resume_stats: ResumeStats) -> None:
+        self.store = store
+        self.settings = settings
+        self.resume_stats = resume_stats
+        self.stats = KeeperStats()
+        self.streams: dict[tuple[str, str], KeptStream] = {}
+        self.port = 0
+        self._tickets: dict[str, _Ticket] = {}
+        self._reports: dict[str, KeepReport] = {}
+        self._server: asyncio.Server | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._starting: asyncio.Task[None] | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen at once (no await: mitmproxy may route a flow here before the loop runs again)."""
+        self._client = self._http_client(self.settings.verify)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._starting = asyncio.get_running_loop().create_task(self._listen(sock))
+        log.info("sse-resume: keep mode: the proxy reads SSE upstreams itself (keeper on 127.0.0.1:%d)", self.port)
+
+    async def _listen(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_HEAD)
+
+    @staticmethod
+    def _http_client(verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=verify,
+            timeout=httpx.Timeout(10.0, read=None),
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        )
+
+    async def aclose(self) -> None:
+        self.port = 0
+        for stream in list(self.streams.values()):
+            stream.stop("proxy shutting down")
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def reconfigure(self, settings: KeepSettings) -> None:
+        verify_changed = settings.verify is not self.settings.verify
+        self.settings = settings
+        if verify_changed and self._client is not None:
+            old = self._client
+            self._client = self._http_client(settings.verify)
+            asyncio.get_running_loop().create_task(old.aclose())
+
+    # -- the addon's side ------------------------------------------------------------------------------------
+
+    def admit(self, session: str, request: UpstreamRequest, last_event_id: str | None) -> str | None:
+        """A ticket for a request the keeper will serve, or None when it cannot take more streams."""
+        if not self.port:
+            return None
+        now = time.monotonic()
+        for token in [t for t, ticket in self._tickets.items() if now - ticket.created > TICKET_TTL]:
+            del self._tickets[token]
+        if len(self.streams) + len(self._tickets) >= self.settings.max_streams:
+            return None
+        token = secrets.token_urlsafe(24)
+        transcript = Transcript(self.settings.transcript_bytes) if self.settings.transcript_bytes else None
+        report = KeepReport(transcript=transcript)
+        self._tickets[token] = _Ticket(session, request, last_event_id, now, report)
+        self._reports[token] = report
+        return token
+
+    def report(self, token: str) -> KeepReport | None:
+        """What was done for the flow of ``token`` (once: the keeper forgets it)."""
+        self._tickets.pop(token, None)
+        return self._reports.pop(token, None)
+
+    def drop_session(self, session: str) -> int:
+        """Stop the kept streams of an ended session; return how many there were."""
+        streams = [stream for key, stream in self.streams.items() if key[0] == session]
+        for stream in streams:
+            stream.stop("session ended")
+        return len(streams)
+
+    def forget(self, stream: KeptStream, why: str) -> None:
+        if self.streams.get(stream.key) is stream:
+            del self.streams[stream.key]
+            log.info("sse-resume: kept stream %s.%s ended: %s", stream.key[0][:12], stream.key[1], why)
+
+    # -- upstream --------------------------------------------------------------------------------------------
+
+    async def open_upstream(self, request: UpstreamRequest) -> httpx.Response | None:
+        """Send ``request`` upstream; an SSE 200 response is returned open, anything else is None (a failed try)."""
+        response = await self._send(request)
+        if isinstance(response, httpx.Response) and _is_sse_ok(response):
+            return response
+        if isinstance(response, httpx.Response):
+            await response.aclose()
+        return None
+
+    async def _send(self, request: UpstreamRequest) -> httpx.Response | Exception:
+        assert self._client is not None
+        try:
+            built = self._client.build_request(
+                request.method, request.url, headers=list(request.headers), content=request.body or None
+            )
+            return await self._client.send(built, stream=True)
+        except (httpx.HTTPError, OSError, ssl.SSLError) as e:
+            return e
+
+    # -- serving mitmproxy's connections ----------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("sse-resume: internal error in the keeper")
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        token = ""
+        while True:  # the request head and body (the ticket holds the body as mitmproxy read it)
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                if not data:
+                    return
+                continue
+            if isinstance(event, h11.Request):
+                token = dict((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers).get(
+                    TICKET_HEADER, ""
+                )
+            if isinstance(event, h11.EndOfMessage):
+                break
+        ticket = self._tickets.pop(token, None)
+        if ticket is None:
+            writer.write(_simple(conn, 403, b"sse-resume keeper: unknown ticket\n"))
+            return
+        client = _Client(conn, writer, ticket.report)
+        stream = await self._open(ticket, client)
+        if stream is None:
+            return
+        # mitmproxy closes its connection when the client goes
+        eof: asyncio.Future[object] = asyncio.ensure_future(reader.read(1))
+        done: asyncio.Future[object] = client.done  # type: ignore[assignment]
+        try:
+            await asyncio.wait({eof, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            eof.cancel()
+            client.finish("client gone")
+            stream.detach(client)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    async def _open(self, ticket: _Ticket, client: _Client) -> KeptStream | None:
+        """Answer the ticket's request: attach to a kept stream, start one, or relay the upstream's answer."""
+        session, request, last_id, report = ticket.session, ticket.request, ticket.last_event_id, ticket.report
+        store = self.store
+        stats = self.resume_stats
+        if last_id:
+            await store.find(session, last_id)  # a shared store adopts what another proxy recorded
+            found = store.lookup(session, last_id)  # then the local view, read with no await before attaching
+            if found is not None:
+                stream = self.streams.get((session, found.stream))
+                replay = list(found.after)
+                if replay:
+                    stats.hits += 1
+                    stats.replayed += len(replay)
+                else:
+                    stats.up_to_date += 1
+                report.outcome = "hit" if replay else "up-to-date"
+                report.replayed = len(replay)
+                report.stream = found.stream
+                n = len(replay)
+                report.note = f"served {n} event{'s' if n != 1 else ''} from history, then the kept stream"
+                if stream is None:
+                    upstream_id = _newest_upstream_id(found.after, last_id, store, session, found.stream)
+                    feed = self._feed(session, found.stream, upstream_id)
+                    stream = KeptStream(self, feed, request.resumed(upstream_id))
+                    self.streams[stream.key] = stream
+                    self.stats.kept += 1
+                    headers = [("content-type", SSE_TYPE), ("cache-control", "no-cache")]
+                    stream.headers = headers
+                    stream.start(None)
+                    report.note = report.note.replace("the kept stream", "the upstream, read by the proxy")
+                self._respond(client, stream.status, stream.headers, report.outcome)
+                self._replay(client, report.note, replay)
+                if stream.finished:
+                    client.finish("upstream stream complete", clean=True)
+                else:
+                    stream.attach(client)
+                return stream
+            stats.misses += 1
+            report.outcome = "miss"
+            forward = None if (self.settings.stale_policy == "restart" or is_proxy_id(last_id)) else last_id
+            done = "restarted the stream upstream" if forward is None else "forwarded upstream"
+            report.note = f"Last-Event-ID unknown: {done}; continuity not guaranteed"
+            request = request.with_last_event_id(forward)
+        response = await self._send(request)
+        if isinstance(response, Exception):
+            log.warning("sse-resume: keeper: upstream %s unreachable: %s", _where(request.url), type(response).__name__)
+            client.writer.write(_simple(client.conn, 502, f"sse-resume: upstream unreachable ({response})\n".encode()))
+            report.outcome, report.note = "error", f"upstream unreachable: {type(response).__name__}"
+            return None
+        report.upstream_status = response.status_code
+        if not _is_sse_ok(response):
+            report.outcome, report.note = "passed", "not an SSE stream: relayed as is"
+            await self._relay_plain(client, response)
+            return None
+        session_stream = self.store.new_stream(session)
+        report.stream = session_stream
+        stream = KeptStream(self, self._feed(session, session_stream, _last_id_of(request)), request)
+        stream.status = response.status_code
+        stream.headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in DROP_FROM_STREAM]
+        self.streams[stream.key] = stream
+        self.stats.kept += 1
+        self._respond(client, stream.status, stream.headers, report.outcome)
+        if report.outcome == "miss":
+            self._comment(client, report.note)
+        stream.attach(client)
+        stream.start(response)
+        return stream
+
+    def _feed(self, session: str, stream: str, upstream_id: str | None) -> KeptFeed:
+        s = self.settings
+        return KeptFeed(
+            self.store,
+            session,
+            stream,
+            assign_ids=s.assign_ids,
+            max_event_bytes=s.max_event_bytes,
+            window=s.dedupe_window,
+            upstream_id=upstream_id,
+        )
+
+    def _respond(self, client: _Client, status: int, headers: list[tuple[str, str]], outcome: str) -> None:
+        head = [*headers, ("sse-resume", f"{outcome}; kept" if outcome != "kept" else "kept")]
+        client.writer.write(client.conn.send(h11.Response(status_code=status, headers=head, reason=_reason(status))))
+
+    def _comment(self, client: _Client, note: str) -> None:
+        client.send(b": sse-resume: %s\n\n" % note.encode())
+
+    def _replay(self, client: _Client, note: str, events: Iterable[StoredEvent]) -> None:
+        self._comment(client, note)
+        for event in events:
+            client.send(event.raw or b"")
+
+    async def _relay_plain(self, client: _Client, response: httpx.Response) -> None:
+        """Not a stream to keep (an error, a JSON answer): pass it on as it came."""
+        try:
+            keep = HOP_BY_HOP - {"content-length"}
+            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in keep]
+            writer = client.writer
+            status = response.status_code
+            writer.write(client.conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
+            async for chunk in response.aiter_raw():
+                writer.write(client.conn.send(h11.Data(data=chunk)))
+                await writer.drain()
+            writer.write(client.conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        except (httpx.HTTPError, OSError, h11.LocalProtocolError):
+            client.writer.transport.abort()
+        finally:
+            await response.aclose()
+
+
+def _last_id_of(request: UpstreamRequest) -> str | None:
+    return next((v for k, v in request.headers if k.lower() == "last-event-id"), None)
+
+
+def _newest_upstream_id(
+    after: tuple[StoredEvent, ...], last_id: str, store: MemoryHistory, session: str, stream: str
+) -> str | None:
+    """The newest id of ``stream`` that came from the upstream (proxy-made ids mean nothing to it)."""
+    for event in reversed(after):
+        if event.id and not is_proxy_id(event.id):
+            return event.id
+    if not is_proxy_id(last_id):
+        return last_id
+    for event in reversed(store.events(session)):
+        if event.stream == stream and event.id and not is_proxy_id(event.id):
+            return event.id
+    return None
+
+
+def _is_sse_ok(response: httpx.Response) -> bool:
+    return response.status_code == 200 and response.headers.get("content-type", "").lower().startswith(SSE_TYPE)
+
+
+def _where(url: str) -> str:
+    """An upstream for a log line: scheme, host and port, and a digest of the rest."""
+    scheme, _, rest = url.partition("://")
+    host, _, path = rest.partition("/")
+    return f"{scheme}://{host}/...{digest(path, 4)}"
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _simple(conn: h11.Connection, status: int, body: bytes) -> bytes:
+    head = [("content-type", "text/plain"), ("content-length", str(len(body))), ("connection", "close")]
+    return (
+        conn.send(h11.Response(status_code=status, headers=head, reason=_reason(status)))
+        + conn.send(h11.Data(data=body))
+        + conn.send(h11.EndOfMessage())
+    )

@@ -1,0 +1,331 @@
+"""Keep mode through a real mitmdump: the proxy reads the upstream itself, through client absences and upstream
+failures. Real upstream processes (the demo upstream, over HTTP and HTTPS), real clients on raw sockets and httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from harness import Mitmdump, RawSSE, free_port, numbers, scrape, start_upstream
+
+pytestmark = pytest.mark.e2e
+SSE = {"accept": "text/event-stream"}
+
+
+def keep_proxy(tmp: Path, upstream: int, *options: str, extra: tuple[str, ...] = ()) -> Mitmdump:
+    metrics = free_port()
+    proxy = Mitmdump(tmp, upstream, ["sse_keep_upstream=true", f"sse_metrics_port={metrics}", *options], extra=extra)
+    proxy.metrics = metrics  # type: ignore[attr-defined]
+    return proxy
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
+    with keep_proxy(tmp_path_factory.mktemp("keep"), upstream_port, "sse_assign_ids=true") as p:
+        yield p
+
+
+def requests_to(upstream_port: int, path: str) -> list[dict[str, str]]:
+    """Headers of the requests the upstream got for ``path`` (every /sse... request is logged by it)."""
+    seen: list[dict[str, str]] = httpx.get(f"http://127.0.0.1:{upstream_port}/requests").json()
+    return [h for h in seen if h.get("x-test") == path]
+
+
+async def read(port: int, path: str, count: int, headers: dict[str, str] | None = None) -> RawSSE:
+    """Open ``path``, read ``count`` events, and return the open stream (the caller aborts or reads on)."""
+    sse = RawSSE()
+    await sse.open(port, path, {**SSE, **(headers or {})})
+    await asyncio.wait_for(sse.read_until(lambda s: len(s.events) >= count), 20)
+    return sse
+
+
+def test_client_away_gets_every_event_in_one_response(proxy: Mitmdump, upstream_port: int) -> None:
+    # resume=0: the upstream cannot resume at all; only the proxy, which read on, can fill the gap.
+    path = "/sse/away?interval=0.05&resume=0"
+
+    async def scenario() -> tuple[RawSSE, RawSSE]:
+        first = await read(proxy.port, path, 5, {"x-test": "away"})
+        first.abort()
+        await asyncio.sleep(1.0)  # ~20 events go by while the client is away
+        second = await read(proxy.port, path, 40, {"x-test": "away", "last-event-id": first.events[-1][0] or ""})
+        second.abort()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert numbers(first.events) == [1, 2, 3, 4, 5]
+    assert second.headers["sse-resume"] == "hit; kept"
+    assert numbers(second.events) == list(range(6, 46)), numbers(second.events)  # replay, then live: no gap
+    assert len(requests_to(upstream_port, "away")) == 1  # one upstream request, read on by the proxy
+
+
+def test_silent_upstream_replay_latency(proxy: Mitmdump, upstream_port: int) -> None:
+    path = "/sse/quiet?interval=0.01&hang_after=8"  # eight events, then silence for an hour
+
+    async def scenario() -> list[float]:
+        first = await read(proxy.port, path, 3, {"x-test": "quiet"})
+        first.abort()
+        await asyncio.sleep(0.3)
+        latencies = []
+        for _ in range(5):
+            start = time.monotonic()
+            again = await read(proxy.port, path, 1, {"x-test": "quiet", "last-event-id": "3"})
+            latencies.append(time.monotonic() - start)
+            await asyncio.wait_for(again.read_until(lambda s: len(s.events) >= 5), 5)
+            assert numbers(again.events) == [4, 5, 6, 7, 8]
+            assert again.headers["sse-resume"] == "hit; kept"
+            again.abort()
+        return sorted(latencies)
+
+    latencies = asyncio.run(scenario())
+    print(
+        f"\nkeep mode, upstream silent: first replayed event after {latencies[2] * 1000:.1f} ms (median of 5), "
+        f"max {latencies[-1] * 1000:.1f} ms"
+    )
+    assert latencies[-1] < 1.0  # the upstream was silent: only the proxy can have answered
+    assert len(requests_to(upstream_port, "quiet")) == 1
+
+
+def test_upstream_killed_and_restarted_client_stream_goes_on(tmp_path: Path) -> None:
+    port = free_port()
+    upstream = start_upstream(tmp_path, port, 0.05)
+    with keep_proxy(tmp_path, port) as proxy:
+
+        async def scenario() -> RawSSE:
+            nonlocal upstream
+            sse = await read(proxy.port, "/sse/restart?retry=200", 10)
+            upstream.stop()  # every open stream is cut
+            await asyncio.sleep(0.5)
+            upstream = start_upstream(tmp_path, port, 0.05)
+            await asyncio.wait_for(sse.read_until(lambda s: len(s.events) >= 40), 20)
+            sse.abort()
+            return sse
+
+        try:
+            sse = asyncio.run(scenario())
+        finally:
+            upstream.stop()
+        metrics = scrape(proxy.metrics)  # type: ignore[attr-defined]
+    assert numbers(sse.events) == list(range(1, 41))  # one response, no gap, no repeat
+    assert not sse.ended
+    assert metrics["sse_resume_upstream_reconnects_total"] >= 1
+
+
+def test_upstream_gone_for_good_ends_the_response_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    upstream = start_upstream(tmp_path, port, 0.05)
+    with keep_proxy(tmp_path, port, "sse_keep_max_tries=3") as proxy:
+
+        async def scenario() -> tuple[RawSSE, float]:
+            sse = await read(proxy.port, "/sse/gone?retry=100", 3)
+            upstream.stop()
+            start = time.monotonic()
+            await asyncio.wait_for(sse.read_all(), 20)  # 0.1 + 0.2 + 0.4 s of tries, then the end
+            return sse, time.monotonic() - start
+
+        sse, took = asyncio.run(scenario())
+        metrics = scrape(proxy.metrics)  # type: ignore[attr-defined]
+        log = proxy.output
+    assert sse.ended  # the chunked terminator: a clean end, so the client reconnects by itself
+    assert numbers(sse.events)[:3] == [1, 2, 3]
+    assert metrics["sse_resume_upstream_given_up_total"] == 1
+    assert "gave up after 3 tries" in log
+    print(f"\nupstream gone: response ended {took:.2f} s later")
+
+
+def test_assigned_ids_resume_and_never_reach_upstream(proxy: Mitmdump, upstream_port: int) -> None:
+    # No ids from the upstream, and a connection it drops every 7 events.
+    path = "/sse/noids?interval=0.05&ids=0&drop_after=7&retry=100"
+
+    async def scenario() -> tuple[RawSSE, RawSSE]:
+        first = await read(proxy.port, path, 10, {"x-test": "noids"})
+        first.abort()
+        await asyncio.sleep(0.5)
+        last = first.events[-1][0] or ""
+        second = await read(proxy.port, path, 10, {"x-test": "noids", "last-event-id": last})
+        second.abort()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    ids = [i for i, _ in first.events + second.events]
+    assert all(i and i.startswith("sse-resume.") for i in ids), ids
+    assert len(set(ids)) == len(ids)
+    # Without ids the upstream starts again from 1 on each connection: the proxy cannot know those are repeats,
+    # but every event it read reaches the client once, in the order read, with a unique id.
+    assert second.headers["sse-resume"] == "hit; kept"
+    sent = [h.get("last-event-id", "") for h in requests_to(upstream_port, "noids")]
+    assert len(sent) >= 2 and not any(v.startswith("sse-resume.") for v in sent), sent
+
+
+def test_reconnect_with_upstream_ids_dedupes_resent_events(proxy: Mitmdump, upstream_port: int) -> None:
+    # The upstream drops every 6 events and resumes after the Last-Event-ID the proxy sends (its own ids).
+    path = "/sse/drops?interval=0.02&drop_after=6&retry=50"
+
+    async def scenario() -> RawSSE:
+        sse = await read(proxy.port, path, 30, {"x-test": "drops"})
+        sse.abort()
+        return sse
+
+    sse = asyncio.run(scenario())
+    assert numbers(sse.events) == list(range(1, 31))
+    sent = [h.get("last-event-id", "") for h in requests_to(upstream_port, "drops")]
+    assert sent[:3] == ["", "6", "12"], sent
+
+
+def test_grace_ends_a_kept_stream_nobody_came_back_for(tmp_path: Path, upstream_port: int) -> None:
+    with keep_proxy(tmp_path, upstream_port, "sse_keep_grace=1") as proxy:
+
+        async def scenario() -> None:
+            sse = await read(proxy.port, "/sse/grace?interval=0.05", 2)
+            sse.abort()
+
+        asyncio.run(scenario())
+        time.sleep(0.3)
+        during = scrape(proxy.metrics)  # type: ignore[attr-defined]
+        time.sleep(1.5)
+        after = scrape(proxy.metrics)  # type: ignore[attr-defined]
+    assert during["sse_resume_kept_streams"] == 1
+    assert after["sse_resume_kept_streams"] == 0
+    assert after["sse_resume_keep_grace_expired_total"] == 1
+
+
+def test_kept_stream_stops_at_its_bounds_while_the_client_is_away(tmp_path: Path, upstream_port: int) -> None:
+    with keep_proxy(tmp_path, upstream_port, "sse_keep_max_bytes=4096") as proxy:
+
+        async def scenario() -> RawSSE:
+            sse = await read(proxy.port, "/sse/bounds?interval=0.005&pad=200", 2)
+            sse.abort()
+            await asyncio.sleep(1.0)  # ~200 events of ~230 bytes: far past 4 KiB
+            back = await read(proxy.port, "/sse/bounds?interval=0.005&pad=200", 30, {"last-event-id": "2"})
+            back.abort()
+            return back
+
+        back = asyncio.run(scenario())
+        metrics = scrape(proxy.metrics)  # type: ignore[attr-defined]
+    assert metrics["sse_resume_keep_buffer_full_total"] == 1
+    # What was read before the bound is replayed, then a new upstream request resumes after it: no gap.
+    assert numbers(back.events) == list(range(3, 33))
+    held = metrics["sse_resume_history_bytes"]
+    assert held < 64 * 1024, held
+
+
+def test_flow_view_shows_the_real_upstream(tmp_path: Path, upstream_port: int) -> None:
+    from mitmproxy import http, io
+
+    flows_file = tmp_path / "flows.mitm"
+    with keep_proxy(tmp_path, upstream_port, extra=("-w", str(flows_file))) as proxy:
+
+        async def scenario() -> None:
+            sse = await read(proxy.port, "/sse/view?interval=0.02", 5)
+            sse.abort()
+            await asyncio.sleep(0.3)
+
+        asyncio.run(scenario())
+    with flows_file.open("rb") as f:
+        flows = [flow for flow in io.FlowReader(f).stream() if isinstance(flow, http.HTTPFlow)]
+    (flow,) = [flow for flow in flows if flow.request.path.startswith("/sse/view")]
+    assert (flow.request.host, flow.request.port, flow.request.scheme) == ("127.0.0.1", upstream_port, "http")
+    assert "x-sse-resume-keep" not in flow.request.headers
+    assert flow.response is not None and flow.response.status_code == 200
+    assert flow.response.headers["content-type"] == "text/event-stream"
+    assert flow.response.headers["sse-resume"] == "kept"
+    assert b'data: {"n": 1}' in (flow.response.raw_content or b"")
+    assert "kept" in flow.comment
+    assert flow.metadata["sse_resume"]["kept"] is True
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sse-resume test upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "upstream.pem", tmp / "upstream.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@contextlib.contextmanager
+def tls_upstream(tmp: Path) -> Iterator[tuple[int, Path]]:
+    cert, key = _self_signed(tmp)
+    port = free_port()
+    with start_upstream(tmp, port, 0.05, ["--tls-cert", str(cert), "--tls-key", str(key)]):
+        yield port, cert
+
+
+@pytest.mark.parametrize("trust", ["ssl_insecure=true", "ca", "none"])
+def test_upstream_tls_options_are_honoured(tmp_path: Path, trust: str) -> None:
+    with tls_upstream(tmp_path) as (port, cert):
+        options = {"ssl_insecure=true": ["ssl_insecure=true"], "ca": [f"ssl_verify_upstream_trusted_ca={cert}"]}
+        keep = ["sse_keep_upstream=true", *options.get(trust, [])]
+        with Mitmdump(tmp_path, port, keep, upstream_scheme="https") as proxy:
+
+            async def scenario() -> RawSSE:
+                sse = RawSSE()
+                await sse.open(proxy.port, "/sse/tls", SSE)
+                if sse.status == 200:
+                    await asyncio.wait_for(sse.read_until(lambda s: len(s.events) >= 3), 10)
+                else:
+                    await asyncio.wait_for(sse.read_all(), 10)
+                sse.abort()
+                return sse
+
+            sse = asyncio.run(scenario())
+            log = proxy.output
+    if trust == "none":
+        assert sse.status == 502  # the self-signed certificate is not trusted: the keeper refuses it too
+        assert "upstream" in log and "unreachable" in log
+    else:
+        assert sse.status == 200 and sse.headers["sse-resume"] == "kept"
+        assert numbers(sse.events) == [1, 2, 3]
+
+
+def test_mcp_server_without_event_store_cut_mid_call(tmp_path: Path) -> None:
+    """The SDK server keeps no events and sends no ids: with keep mode and proxy-made ids the cut call completes."""
+    from test_mcp_e2e import CuttableRelay, call_count, mcp_server
+
+    with (
+        mcp_server(tmp_path, event_store=False) as server,
+        keep_proxy(tmp_path, server, "sse_assign_ids=true") as proxy,
+    ):
+
+        async def scenario() -> dict[str, Any]:
+            async with CuttableRelay(proxy.port) as relay:
+                got = await call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=0.9)
+                got["cuts"] = relay.cuts
+                return got
+
+        got = asyncio.run(scenario())
+        log = proxy.output
+    assert got["cuts"] == 1
+    assert got["result"] == "counted to 8" and not got["error"], got
+    assert got["progress"] == [1, 2, 3, 4, 5, 6, 7, 8], got  # each notification once, in order
+    assert got["logs"] == [f"log {i}" for i in range(1, 9)], got
+    assert "keep mode" in log
