@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import logging
 import ssl
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
@@ -29,11 +28,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._config import ConfigError, Settings, load_file, merge
+from sse_resume_core._decode import Decoder
 from sse_resume_core._keep import Backoff
 from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
 from sse_resume_core._view import render_events
-from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest
+from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 from sse_resume_redis import RedisHistory, redact
 
 log = logging.getLogger("sse_resume")
@@ -127,33 +127,6 @@ class FlowState:
         self.answered = False  # the addon made the response itself (a replay): later hooks leave it alone
         self.keep: str | None = None  # the keeper's ticket, when the keeper serves this flow
         self.origin: tuple[str, str, int, str | None] | None = None  # scheme, host, port, Host of a rerouted flow
-
-
-class _Decoder:
-    """Incremental Content-Encoding decoder for a compressed SSE response."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        self._feed: Callable[[bytes], bytes]
-        self._flush: Callable[[], bytes]
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            d = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
-            self._feed, self._flush = d.decompress, d.flush
-        elif encoding == "br":
-            import brotli
-
-            b = brotli.Decompressor()
-            self._feed, self._flush = b.process, lambda: b""
-        elif encoding == "zstd":
-            import zstandard
-
-            z = zstandard.ZstdDecompressor().decompressobj()
-            self._feed, self._flush = z.decompress, z.flush
-        else:
-            raise ValueError(encoding)
-
-    def __call__(self, chunk: bytes) -> bytes:
-        return self._feed(chunk) if chunk else self._flush()
 
 
 class SSEContentview(contentviews.Contentview):
@@ -314,16 +287,18 @@ class SSEResume:
         from mitmproxy import ctx
 
         s = self.settings
-        verify: ssl.SSLContext | bool = False
         options = ctx.options
-        if not options.ssl_insecure:
+        if options.ssl_insecure:
+            tls = insecure_context()
+        else:
             # As mitmproxy verifies upstreams: its trusted CA file or directory, else the certifi bundle.
             ca, confdir = options.ssl_verify_upstream_trusted_ca, options.ssl_verify_upstream_trusted_confdir
             if ca is None and confdir is None:
                 import certifi
 
                 ca = certifi.where()
-            verify = ssl.create_default_context(cafile=ca, capath=confdir)
+            tls = ssl.create_default_context(cafile=ca, capath=confdir)
+        tls.set_alpn_protocols(["http/1.1"])
         return KeepSettings(
             grace=float(s.keep_grace),
             max_events=s.max_event_history,
@@ -335,7 +310,7 @@ class SSEResume:
             dedupe_window=s.dedupe_window,
             stale_policy=s.stale_policy,
             transcript_bytes=s.transcript_bytes,
-            verify=verify,
+            tls=tls,
         )
 
     def _run_keeper(self) -> None:
@@ -576,11 +551,11 @@ class SSEResume:
         decision = state.decision or Decision("fresh", state.session)
         if decision.outcome != "fresh":
             response.headers[RESULT_HEADER] = decision.outcome + ("; inline" if decision.outcome == "hit" else "")
-        decoder: _Decoder | None = None
+        decoder: Decoder | None = None
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             try:
-                decoder = _Decoder(encoding)
+                decoder = Decoder(encoding)
             except (ValueError, ImportError):
                 log.warning("sse-resume: %s: cannot decode %r; passing the stream through", flow.id, encoding)
                 response.stream = True
@@ -595,7 +570,7 @@ class SSEResume:
         response.stream = self._callable(flow.id, state, decoder)
 
     def _callable(
-        self, flow_id: str, state: FlowState, decoder: _Decoder | None
+        self, flow_id: str, state: FlowState, decoder: Decoder | None
     ) -> Callable[[bytes], Iterable[bytes] | bytes]:
         relay = state.relay
         assert relay is not None

@@ -9,6 +9,7 @@ mitmdump. Each configuration runs ``--rounds`` times, alternating, and its best 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -21,11 +22,20 @@ from harness import ADDON, Mitmdump, Process, free_port, wait_port  # noqa: E402
 
 
 def run_once(proxy: Mitmdump, events: int, tag: str) -> float:
+    """Seconds until curl has received ``events`` events (then it hangs up: a kept stream never ends by itself)."""
     url = f"{proxy.url}/sse/{tag}?n={events}&size=200"
     start = time.perf_counter()
-    out = subprocess.run(["curl", "-s", "--max-time", "600", url], capture_output=True, check=True).stdout
+    curl = subprocess.Popen(
+        ["curl", "-sN", "--max-time", "600", "-H", "Accept: text/event-stream", url], stdout=subprocess.PIPE
+    )
+    assert curl.stdout is not None
+    got, last = 0, b""
+    while got < events and (data := os.read(curl.stdout.fileno(), 1 << 16)):
+        got += (last + data[:1]).count(b"\n\n") + data.count(b"\n\n")  # a separator split across two reads
+        last = data[-1:]
     seconds = time.perf_counter() - start
-    got = out.count(b"\n\n")
+    curl.kill()
+    curl.wait()
     if got != events:
         raise SystemExit(f"{tag}: received {got} events, expected {events}")
     return seconds

@@ -5,5 +5,14 @@ requests to its :class:`Keeper` with a one-time ticket.
 """
 
 from sse_resume_keep._keeper import TICKET_HEADER, Keeper, KeeperStats, KeepReport, KeepSettings, UpstreamRequest
+from sse_resume_keep._upstream import insecure_context
 
-__all__ = ["TICKET_HEADER", "KeepReport", "KeepSettings", "Keeper", "KeeperStats", "UpstreamRequest"]
+__all__ = [
+    "TICKET_HEADER",
+    "KeepReport",
+    "KeepSettings",
+    "Keeper",
+    "KeeperStats",
+    "UpstreamRequest",
+    "insecure_context",
+]

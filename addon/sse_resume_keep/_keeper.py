@@ -1,7 +1,7 @@
 """The keeper: a small HTTP/1.1 server on 127.0.0.1 that owns the upstream leg of kept SSE streams.
 
 The addon reroutes an SSE request to it with a one-time ticket naming the real upstream request. The keeper
-fetches the upstream itself (httpx), so it can answer a reconnecting client at once from history, read on while
+fetches the upstream itself, so it can answer a reconnecting client at once from history, read on while
 the client is away, and reconnect upstream while the client's response stays open. Sans-mitmproxy: it knows
 HTTP and asyncio; every decision about events is the core's (:class:`~sse_resume_core._keep.KeptFeed`).
 
@@ -18,23 +18,24 @@ import secrets
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final, Literal
 
 import h11
-import httpx
 
+from sse_resume_core._decode import Decoder
 from sse_resume_core._history import MemoryHistory, StoredEvent
 from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._resume import ResumeStats, digest
 from sse_resume_core._view import Transcript
+from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
 
 __all__ = ["TICKET_HEADER", "KeepReport", "KeepSettings", "Keeper", "KeeperStats", "UpstreamRequest"]
 
 log = logging.getLogger("sse_resume")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request would drown the proxy's log
 
 TICKET_HEADER: Final = "x-sse-resume-keep"
 TICKET_TTL: Final = 60.0  # seconds a ticket waits for mitmproxy's connection
@@ -108,7 +109,8 @@ class KeepSettings:
     dedupe_window: int = 100
     stale_policy: Literal["forward", "restart"] = "forward"
     transcript_bytes: int = 0
-    verify: ssl.SSLContext | bool = True
+    tls: ssl.SSLContext | None = None
+    """How upstream certificates are checked (None: the system's default)."""
 
 
 @dataclass(slots=True)
@@ -197,7 +199,7 @@ class KeptStream:
     def key(self) -> tuple[str, str]:
         return (self.feed.session, self.feed.stream)
 
-    def start(self, response: httpx.Response | None) -> None:
+    def start(self, response: Upstream | None) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(response))
 
     def attach(self, client: _Client) -> None:
@@ -236,14 +238,17 @@ class KeptStream:
 
     def _deliver(self, deliveries: list[Delivery]) -> bool:
         """Hand blocks to the clients; while none is attached, count what is buffered. False: bounds exceeded."""
+        if not deliveries:
+            return True
         if self.clients:
+            # One write per upstream read, however many events it held: the client's chunks need not match.
+            data = deliveries[0].raw if len(deliveries) == 1 else b"".join(d.raw for d in deliveries)
+            events = sum(d.recorded for d in deliveries)
             for client in list(self.clients):
-                for d in deliveries:
-                    if not client.send(d.raw):
-                        self.detach(client)
-                        break
+                if client.send(data):
+                    client.report.delivered += events
                 else:
-                    client.report.delivered += sum(d.recorded for d in deliveries)
+                    self.detach(client)
             return True
         if self._away_since is None:
             return True
@@ -252,7 +257,7 @@ class KeptStream:
         self._away_bytes += sum(len(d.raw) for d in deliveries if d.recorded)
         return self._away_events <= settings.max_events and self._away_bytes <= settings.max_bytes
 
-    async def _run(self, response: httpx.Response | None) -> None:
+    async def _run(self, response: Upstream | None) -> None:
         feed = self.feed
         backoff = self.keeper.settings.backoff
         failures = 0
@@ -285,13 +290,16 @@ class KeptStream:
                 recorded = feed.stats.recorded
                 clean = False
                 try:
-                    async for chunk in response.aiter_bytes():
+                    decoder = _decoder(response)
+                    async for chunk in response.body():
+                        if decoder is not None:
+                            chunk = decoder(chunk)
                         if not self._deliver(feed.feed(chunk)):
                             self.keeper.stats.buffer_full += 1
                             self.stop("client away and the kept stream reached its bounds")
                             return
                     clean = True
-                except (httpx.HTTPError, OSError) as e:
+                except (UpstreamError, ValueError, zlib.error) as e:
                     log.info(
                         "sse-resume: kept stream %s.%s: upstream broke (%s)",
                         feed.session[:12],
@@ -299,7 +307,7 @@ class KeptStream:
                         type(e).__name__,
                     )
                 finally:
-                    await response.aclose()
+                    response.close()
                     response = None
                 feed.ended()
                 progressed = feed.stats.recorded > recorded
@@ -315,7 +323,7 @@ class KeptStream:
                 failures = 0 if progressed else failures + 1
         except asyncio.CancelledError:
             if response is not None:
-                await response.aclose()
+                response.close()
             raise
         except Exception:
             log.exception("sse-resume: internal error in kept stream %s.%s", feed.session[:12], feed.stream)
@@ -340,7 +348,6 @@ class Keeper:
         self._tickets: dict[str, _Ticket] = {}
         self._reports: dict[str, KeepReport] = {}
         self._server: asyncio.Server | None = None
-        self._client: httpx.AsyncClient | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._starting: asyncio.Task[None] | None = None
 
@@ -348,7 +355,6 @@ class Keeper:
 
     def start(self) -> None:
         """Listen at once (no await: mitmproxy may route a flow here before the loop runs again)."""
-        self._client = self._http_client(self.settings.verify)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -361,16 +367,6 @@ class Keeper:
     async def _listen(self, sock: socket.socket) -> None:
         self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_HEAD)
 
-    @staticmethod
-    def _http_client(verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=verify,
-            timeout=httpx.Timeout(10.0, read=None),
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-        )
-
     async def aclose(self) -> None:
         self.port = 0
         for stream in list(self.streams.values()):
@@ -381,16 +377,9 @@ class Keeper:
             self._server.close()
         for task in list(self._handlers):
             task.cancel()
-        if self._client is not None:
-            await self._client.aclose()
 
     def reconfigure(self, settings: KeepSettings) -> None:
-        verify_changed = settings.verify is not self.settings.verify
         self.settings = settings
-        if verify_changed and self._client is not None:
-            old = self._client
-            self._client = self._http_client(settings.verify)
-            asyncio.get_running_loop().create_task(old.aclose())
 
     # -- the addon's side ------------------------------------------------------------------------------------
 
@@ -429,23 +418,21 @@ class Keeper:
 
     # -- upstream --------------------------------------------------------------------------------------------
 
-    async def open_upstream(self, request: UpstreamRequest) -> httpx.Response | None:
+    async def open_upstream(self, request: UpstreamRequest) -> Upstream | None:
         """Send ``request`` upstream; an SSE 200 response is returned open, anything else is None (a failed try)."""
         response = await self._send(request)
-        if isinstance(response, httpx.Response) and _is_sse_ok(response):
-            return response
-        if isinstance(response, httpx.Response):
-            await response.aclose()
+        if isinstance(response, Upstream):
+            if _is_sse_ok(response):
+                return response
+            response.close()
         return None
 
-    async def _send(self, request: UpstreamRequest) -> httpx.Response | Exception:
-        assert self._client is not None
+    async def _send(self, request: UpstreamRequest) -> Upstream | UpstreamError:
         try:
-            built = self._client.build_request(
-                request.method, request.url, headers=list(request.headers), content=request.body or None
+            return await open_upstream(
+                request.method, request.url, list(request.headers), request.body, self.settings.tls
             )
-            return await self._client.send(built, stream=True)
-        except (httpx.HTTPError, OSError, ssl.SSLError) as e:
+        except UpstreamError as e:
             return e
 
     # -- serving mitmproxy's connections ----------------------------------------------------------------------
@@ -548,21 +535,22 @@ class Keeper:
             report.note = f"Last-Event-ID unknown: {done}; continuity not guaranteed"
             request = request.with_last_event_id(forward)
         response = await self._send(request)
-        if isinstance(response, Exception):
-            log.warning("sse-resume: keeper: upstream %s unreachable: %s", _where(request.url), type(response).__name__)
-            client.writer.write(_simple(client.conn, 502, f"sse-resume: upstream unreachable ({response})\n".encode()))
-            report.outcome, report.note = "error", f"upstream unreachable: {type(response).__name__}"
+        if isinstance(response, UpstreamError):
+            # As mitmproxy answers when it cannot reach an upstream: 502, and the reason.
+            log.warning("sse-resume: keeper: upstream %s unreachable: %s", _where(request.url), response)
+            client.writer.write(_simple(client.conn, 502, f"sse-resume: upstream unreachable: {response}\n".encode()))
+            report.outcome, report.note = "error", f"upstream unreachable: {response}"
             return None
-        report.upstream_status = response.status_code
-        if not _is_sse_ok(response):
+        report.upstream_status = response.status
+        if not _is_sse_ok(response) or not _decodable(response):
             report.outcome, report.note = "passed", "not an SSE stream: relayed as is"
             await self._relay_plain(client, response)
             return None
         session_stream = self.store.new_stream(session)
         report.stream = session_stream
         stream = KeptStream(self, self._feed(session, session_stream, _last_id_of(request)), request)
-        stream.status = response.status_code
-        stream.headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in DROP_FROM_STREAM]
+        stream.status = response.status
+        stream.headers = [(k, v) for k, v in response.headers if k.lower() not in DROP_FROM_STREAM]
         self.streams[stream.key] = stream
         self.stats.kept += 1
         self._respond(client, stream.status, stream.headers, report.outcome)
@@ -596,23 +584,23 @@ class Keeper:
         for event in events:
             client.send(event.raw or b"")
 
-    async def _relay_plain(self, client: _Client, response: httpx.Response) -> None:
+    async def _relay_plain(self, client: _Client, response: Upstream) -> None:
         """Not a stream to keep (an error, a JSON answer): pass it on as it came."""
         try:
             keep = HOP_BY_HOP - {"content-length"}
-            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in keep]
+            headers = [(k, v) for k, v in response.headers if k.lower() not in keep]
             writer = client.writer
-            status = response.status_code
-            writer.write(client.conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
-            async for chunk in response.aiter_raw():
+            status = response.status
+            writer.write(client.conn.send(h11.Response(status_code=status, headers=headers, reason=response.reason)))
+            async for chunk in response.body():
                 writer.write(client.conn.send(h11.Data(data=chunk)))
                 await writer.drain()
             writer.write(client.conn.send(h11.EndOfMessage()))
             await writer.drain()
-        except (httpx.HTTPError, OSError, h11.LocalProtocolError):
+        except (UpstreamError, OSError, h11.LocalProtocolError):
             client.writer.transport.abort()
         finally:
-            await response.aclose()
+            response.close()
 
 
 def _last_id_of(request: UpstreamRequest) -> str | None:
@@ -634,8 +622,21 @@ def _newest_upstream_id(
     return None
 
 
-def _is_sse_ok(response: httpx.Response) -> bool:
-    return response.status_code == 200 and response.headers.get("content-type", "").lower().startswith(SSE_TYPE)
+def _is_sse_ok(response: Upstream) -> bool:
+    return response.status == 200 and response.header("content-type").lower().startswith(SSE_TYPE)
+
+
+def _decoder(response: Upstream) -> Decoder | None:
+    encoding = response.header("content-encoding").strip().lower()
+    return None if encoding in ("", "identity") else Decoder(encoding)
+
+
+def _decodable(response: Upstream) -> bool:
+    try:
+        _decoder(response)
+    except (ValueError, ImportError):
+        return False
+    return True
 
 
 def _where(url: str) -> str:

@@ -1,0 +1,146 @@
+"""The keeper's HTTP/1.1 client for upstreams: one request per connection, the body read in socket-sized batches.
+
+A general client (httpx) hands an event stream on one HTTP chunk at a time, through several async generators
+per chunk; a fast upstream sends one event per chunk, so that cost is paid per event. This client gives the
+keeper everything one socket read brought (often hundreds of events) at once. h11 does the HTTP framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from typing import Final
+from urllib.parse import urlsplit
+
+import h11
+
+__all__ = ["Upstream", "UpstreamError", "insecure_context", "open_upstream"]
+
+READ_SIZE: Final = 256 * 1024
+CONNECT_TIMEOUT: Final = 10.0
+HEAD_TIMEOUT: Final = 30.0  # seconds from the request to the response head
+MAX_HEAD: Final = 256 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or broke the HTTP exchange."""
+
+
+def insecure_context() -> ssl.SSLContext:
+    """TLS without any verification (mitmproxy's ``ssl_insecure``)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Upstream:
+    """One response from the upstream, its head read, its body to come."""
+
+    def __init__(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: h11.Response
+    ) -> None:
+        self._conn = conn
+        self._reader = reader
+        self._writer = writer
+        self.status: int = head.status_code
+        self.reason: bytes = bytes(head.reason)
+        self.headers: list[tuple[str, str]] = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers.raw_items()
+        ]
+
+    def header(self, name: str) -> str:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), "")
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body, as it comes: each piece is all that one socket read completed. Ends at the body's end;
+        raises :class:`UpstreamError` when the connection breaks first."""
+        conn = self._conn
+        while True:
+            parts: list[bytes] = []
+            try:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        break
+                    if isinstance(event, h11.Data):
+                        parts.append(bytes(event.data))
+                    elif isinstance(event, h11.EndOfMessage):
+                        if parts:
+                            yield b"".join(parts)
+                        return
+            except h11.RemoteProtocolError as e:
+                raise UpstreamError(f"broken response: {e}") from None
+            if parts:
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
+            try:
+                data = await self._reader.read(READ_SIZE)
+            except OSError as e:
+                raise UpstreamError(f"connection lost: {e}") from None
+            conn.receive_data(data)
+
+    def close(self) -> None:
+        self._writer.transport.abort()
+
+
+async def open_upstream(
+    method: str, url: str, headers: list[tuple[str, str]], body: bytes, tls: ssl.SSLContext | None
+) -> Upstream:
+    """Send one request and read the response head. Raises :class:`UpstreamError`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UpstreamError(f"cannot fetch {parts.scheme or '?'}:// URLs")
+    secure = parts.scheme == "https"
+    host = parts.hostname
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError as e:
+        raise UpstreamError(str(e)) from None
+    context = (tls or ssl.create_default_context()) if secure else None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host if secure else None, limit=MAX_HEAD),
+            CONNECT_TIMEOUT,
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as e:
+        raise UpstreamError(f"cannot connect: {e or type(e).__name__}") from None
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    try:
+        sent = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+        if not any(k.lower() == "host" for k, _ in sent):
+            sent.insert(0, ("Host", parts.netloc.rpartition("@")[2]))
+        if body or method in ("POST", "PUT", "PATCH"):
+            sent.append(("Content-Length", str(len(body))))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        out = conn.send(h11.Request(method=method, target=target, headers=sent))
+        if body:
+            out += conn.send(h11.Data(data=body))
+        out += conn.send(h11.EndOfMessage())
+        writer.write(out)
+        head = await asyncio.wait_for(_head(conn, reader), HEAD_TIMEOUT)
+    except (h11.ProtocolError, OSError, TimeoutError, ssl.SSLError) as e:
+        writer.transport.abort()
+        raise UpstreamError(f"no response: {e or type(e).__name__}") from None
+    except BaseException:
+        writer.transport.abort()
+        raise
+    return Upstream(conn, reader, writer, head)
+
+
+async def _head(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(READ_SIZE)
+            conn.receive_data(data)
+            if not data:
+                with contextlib.suppress(h11.RemoteProtocolError):
+                    conn.next_event()
+                raise UpstreamError("connection closed before a response")
+            continue
+        if isinstance(event, h11.Response):
+            return event
+        # an informational response (100 Continue, 103 Early Hints): the real one follows
