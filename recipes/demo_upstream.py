@@ -19,6 +19,7 @@ JSON data. The query string picks the behaviour, so one server plays every upstr
     split=S        send each event in two pieces, S seconds apart (a client can be cut mid-event)
     trickle=1      send every event one byte per write (a slow, hostile upstream)
     endless=N      first send N bytes of one line that never ends (no newline), then the events
+    gzip=1         compress the stream (Content-Encoding: gzip), flushed after every event
 
 Any other path answers 404, except ``/`` and ``/page``, which serve the EventSource page in
 ``recipes/eventsource.html``. Standard library only, so it runs anywhere Python does.
@@ -33,6 +34,7 @@ import json
 import logging
 import signal
 import ssl
+import zlib
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -120,13 +122,17 @@ class Upstream:
         start = int(last) + 1 if opt("resume", 1) and last.isdigit() else 1
         log.info("stream from %d (Last-Event-ID %r)", start, last)
 
+        compressor = zlib.compressobj(wbits=31) if opt("gzip", 0) else None
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
+            + (b"Content-Encoding: gzip\r\n" if compressor else b"")
+            + b"Transfer-Encoding: chunked\r\n\r\n"
         )
 
         def chunk(text: str) -> None:
             data = text.encode()
+            if compressor is not None:
+                data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
 
         async def send(text: str) -> None:

@@ -168,7 +168,7 @@ class Mitmdump(Process):
         script: Path = ADDON,
         extra: Sequence[str] = (),
         tool: str = "mitmdump",
-        upstream_scheme: str = "http",
+        upstream_scheme: str = "http",  # "regular": a regular (forward) proxy instead of a reverse one
     ) -> None:
         self.port = free_port()
         args: list[str | os.PathLike[str]] = [
@@ -177,7 +177,7 @@ class Mitmdump(Process):
             "-s",
             script,
             "--mode",
-            f"reverse:{upstream_scheme}://127.0.0.1:{upstream_port}",
+            "regular" if upstream_scheme == "regular" else f"reverse:{upstream_scheme}://127.0.0.1:{upstream_port}",
             "--listen-host",
             "127.0.0.1",
             "--listen-port",

@@ -94,3 +94,16 @@ def test_every_option_is_documented() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "options.md").read_text()
     for name in [*Settings.model_fields, "config"]:
         assert f"`sse_{name}`" in doc, name
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"keep_upstream": True, "support_replay": False}, "sse_keep_upstream needs sse_support_replay=true"),
+        ({"assign_ids": True}, "sse_assign_ids works in keep mode only"),
+        ({"keep_grace": -1}, "sse_keep_grace: Input should be greater than or equal to 0"),
+    ],
+)
+def test_keep_mode_settings_are_checked(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        merge({}, values)

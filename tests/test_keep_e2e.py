@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import Mitmdump, RawSSE, free_port, numbers, scrape, start_upstream
+from harness import Mitmdump, RawSSE, curl, free_port, numbers, scrape, start_upstream
 
 pytestmark = pytest.mark.e2e
 SSE = {"accept": "text/event-stream"}
@@ -329,3 +329,59 @@ def test_mcp_server_without_event_store_cut_mid_call(tmp_path: Path) -> None:
     assert got["progress"] == [1, 2, 3, 4, 5, 6, 7, 8], got  # each notification once, in order
     assert got["logs"] == [f"log {i}" for i in range(1, 9)], got
     assert "keep mode" in log
+
+
+def test_request_headers_reach_upstream_unchanged_and_gzip_is_decoded(proxy: Mitmdump, upstream_port: int) -> None:
+    headers = {
+        "x-test": "headers",
+        "authorization": "Bearer abc",
+        "cookie": "a=1; b=2",
+        "x-custom": "Some  Value",
+        "accept-encoding": "gzip",
+    }
+
+    async def scenario() -> RawSSE:
+        sse = await read(proxy.port, "/sse/headers?interval=0.02&gzip=1", 3, headers)
+        sse.abort()
+        return sse
+
+    sse = asyncio.run(scenario())
+    assert numbers(sse.events) == [1, 2, 3]  # read through the upstream's gzip
+    assert "content-encoding" not in sse.headers  # the keeper sends the stream decoded
+    (seen,) = requests_to(upstream_port, "headers")
+    for name, value in {**SSE, **headers}.items():
+        assert seen[name] == value, name
+    assert "x-sse-resume-keep" not in seen and "last-event-id" not in seen
+
+
+def test_keeper_refuses_a_request_without_a_valid_ticket(proxy: Mitmdump) -> None:
+    import re
+
+    port = int(re.findall(r"keeper on 127\.0\.0\.1:(\d+)", proxy.output)[0])
+    direct = httpx.get(f"http://127.0.0.1:{port}/sse", headers={"x-sse-resume-keep": "guess"})
+    assert direct.status_code == 403
+    bare = httpx.get(f"http://127.0.0.1:{port}/sse")
+    assert bare.status_code == 403
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_regular_proxy_mode(tmp_path: Path, scheme: str) -> None:
+    """A forward proxy (curl -x), plain HTTP and HTTPS through CONNECT: kept streams resume the same way."""
+    with tls_upstream(tmp_path) if scheme == "https" else _plain_upstream(tmp_path) as (port, _):
+        options = ["sse_keep_upstream=true", "ssl_insecure=true", f"confdir={tmp_path}"]
+        with Mitmdump(tmp_path, port, options, upstream_scheme="regular") as proxy:
+            url = f"{scheme}://127.0.0.1:{port}/sse/regular?interval=0.05"
+            args = ["-x", proxy.url, "-k", "-H", "Accept: text/event-stream"]
+            _, first = curl(url, *args, stop_after=3)
+            time.sleep(0.6)
+            out, again = curl(url, *args, "-i", "-H", f"Last-Event-ID: {first[2]}", stop_after=12)
+    assert first[:3] == ["1", "2", "3"]
+    assert "sse-resume: hit; kept" in out, out
+    assert again == [str(n) for n in range(4, 16)], out
+
+
+@contextlib.contextmanager
+def _plain_upstream(tmp: Path) -> Iterator[tuple[int, None]]:
+    port = free_port()
+    with start_upstream(tmp, port, 0.05):
+        yield port, None

@@ -1,0 +1,104 @@
+"""Keep mode's sans-I/O part: the feed of a kept stream, and the backoff between upstream tries."""
+
+from __future__ import annotations
+
+import pytest
+
+from sse_resume_core import HistoryLimits, MemoryHistory
+from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, KeptFeed, is_proxy_id
+
+
+def feed_of(**kw: object) -> tuple[MemoryHistory, KeptFeed]:
+    store = MemoryHistory(HistoryLimits())
+    stream = store.new_stream("s")
+    feed = KeptFeed(store, "s", stream, **kw)  # type: ignore[arg-type]
+    feed.connected()
+    return store, feed
+
+
+def delivered(feed: KeptFeed, *chunks: bytes) -> bytes:
+    return b"".join(d.raw for chunk in chunks for d in feed.feed(chunk))
+
+
+# -- backoff -------------------------------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_one_second_up_to_thirty_for_ten_tries() -> None:
+    b = Backoff()
+    assert [b.delay(n, rand=lambda: 0.5) for n in range(1, 11)] == [1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    assert b.delay(11) is None and b.delay(0) is None
+
+
+def test_backoff_jitter_is_ten_percent_either_way() -> None:
+    b = Backoff()
+    assert b.delay(1, rand=lambda: 0.0) == pytest.approx(0.9)
+    assert b.delay(1, rand=lambda: 1.0) == pytest.approx(1.1)
+    assert all(0.9 * 4 <= (b.delay(3) or 0) <= 1.1 * 4 for _ in range(200))
+
+
+def test_backoff_base_is_the_upstreams_retry() -> None:
+    b = Backoff(tries=3)
+    assert [b.delay(n, 200, rand=lambda: 0.5) for n in (1, 2, 3, 4)] == [0.2, 0.4, 0.8, None]
+
+
+# -- the feed ------------------------------------------------------------------------------------------------------
+
+
+def test_events_are_recorded_once_and_delivered_in_order() -> None:
+    store, feed = feed_of()
+    out = delivered(feed, b"id: 1\ndata: a\n\nid: 2\nda", b"ta: b\n\n: ping\n\n")
+    assert out == b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n: ping\n\n"
+    assert [e.id for e in store.events("s")] == ["1", "2"]  # the comment is delivered, not recorded
+    assert feed.upstream_id == "2"
+
+
+def test_events_resent_after_a_reconnect_are_dropped() -> None:
+    store, feed = feed_of()
+    delivered(feed, b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n")
+    feed.ended()
+    feed.connected()  # an upstream that ignores Last-Event-ID starts again from 1
+    out = delivered(feed, b"id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n")
+    assert out == b"id: 3\ndata: c\n\n"
+    assert feed.stats.duplicates == 2 and len(store.events("s")) == 3
+
+
+def test_an_unfinished_block_at_a_break_is_never_delivered() -> None:
+    _, feed = feed_of()
+    assert delivered(feed, b"id: 1\ndata: a\n\nid: 2\ndata: b") == b"id: 1\ndata: a\n\n"
+    feed.ended()
+    feed.connected()
+    assert delivered(feed, b"id: 2\ndata: b\n\n") == b"id: 2\ndata: b\n\n"  # resent whole: delivered once
+    assert feed.stats.discarded == 1
+
+
+def test_assigned_ids_are_the_proxys_unique_and_never_the_upstream_id() -> None:
+    store, feed = feed_of(assign_ids=True)
+    out = delivered(feed, b"data: a\n\ndata: b\n\nid: 7\ndata: c\n\n")
+    ids = [e.id for e in store.events("s")]
+    assert ids[2] == "7" and is_proxy_id(ids[0]) and is_proxy_id(ids[1]) and ids[0] != ids[1]
+    assert ids[0] is not None and ids[0].startswith(f"{PROXY_ID_PREFIX}{feed.stream}.")
+    assert out.startswith(b"id: %s\ndata: a\n\n" % ids[0].encode())
+    assert feed.upstream_id == "7" and feed.stats.assigned == 2
+    delivered(feed, b"data: d\n\n")
+    assert feed.upstream_id == "7"  # a proxy-made id is never what the upstream is asked to resume from
+
+
+def test_without_assign_ids_events_keep_their_bytes() -> None:
+    store, feed = feed_of()
+    assert delivered(feed, b"data: a\n\n") == b"data: a\n\n"
+    assert [e.id for e in store.events("s")] == [None]
+
+
+def test_retry_and_id_reset_are_followed() -> None:
+    _, feed = feed_of()
+    delivered(feed, b"retry: 250\n\nid: 4\ndata: a\n\n")
+    assert feed.retry == 250 and feed.upstream_id == "4"
+    delivered(feed, b"id\ndata: b\n\n")  # an empty id: the upstream reset its ids
+    assert feed.upstream_id is None
+
+
+def test_oversize_events_pass_live_and_are_not_recorded() -> None:
+    store, feed = feed_of(max_event_bytes=64)
+    big = b"id: 9\ndata: " + b"x" * 200 + b"\n\n"
+    assert delivered(feed, big, b"id: 10\ndata: ok\n\n") == big + b"id: 10\ndata: ok\n\n"
+    assert [e.id for e in store.events("s")] == ["10"] and feed.stats.oversize >= 1
