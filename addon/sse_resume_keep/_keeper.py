@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import h11
 
@@ -212,11 +212,13 @@ class KeptStream:
     def detach(self, client: _Client) -> None:
         if client in self.clients:
             self.clients.remove(client)
-        if not self.clients and not self.finished and self.task is not None and not self.task.done():
+        if self.clients or self._grace is not None:
+            return
+        if not self.finished and self.task is not None and not self.task.done():
             self._away_since = time.monotonic()
             self._away_events = self._away_bytes = 0
             self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self._grace_over)
-        elif not self.clients and self.finished and self._grace is None:
+        elif self.finished:
             self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self.stop, "grace over")
 
     def _grace_over(self) -> None:
@@ -260,31 +262,38 @@ class KeptStream:
     async def _run(self, response: Upstream | None) -> None:
         feed = self.feed
         backoff = self.keeper.settings.backoff
-        failures = 0
+        retries = 0  # since the last connection that brought an event
+        first = response is None  # a stream resumed from history connects at once
         try:
             while True:
                 if response is None:
-                    if failures or feed.stats.connections:
-                        delay = backoff.delay(failures + 1, feed.retry)
+                    if not first:
+                        retries += 1
+                        delay = backoff.delay(retries, feed.retry)
                         if delay is None:
                             self.keeper.stats.gave_up += 1
                             self.stop(f"upstream gone: gave up after {backoff.tries} tries")
                             return
                         await asyncio.sleep(delay)
-                    response = await self.keeper.open_upstream(self.request.resumed(feed.upstream_id))
-                    if response is None:
-                        failures += 1
+                    first = False
+                    result = await self.keeper.open_upstream(self.request.resumed(feed.upstream_id))
+                    if isinstance(result, int):
+                        self.keeper.stats.gave_up += 1
+                        self.stop(f"upstream refused to resume (HTTP {result})")
+                        return
+                    if result is None:
                         continue
+                    response = result
                     if feed.stats.connections:
                         self.reconnects += 1
                         self.keeper.stats.reconnects += 1
                         for client in self.clients:
                             client.report.reconnects += 1
                         log.info(
-                            "sse-resume: kept stream %s.%s: upstream reconnected after %d failed tries",
+                            "sse-resume: kept stream %s.%s: upstream reconnected (try %d)",
                             feed.session[:12],
                             feed.stream,
-                            failures,
+                            retries,
                         )
                 feed.connected()
                 recorded = feed.stats.recorded
@@ -304,7 +313,7 @@ class KeptStream:
                         "sse-resume: kept stream %s.%s: upstream broke (%s)",
                         feed.session[:12],
                         feed.stream,
-                        type(e).__name__,
+                        e,
                     )
                 finally:
                     response.close()
@@ -320,7 +329,8 @@ class KeptStream:
                     self.clients.clear()
                     self.detach_all_done()
                     return
-                failures = 0 if progressed else failures + 1
+                if progressed:
+                    retries = 0
         except asyncio.CancelledError:
             if response is not None:
                 response.close()
@@ -418,14 +428,17 @@ class Keeper:
 
     # -- upstream --------------------------------------------------------------------------------------------
 
-    async def open_upstream(self, request: UpstreamRequest) -> Upstream | None:
-        """Send ``request`` upstream; an SSE 200 response is returned open, anything else is None (a failed try)."""
+    async def open_upstream(self, request: UpstreamRequest) -> Upstream | int | None:
+        """Send ``request`` upstream: an SSE 200 response is returned open; a refusal that trying again cannot
+        change (a 4xx such as 404 for an ended session) is its status; anything else is None (try again)."""
         response = await self._send(request)
-        if isinstance(response, Upstream):
-            if _is_sse_ok(response):
-                return response
-            response.close()
-        return None
+        if not isinstance(response, Upstream):
+            return None
+        if _is_sse_ok(response):
+            return response
+        response.close()
+        refused = 400 <= response.status < 500 and response.status not in (408, 425, 429)
+        return response.status if refused else None
 
     async def _send(self, request: UpstreamRequest) -> Upstream | UpstreamError:
         try:
@@ -455,40 +468,37 @@ class Keeper:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        token = ""
-        while True:  # the request head and body (the ticket holds the body as mitmproxy read it)
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data:
-                    return
-                continue
-            if isinstance(event, h11.Request):
-                token = dict((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers).get(
-                    TICKET_HEADER, ""
-                )
-            if isinstance(event, h11.EndOfMessage):
-                break
-        ticket = self._tickets.pop(token, None)
-        if ticket is None:
-            writer.write(_simple(conn, 403, b"sse-resume keeper: unknown ticket\n"))
-            return
-        client = _Client(conn, writer, ticket.report)
-        stream = await self._open(ticket, client)
-        if stream is None:
-            return
+        while True:  # one request after another, as long as mitmproxy keeps the connection
+            token = await _read_request(conn, reader)
+            if token is None:
+                return
+            ticket = self._tickets.pop(token, None)
+            if ticket is None:
+                writer.write(_simple(conn, 403, b"sse-resume keeper: unknown ticket\n"))
+                return
+            client = _Client(conn, writer, ticket.report)
+            stream = await self._open(ticket, client)
+            if stream is not None:
+                await self._follow(stream, client, conn, reader)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            await writer.drain()
+            conn.start_next_cycle()
+
+    @staticmethod
+    async def _follow(stream: KeptStream, client: _Client, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
+        """Wait until the client's response ends: the kept stream ended it, or mitmproxy hung up."""
         # mitmproxy closes its connection when the client goes
-        eof: asyncio.Future[object] = asyncio.ensure_future(reader.read(1))
-        done: asyncio.Future[object] = client.done  # type: ignore[assignment]
+        eof: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(1))
+        waited: list[asyncio.Future[Any]] = [eof, client.done]
         try:
-            await asyncio.wait({eof, done}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if eof.done() and not eof.cancelled() and eof.exception() is None:
+                conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
             eof.cancel()
             client.finish("client gone")
             stream.detach(client)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
 
     async def _open(self, ticket: _Ticket, client: _Client) -> KeptStream | None:
         """Answer the ticket's request: attach to a kept stream, start one, or relay the upstream's answer."""
@@ -510,7 +520,11 @@ class Keeper:
                 report.replayed = len(replay)
                 report.stream = found.stream
                 n = len(replay)
-                report.note = f"served {n} event{'s' if n != 1 else ''} from history, then the kept stream"
+                report.note = (
+                    f"served {n} event{'s' if n != 1 else ''} from history, then the kept stream"
+                    if n
+                    else "up to date: attached to the kept stream"
+                )
                 if stream is None:
                     upstream_id = _newest_upstream_id(found.after, last_id, store, session, found.stream)
                     feed = self._feed(session, found.stream, upstream_id)
@@ -601,6 +615,25 @@ class Keeper:
             client.writer.transport.abort()
         finally:
             response.close()
+
+
+async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> str | None:
+    """Read one request from mitmproxy (its body is dropped: the ticket holds it); return its ticket header."""
+    token = ""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            conn.receive_data(data)
+            if not data and conn.their_state is h11.IDLE:
+                return None
+            continue
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        if isinstance(event, h11.Request):
+            token = next((v.decode("latin-1") for k, v in event.headers if k == TICKET_HEADER.encode()), "")
+        elif isinstance(event, h11.EndOfMessage):
+            return token
 
 
 def _last_id_of(request: UpstreamRequest) -> str | None:
