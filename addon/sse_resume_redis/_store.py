@@ -44,6 +44,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sse_resume_core import Found, HistoryLimits, MemoryHistory, Recorded
@@ -147,7 +148,9 @@ class RedisHistory(MemoryHistory):
         self.wall = wall
         self.health = StoreHealth()
         self._redis = aioredis.from_url(
-            url, socket_timeout=max(timeout * 4, 1.0), socket_connect_timeout=max(timeout * 4, 1.0)
+            url,
+            socket_timeout=max(timeout * 4, 1.0),
+            socket_connect_timeout=max(timeout * 4, 1.0),
         )
         self._record_script = self._redis.register_script(_RECORD)
         self._find_script = self._redis.register_script(_FIND)
@@ -210,7 +213,7 @@ class RedisHistory(MemoryHistory):
             return self.lookup(session, event_id)
         try:
             async with asyncio.timeout(self.timeout):
-                members = await self._find_script(keys=self._keys(session, "ev", "last"), args=[_b(event_id)])
+                members = await self._call_find(session, event_id)
         except (RedisError, OSError, TimeoutError) as e:
             self.health.fallbacks += 1
             self._failed("lookup", e)
@@ -222,6 +225,18 @@ class RedisHistory(MemoryHistory):
             except (ValueError, IndexError) as e:  # not what this store writes: someone else's keys, or damage
                 log.warning("sse-resume: unreadable history in Redis for session %s (%s); not used", session[:12], e)
         return self.lookup(session, event_id)
+
+    async def _call_find(self, session: str, event_id: str) -> list[bytes]:
+        """Run the lookup script. After a Redis restart the pool's idle connections are dead, and each fails on
+        its next use: on such a failure they are dropped and the script runs again, on a new connection (the
+        caller's timeout bounds it all). Without this the first lookup after every restart would miss."""
+        keys = self._keys(session, "ev", "last")
+        try:
+            members: list[bytes] = await self._find_script(keys=keys, args=[_b(event_id)])
+        except RedisConnectionError:
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+            members = await self._find_script(keys=keys, args=[_b(event_id)])
+        return members
 
     def _adopt(self, session: str, members: list[bytes]) -> None:
         """Copy into the local history the events of the found stream that it lacks, in their order."""
