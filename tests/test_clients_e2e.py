@@ -49,10 +49,28 @@ def test_http2_client_gets_a_replay_response(proxy: Mitmdump) -> None:
     assert ids[:4] == ["3", "4", "5", "6"], out
 
 
-def test_browser_eventsource_gets_every_event_once_in_order(proxy: Mitmdump, upstream_port: int) -> None:
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
+    """A proxy in keep mode."""
+    tmp = tmp_path_factory.mktemp("kept")
+    with Mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}", "sse_keep_upstream=true"]) as p:
+        yield p
+
+
+def test_http2_client_in_keep_mode(kept: Mitmdump) -> None:
+    url = f"{https(kept)}/sse/h2-kept?interval=0.02"
+    out, first = curl(url, "-k", "--http2", "-i", "-H", "Accept: text/event-stream", stop_after=3)
+    assert out.startswith("HTTP/2 200") and "sse-resume: kept" in out, out
+    assert first[:3] == ["1", "2", "3"]
+    out, ids = curl(url, "-k", "--http2", "-i", "-H", "Last-Event-Id: 3", stop_after=20)
+    assert out.startswith("HTTP/2 200") and "sse-resume: hit; kept" in out, out
+    assert ids == [str(n) for n in range(4, 24)], out  # the replay, then live events, in one response
+
+
+def browser_events(page_url: str, count: int) -> tuple[list[str], str]:
+    """Open the EventSource page in headless Chromium; return the ids it saw (once ``count`` are in) and its log."""
     from playwright.sync_api import sync_playwright
 
-    query = "?drop_after=3&retry=200&interval=0.05"
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -68,12 +86,17 @@ def test_browser_eventsource_gets_every_event_once_in_order(proxy: Mitmdump, ups
         )
         try:
             page = browser.new_page()
-            page.goto(f"{proxy.url}/page{query}")
-            page.wait_for_function("window.sseSeen.length >= 15", timeout=30_000)
-            seen = page.evaluate("window.sseSeen")
-            text = page.inner_text("#log")
+            page.goto(page_url)
+            page.wait_for_function(f"window.sseSeen.length >= {count}", timeout=30_000)
+            seen: list[str] = page.evaluate("window.sseSeen")
+            text: str = page.inner_text("#log")
         finally:
             browser.close()
+    return seen, text
+
+
+def test_browser_eventsource_gets_every_event_once_in_order(proxy: Mitmdump, upstream_port: int) -> None:
+    seen, text = browser_events(f"{proxy.url}/page?drop_after=3&retry=200&interval=0.05", 15)
     ids = [int(i) for i in seen]
     assert ids[: len(ids)] == list(range(1, len(ids) + 1)), text  # every event once, in order
     assert text.count("(reconnecting)") >= 4  # the upstream really dropped the connection, repeatedly
@@ -81,6 +104,18 @@ def test_browser_eventsource_gets_every_event_once_in_order(proxy: Mitmdump, ups
         requests = client.get(f"http://127.0.0.1:{upstream_port}/requests").json()
     resumed = [r.get("last-event-id") for r in requests if r.get("last-event-id")]
     assert {"3", "6", "9", "12"} <= set(resumed)  # and the browser came back with Last-Event-ID each time
+
+
+def test_browser_in_keep_mode_never_sees_the_upstream_drops(kept: Mitmdump, upstream_port: int) -> None:
+    seen, text = browser_events(f"{kept.url}/page?drop_after=3&retry=200&interval=0.05&x=kept", 15)
+    ids = [int(i) for i in seen]
+    assert ids == list(range(1, len(ids) + 1)), text  # every event once, in order
+    assert "(reconnecting)" not in text  # the proxy reconnected upstream; the browser's stream never broke
+    with httpx.Client() as client:
+        requests = client.get(f"http://127.0.0.1:{upstream_port}/requests").json()
+    # The proxy's own reconnects, with the browser's headers (its Referer names this page) and the upstream's ids.
+    resumed = {r.get("last-event-id") for r in requests if "x=kept" in r.get("referer", "")}
+    assert {"3", "6", "9", "12"} <= resumed, resumed
 
 
 def test_curl_walkthrough_recipe(proxy: Mitmdump) -> None:
