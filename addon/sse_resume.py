@@ -297,7 +297,15 @@ class SSEResume:
                 import certifi
 
                 ca = certifi.where()
-            tls = ssl.create_default_context(cafile=ca, capath=confdir)
+            try:
+                tls = ssl.create_default_context(cafile=ca, capath=confdir)
+            except (OSError, ssl.SSLError) as e:
+                log.error(
+                    "sse-resume: keep mode: cannot load the trusted CAs (%s); upstream certificates are checked "
+                    "against the system's default ones",
+                    e,
+                )
+                tls = ssl.create_default_context()
         tls.set_alpn_protocols(["http/1.1"])
         return KeepSettings(
             grace=float(s.keep_grace),
@@ -324,7 +332,11 @@ class SSEResume:
             return
         if keeper is None:
             self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats)
-            self.keeper.start()
+            try:
+                self.keeper.start()
+            except OSError as e:
+                log.error("sse-resume: keep mode is off: the keeper cannot listen on 127.0.0.1 (%s)", e)
+                self.keeper = None
         else:
             keeper.reconfigure(self._keep_settings())
 

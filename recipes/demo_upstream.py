@@ -20,6 +20,7 @@ JSON data. The query string picks the behaviour, so one server plays every upstr
     trickle=1      send every event one byte per write (a slow, hostile upstream)
     endless=N      first send N bytes of one line that never ends (no newline), then the events
     gzip=1         compress the stream (Content-Encoding: gzip), flushed after every event
+    garbage_after=N  after N events on a connection, break the HTTP framing (a bad chunk size), then hang
 
 Any other path answers 404, except ``/`` and ``/page``, which serve the EventSource page in
 ``recipes/eventsource.html``. Standard library only, so it runs anywhere Python does.
@@ -118,6 +119,7 @@ class Upstream:
         split = opt("split", 0)
         trickle = bool(opt("trickle", 0))
         endless = int(opt("endless", 0))
+        garbage_after = int(opt("garbage_after", 0))
         last = headers.get("last-event-id", "")
         start = int(last) + 1 if opt("resume", 1) and last.isdigit() else 1
         log.info("stream from %d (Last-Event-ID %r)", start, last)
@@ -173,6 +175,10 @@ class Upstream:
             if drop_after and sent >= drop_after:
                 writer.transport.abort()
                 return False
+            if garbage_after and sent >= garbage_after:
+                writer.write(b"zz-not-a-chunk-size\r\n")
+                await writer.drain()
+                await asyncio.sleep(3600)
             if hang_after and sent >= hang_after:
                 await asyncio.sleep(3600)
             if end_after and sent >= end_after:

@@ -385,3 +385,33 @@ def _plain_upstream(tmp: Path) -> Iterator[tuple[int, None]]:
     port = free_port()
     with start_upstream(tmp, port, 0.05):
         yield port, None
+
+
+def test_upstream_breaking_http_framing_is_reconnected(proxy: Mitmdump, upstream_port: int) -> None:
+    """An upstream whose HTTP framing goes bad every 5 events (it then hangs): the proxy drops that connection and
+    resumes; the client's one response carries every event once."""
+    path = "/sse/garbage?interval=0.02&garbage_after=5&retry=50"
+
+    async def scenario() -> RawSSE:
+        sse = await read(proxy.port, path, 20, {"x-test": "garbage"})
+        sse.abort()
+        return sse
+
+    sse = asyncio.run(scenario())
+    assert numbers(sse.events) == list(range(1, 21))
+    assert not sse.ended
+    assert "upstream broke" in proxy.output
+
+
+def test_streams_beyond_the_cap_are_served_the_usual_way(tmp_path: Path, upstream_port: int) -> None:
+    with keep_proxy(tmp_path, upstream_port, "sse_keep_max_streams=2") as proxy:
+
+        async def scenario() -> list[RawSSE]:
+            streams = [await read(proxy.port, f"/sse/cap{i}?interval=0.05", 2) for i in range(3)]
+            for sse in streams:
+                sse.abort()
+            return streams
+
+        streams = asyncio.run(scenario())
+    assert [s.headers.get("sse-resume") for s in streams] == ["kept", "kept", None]
+    assert all(numbers(s.events) == [1, 2] for s in streams)
