@@ -9,8 +9,6 @@ At the end, the events Redis holds are counted, to show the writes really went t
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,38 +18,25 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_relay import compare  # noqa: E402
+from bench_relay import arguments, fast_upstream, run  # noqa: E402
 
-from harness import Mitmdump, Process, RedisServer, free_port, wait_port  # noqa: E402
+from harness import Mitmdump, RedisServer  # noqa: E402
 
 
 def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args.add_argument("--events", type=int, default=100_000)
-    args.add_argument("--rounds", type=int, default=3)
-    opts = args.parse_args()
-    tmp = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
-    port = free_port()
-    upstream = Process([sys.executable, HERE / "fast_upstream.py", "--port", str(port)], tmp / "upstream.log")
-    wait_port(port, upstream.proc)
-    server = RedisServer(tmp)
-    history = [f"sse_max_event_history={opts.events}", f"sse_max_history_bytes={1 << 30}"]
-    proxies = {
-        "memory": Mitmdump(tmp, port, history),
-        "redis": Mitmdump(tmp, port, [*history, f"sse_store={server.url}", "sse_store_secret=bench"]),
-    }
-    try:
-        best = compare(proxies, opts.events, opts.rounds)
+    opts = arguments(__doc__).parse_args()
+    with fast_upstream() as (tmp, port), RedisServer(tmp) as server:
+        history = [f"sse_max_event_history={opts.events}", f"sse_max_history_bytes={1 << 30}"]
+        proxies = {
+            "memory": Mitmdump(tmp, port, history),
+            "redis": Mitmdump(tmp, port, [*history, f"sse_store={server.url}", "sse_store_secret=bench"]),
+        }
+        best = run(proxies, opts.events, opts.rounds)
         print(f"ratio redis / memory store: {best['memory'] / best['redis']:.2f}x")
         client = redis.Redis(port=server.port)
         time.sleep(5)  # let the writes behind finish
         held = sum(int(client.zcard(key)) for key in client.scan_iter(match="sse-resume:{*}:ev"))
         print(f"events held in Redis after the run: {held:,}")
-    finally:
-        for proxy in proxies.values():
-            proxy.stop()
-        server.stop()
-        upstream.stop()
 
 
 if __name__ == "__main__":

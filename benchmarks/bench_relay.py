@@ -9,10 +9,12 @@ mitmdump. Each configuration runs ``--rounds`` times, alternating, and its best 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,27 +56,44 @@ def compare(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str,
     return best
 
 
-def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options every relay benchmark takes."""
+    args = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--events", type=int, default=100_000)
     args.add_argument("--rounds", type=int, default=3)
-    args.add_argument("--set", action="append", default=[], help="an option for the addon's mitmdump")
-    opts = args.parse_args()
+    return args
+
+
+@contextlib.contextmanager
+def fast_upstream() -> Iterator[tuple[Path, int]]:
+    """A temporary folder and the fast upstream running on a free port, for the benchmark's proxies."""
     tmp = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
     port = free_port()
-    upstream = Process([sys.executable, HERE / "fast_upstream.py", "--port", str(port)], tmp / "upstream.log")
-    wait_port(port, upstream.proc)
-    configs = {"passthrough": HERE / "passthrough.py", "sse-resume": ADDON}
-    proxies = {
-        name: Mitmdump(tmp, port, opts.set if name == "sse-resume" else (), script) for name, script in configs.items()
-    }
+    with Process([sys.executable, HERE / "fast_upstream.py", "--port", str(port)], tmp / "upstream.log") as upstream:
+        wait_port(port, upstream.proc)
+        yield tmp, port
+
+
+def run(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str, float]:
+    """:func:`compare` the proxies, then stop them."""
     try:
-        best = compare(proxies, opts.events, opts.rounds)
-        print(f"ratio sse-resume / passthrough: {best['passthrough'] / best['sse-resume']:.2f}x (goal >= 0.9x)")
+        return compare(proxies, events, rounds)
     finally:
         for proxy in proxies.values():
             proxy.stop()
-        upstream.stop()
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    args.add_argument("--set", action="append", default=[], help="an option for the addon's mitmdump")
+    opts = args.parse_args()
+    with fast_upstream() as (tmp, port):
+        proxies = {
+            "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
+            "sse-resume": Mitmdump(tmp, port, opts.set, ADDON),
+        }
+        best = run(proxies, opts.events, opts.rounds)
+    print(f"ratio sse-resume / passthrough: {best['passthrough'] / best['sse-resume']:.2f}x (goal >= 0.9x)")
 
 
 if __name__ == "__main__":

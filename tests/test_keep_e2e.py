@@ -11,7 +11,6 @@ import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -47,6 +46,17 @@ async def read(port: int, path: str, count: int, headers: dict[str, str] | None 
     await sse.open(port, path, {**SSE, **(headers or {})})
     await asyncio.wait_for(sse.read_until(lambda s: len(s.events) >= count), 20)
     return sse
+
+
+def read_and_hang_up(port: int, path: str, count: int, headers: dict[str, str] | None = None) -> RawSSE:
+    """Read ``count`` events of one response, then hang up."""
+
+    async def scenario() -> RawSSE:
+        sse = await read(port, path, count, headers)
+        sse.abort()
+        return sse
+
+    return asyncio.run(scenario())
 
 
 def test_client_away_gets_every_event_in_one_response(proxy: Mitmdump, upstream_port: int) -> None:
@@ -168,14 +178,7 @@ def test_assigned_ids_resume_and_never_reach_upstream(proxy: Mitmdump, upstream_
 
 def test_reconnect_with_upstream_ids_dedupes_resent_events(proxy: Mitmdump, upstream_port: int) -> None:
     # The upstream drops every 6 events and resumes after the Last-Event-ID the proxy sends (its own ids).
-    path = "/sse/drops?interval=0.02&drop_after=6&retry=50"
-
-    async def scenario() -> RawSSE:
-        sse = await read(proxy.port, path, 30, {"x-test": "drops"})
-        sse.abort()
-        return sse
-
-    sse = asyncio.run(scenario())
+    sse = read_and_hang_up(proxy.port, "/sse/drops?interval=0.02&drop_after=6&retry=50", 30, {"x-test": "drops"})
     assert numbers(sse.events) == list(range(1, 31))
     sent = [h.get("last-event-id", "") for h in requests_to(upstream_port, "drops")]
     assert sent[:3] == ["", "6", "12"], sent
@@ -183,12 +186,7 @@ def test_reconnect_with_upstream_ids_dedupes_resent_events(proxy: Mitmdump, upst
 
 def test_grace_ends_a_kept_stream_nobody_came_back_for(tmp_path: Path, upstream_port: int) -> None:
     with keep_proxy(tmp_path, upstream_port, "sse_keep_grace=1") as proxy:
-
-        async def scenario() -> None:
-            sse = await read(proxy.port, "/sse/grace?interval=0.05", 2)
-            sse.abort()
-
-        asyncio.run(scenario())
+        read_and_hang_up(proxy.port, "/sse/grace?interval=0.05", 2)
         time.sleep(0.3)
         during = scrape(proxy.metrics)  # type: ignore[attr-defined]
         time.sleep(1.5)
@@ -223,13 +221,8 @@ def test_flow_view_shows_the_real_upstream(tmp_path: Path, upstream_port: int) -
 
     flows_file = tmp_path / "flows.mitm"
     with keep_proxy(tmp_path, upstream_port, extra=("-w", str(flows_file))) as proxy:
-
-        async def scenario() -> None:
-            sse = await read(proxy.port, "/sse/view?interval=0.02", 5)
-            sse.abort()
-            await asyncio.sleep(0.3)
-
-        asyncio.run(scenario())
+        read_and_hang_up(proxy.port, "/sse/view?interval=0.02", 5)
+        time.sleep(0.3)
     with flows_file.open("rb") as f:
         flows = [flow for flow in io.FlowReader(f).stream() if isinstance(flow, http.HTTPFlow)]
     (flow,) = [flow for flow in flows if flow.request.path.startswith("/sse/view")]
@@ -309,25 +302,15 @@ def test_upstream_tls_options_are_honoured(tmp_path: Path, trust: str) -> None:
 
 def test_mcp_server_without_event_store_cut_mid_call(tmp_path: Path) -> None:
     """The SDK server keeps no events and sends no ids: with keep mode and proxy-made ids the cut call completes."""
-    from test_mcp_e2e import CuttableRelay, call_count, mcp_server
+    from test_mcp_e2e import assert_every_notification_once, cut_call, mcp_server
 
     with (
         mcp_server(tmp_path, event_store=False) as server,
         keep_proxy(tmp_path, server, "sse_assign_ids=true") as proxy,
     ):
-
-        async def scenario() -> dict[str, Any]:
-            async with CuttableRelay(proxy.port) as relay:
-                got = await call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=0.9)
-                got["cuts"] = relay.cuts
-                return got
-
-        got = asyncio.run(scenario())
+        got = cut_call(proxy.port)
         log = proxy.output
-    assert got["cuts"] == 1
-    assert got["result"] == "counted to 8" and not got["error"], got
-    assert got["progress"] == [1, 2, 3, 4, 5, 6, 7, 8], got  # each notification once, in order
-    assert got["logs"] == [f"log {i}" for i in range(1, 9)], got
+    assert_every_notification_once(got)
     assert "keep mode" in log
 
 
@@ -340,12 +323,7 @@ def test_request_headers_reach_upstream_unchanged_and_gzip_is_decoded(proxy: Mit
         "accept-encoding": "gzip",
     }
 
-    async def scenario() -> RawSSE:
-        sse = await read(proxy.port, "/sse/headers?interval=0.02&gzip=1", 3, headers)
-        sse.abort()
-        return sse
-
-    sse = asyncio.run(scenario())
+    sse = read_and_hang_up(proxy.port, "/sse/headers?interval=0.02&gzip=1", 3, headers)
     assert numbers(sse.events) == [1, 2, 3]  # read through the upstream's gzip
     assert "content-encoding" not in sse.headers  # the keeper sends the stream decoded
     (seen,) = requests_to(upstream_port, "headers")
@@ -390,14 +368,7 @@ def _plain_upstream(tmp: Path) -> Iterator[tuple[int, None]]:
 def test_upstream_breaking_http_framing_is_reconnected(proxy: Mitmdump, upstream_port: int) -> None:
     """An upstream whose HTTP framing goes bad every 5 events (it then hangs): the proxy drops that connection and
     resumes; the client's one response carries every event once."""
-    path = "/sse/garbage?interval=0.02&garbage_after=5&retry=50"
-
-    async def scenario() -> RawSSE:
-        sse = await read(proxy.port, path, 20, {"x-test": "garbage"})
-        sse.abort()
-        return sse
-
-    sse = asyncio.run(scenario())
+    sse = read_and_hang_up(proxy.port, "/sse/garbage?interval=0.02&garbage_after=5&retry=50", 20)
     assert numbers(sse.events) == list(range(1, 21))
     assert not sse.ended
     assert "upstream broke" in proxy.output

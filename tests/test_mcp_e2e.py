@@ -110,21 +110,30 @@ async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: f
     return {"progress": received, "totals": totals, "logs": logs, "result": text, "error": result.is_error}
 
 
+def cut_call(proxy_port: int) -> dict[str, Any]:
+    """A tool call of 8 progress notifications through ``proxy_port``, its connection cut after 0.9 s."""
+
+    async def scenario() -> dict[str, Any]:
+        async with CuttableRelay(proxy_port) as relay:
+            got = await call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=0.9)
+            got["cuts"] = relay.cuts
+            return got
+
+    return asyncio.run(scenario())
+
+
+def assert_every_notification_once(got: dict[str, Any]) -> None:
+    assert got["cuts"] == 1
+    assert got["result"] == "counted to 8" and not got["error"], got
+    assert got["progress"] == [1, 2, 3, 4, 5, 6, 7, 8], got  # each notification once, in order
+    assert got["logs"] == [f"log {i}" for i in range(1, 9)], got
+
+
 def test_cut_mid_call_with_event_store_every_notification_once(tmp_path: Path) -> None:
     with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server) as proxy:
-
-        async def scenario() -> dict[str, Any]:
-            async with CuttableRelay(proxy.port) as relay:
-                got = await call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=0.9)
-                got["cuts"] = relay.cuts
-                return got
-
-        got = asyncio.run(scenario())
+        got = cut_call(proxy.port)
         log = proxy.output
-    assert got["cuts"] == 1
-    assert got["result"] == "counted to 8" and not got["error"]
-    assert got["progress"] == [1, 2, 3, 4, 5, 6, 7, 8], got
-    assert got["logs"] == [f"log {i}" for i in range(1, 9)], got
+    assert_every_notification_once(got)
     assert "sse-resume: session" in log  # the reconnect went through the addon's decision
 
 

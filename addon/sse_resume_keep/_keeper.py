@@ -39,7 +39,8 @@ log = logging.getLogger("sse_resume")
 
 TICKET_HEADER: Final = "x-sse-resume-keep"
 TICKET_TTL: Final = 60.0  # seconds a ticket waits for mitmproxy's connection
-MAX_HEAD: Final = 256 * 1024  # bytes of request head and body the keeper reads from mitmproxy
+MAX_HEAD: Final = 256 * 1024  # the largest request head the keeper reads from mitmproxy (bodies are not kept)
+MAX_REPORTS: Final = 100_000  # reports of flows in progress, a bound in case mitmproxy never ends one
 SLOW_CLIENT: Final = 8 * 1024 * 1024  # bytes queued for a client that does not read: it is dropped, and resumes
 HOP_BY_HOP: Final = frozenset(
     {
@@ -131,7 +132,6 @@ class KeeperStats:
     gave_up: int = 0
     grace_expired: int = 0
     buffer_full: int = 0
-    slow_clients: int = 0
 
 
 class _Client:
@@ -407,6 +407,8 @@ class Keeper:
         report = KeepReport(transcript=transcript)
         self._tickets[token] = _Ticket(session, request, last_event_id, now, report)
         self._reports[token] = report
+        if len(self._reports) > MAX_REPORTS:
+            del self._reports[next(iter(self._reports))]
         return token
 
     def report(self, token: str) -> KeepReport | None:
