@@ -106,6 +106,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
 MARK = ":arrows_counterclockwise:"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"})
 MAX_ENDPOINTS = 1000
+FLUSH_EVERY = 0.05  # seconds: the longest an event relayed waits to be recorded (see Relay.flush)
 TLS_OPTIONS = {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 
 
@@ -218,6 +219,8 @@ class SSEResume:
         self.settings = Settings()
         self.store: MemoryHistory = MemoryHistory(self.settings.limits())
         self.resume_stats = ResumeStats()
+        self._unflushed: set[Relay] = set()  # relays with events to record, whichever resumer opened them
+        self._flusher: asyncio.Task[None] | None = None
         self.resumer = self._resumer()
         self._flows: dict[str, FlowState] = {}
         self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
@@ -373,6 +376,14 @@ class SSEResume:
             self.store.start()  # connect now: a Redis that cannot be reached shows in the log at start
         self._running = True
         self._run_keeper()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_every(FLUSH_EVERY))
+
+    async def _flush_every(self, seconds: float) -> None:
+        """Relays record in batches; this records what a slow stream holds back, so it is soon in history."""
+        while True:
+            await asyncio.sleep(seconds)
+            for relay in list(self._unflushed):
+                relay.flush()  # never raises
 
     def _serve_metrics(self) -> None:
         wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None
@@ -403,6 +414,10 @@ class SSEResume:
     async def done(self) -> None:
         self._stop_metrics()
         self._running = False
+        if self._flusher is not None:
+            self._flusher.cancel()
+        for relay in list(self._unflushed):
+            relay.flush()
         if self.keeper is not None:
             await self.keeper.aclose()
             self.keeper = None
@@ -421,6 +436,7 @@ class SSEResume:
             default_retry=s.default_retry,
             transcript_bytes=s.transcript_bytes,
             stats=self.resume_stats,
+            unflushed=self._unflushed,
         )
 
     # -- hooks -----------------------------------------------------------------------------------------------
@@ -656,6 +672,8 @@ class SSEResume:
                     self._annotate_kept(flow, state, report)
                 return
             relay = state.relay
+            if relay is not None:
+                relay.flush()  # what it relayed before the client went is history too
             if relay is not None and relay.transcript is not None and flow.response is not None:
                 flow.response.raw_content = relay.transcript.value()
             if relay is not None or state.decision is not None:

@@ -385,3 +385,52 @@ def test_streams_opened_without_events_are_bounded() -> None:
         h.new_stream("a")
     assert h.sessions()[0].streams <= 4 + 16
     h._check()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_record_many_is_record_of_each(seed: int) -> None:
+    """Batches (the relay's) leave the history exactly as recording their events one by one would."""
+    rng = random.Random(seed)
+    replay = seed % 4 != 0
+    limits = HistoryLimits(
+        max_events=rng.choice([5, 20, 200]), max_bytes=rng.choice([64 * 1024, 1 << 30]), replay=replay
+    )
+    clock = [0.0]
+    one, many = (MemoryHistory(limits, clock=lambda: clock[0]) for _ in range(2))
+    streams = {h: {} for h in ("one", "many")}  # type: ignore[var-annotated]
+    next_id = 1000
+    for _ in range(60):
+        session = f"s{rng.randrange(3)}"
+        stream_key = (session, rng.randrange(2))
+        for name, h in (("one", one), ("many", many)):
+            if stream_key not in streams[name]:
+                streams[name][stream_key] = h.new_stream(session)
+        stream = streams["one"][stream_key]
+        assert streams["many"][stream_key] == stream
+        size = rng.randrange(1, 70)
+        ids: list[str | None]
+        if rng.random() < 0.5:  # what streams send: new ids in order, or none
+            ids = [None] * size if rng.random() < 0.3 else [str(next_id + i) for i in range(size)]
+            next_id += size
+        else:  # anything: repeats, resets, ids held already
+            ids = [rng.choice([None, str(rng.randrange(150)), ""]) for _ in range(size)]
+        batch = [(event_id, b"data: %d\n\n" % rng.randrange(1000) * rng.randrange(1, 4)) for event_id in ids]
+        for event_id, raw in batch:
+            one.record(session, stream, event_id, raw)
+        many.record_many(session, stream, [e for e, _ in batch], [r for _, r in batch])
+        clock[0] += rng.choice([0.0, 0.5, 400.0 if rng.random() < 0.05 else 1.0])
+    if limits.max_bytes < 1 << 30:
+        # Under byte pressure a batch is brought within the bound once, at its end, rather than after each
+        # event: the bound holds either way, and both hold the newest events of each session.
+        assert many.snapshot().bytes <= limits.max_bytes
+        for session in ("s0", "s1", "s2"):
+            a, b = ([(e.seq, e.id, e.raw) for e in h.events(session)] for h in (one, many))
+            assert a[len(a) - min(len(a), len(b)) :] == b[len(b) - min(len(a), len(b)) :]
+        return
+    assert one.snapshot() == many.snapshot()
+    for session in ("s0", "s1", "s2"):
+        assert [(e.seq, e.stream, e.id, e.raw) for e in one.events(session)] == [
+            (e.seq, e.stream, e.id, e.raw) for e in many.events(session)
+        ]
+        for event_id in [*map(str, range(150)), *map(str, range(1000, next_id, 7))]:
+            assert one.lookup(session, event_id) == many.lookup(session, event_id)

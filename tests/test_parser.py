@@ -413,5 +413,11 @@ def test_single_event_fast_path_declines_what_it_cannot_take() -> None:
     for chunk in (b"data: a\r\n\r\n", b"data: a\n\ndata: b\n\n", b"data: a\n", b"retry: 5\ndata: a\n\n"):
         assert p.feed_single_event(chunk) == (False, None), chunk
     assert p.feed_single_event(b"id: 7\ndata: a\n\n") == (True, "7") and p.last_event_id == "7"
+    assert p.feed_single_event(b"id:8\ndata:a\n\n") == (True, "8")  # the space after the colon is optional
+    assert p.feed_single_event(b"id:  9\ndata: a\n\n") == (True, " 9")  # only one space is removed
+    assert p.feed_single_event(b"id: 9\nevent: e\ndata: a\n\n") == (True, "9")
+    for chunk in (b"id: 1\nid: 2\ndata: a\n\n", b"id: a\x00b\ndata: a\n\n", b"data: a\ndata: b\n\n"):
+        assert p.feed_single_event(chunk) == (False, None), chunk  # the general parser decides these
+    assert p.last_event_id == "9"
     p.feed(b"data: held")
     assert p.feed_single_event(b"id: 8\ndata: b\n\n") == (False, None)  # bytes are held: they come first

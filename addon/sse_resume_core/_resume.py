@@ -38,6 +38,7 @@ Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
 # Digests are keyed with a secret of this process, so a digest in a log or a key cannot be checked against guessed
 # session ids or credentials (and nothing keyed by it outlives the process).
 _DIGEST_KEY: Final = secrets.token_bytes(32)
+BATCH: Final = 64  # events a relay records at once (see Relay.flush)
 MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remembered, least recent dropped
 _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
@@ -113,6 +114,8 @@ class Relay:
 
     __slots__ = (
         "_parser",
+        "_pending",
+        "_pending_ids",
         "_prefix",
         "_resume_seq",
         "_resumer",
@@ -160,6 +163,11 @@ class Relay:
         self.passthrough = ""
         """Why this relay stopped interpreting the stream (it passes bytes untouched), if it did."""
         self._started = False  # the first event has been seen
+        # A fresh stream (no resume position) records in batches: its whole-event chunks are relayed at once and
+        # recorded by flush(), which runs every BATCH chunks, before anything else is relayed or decided, at
+        # the end, and on the caller's timer. (Recording one event at a time was most of the relay's cost.)
+        self._pending: list[bytes] | None = [] if resume_seq is None else None
+        self._pending_ids: list[str | None] = []
         self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
         """The most recent bytes sent to the client, for the flow view (None when disabled)."""
 
@@ -176,17 +184,48 @@ class Relay:
                 out = self._first_events(self._parser.feed(chunk))
             else:
                 single, event_id = self._parser.feed_single_event(chunk)
-                if single:  # the common case: one whole event per chunk, its id read without building a Block
+                pending = self._pending
+                if single and pending is not None:  # the hot path: see flush()
+                    if event_id and self._window and not self._remember(event_id):
+                        return b""
+                    if not pending:
+                        self._resumer.unflushed.add(self)
+                    pending.append(chunk)
+                    self._pending_ids.append(event_id)
+                    if len(pending) >= BATCH:
+                        self.flush()
+                    return chunk
+                if single:  # one whole event per chunk, its id read without building a Block
                     out = chunk if self._keep(chunk, _EVENT, event_id, None) else b""
                 else:
+                    self.flush()
                     out = self._relay(self._parser.feed(chunk))
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
             self.failed = e
             out = self._parser.held() + chunk
         return self._emit(out)
 
+    def flush(self) -> None:
+        """Record the events relayed but not recorded yet (and add them to the transcript). Never raises."""
+        pending = self._pending
+        if not pending:
+            return
+        ids = self._pending_ids
+        self._pending, self._pending_ids = [], []
+        self._resumer.unflushed.discard(self)
+        if self.transcript is not None:
+            self.transcript.extend(pending)
+        if self.failed is not None:
+            return
+        try:
+            self._store.record_many(self.session, self.stream, ids, pending)
+            self.stats.recorded += len(pending)
+        except Exception as e:  # the bytes went to the client already: only the record is lost
+            self.failed = e
+
     def close(self) -> bytes:
         """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
+        self.flush()
         self.closed = True
         if self.failed is not None:
             return b""
@@ -236,25 +275,32 @@ class Relay:
             return kept[0]
         return b"".join(kept)
 
+    def _remember(self, event_id: str) -> bool:
+        """Note an id delivered on this connection; False when it was delivered already (a duplicate)."""
+        seen = self._seen
+        if event_id in seen:
+            self.stats.duplicates += 1
+            self._resumer.stats.deduplicated += 1
+            return False
+        seen.add(event_id)
+        order = self._seen_order
+        order.append(event_id)
+        if len(order) > self._window:
+            seen.discard(order.popleft())
+        return True
+
     def _keep(self, raw: bytes, kind: BlockKind, event_id: str | None, retry: int | None) -> bool:
         """Record one block; say whether this client should get it (False: it already has it)."""
         stats = self.stats
         if event_id:
-            seen = self._seen
-            had = event_id in seen  # delivered on this connection, or at or before the client's position
-            if not had and self._resume_seq is not None:
+            if self._resume_seq is not None:  # at or before the client's position: it has it
                 position = self._store.position(self.session, self.stream, event_id)
-                had = position is not None and position <= self._resume_seq
-            if had:
-                stats.duplicates += 1
-                self._resumer.stats.deduplicated += 1
+                if position is not None and position <= self._resume_seq:
+                    stats.duplicates += 1
+                    self._resumer.stats.deduplicated += 1
+                    return False
+            if self._window and not self._remember(event_id):  # delivered on this connection already
                 return False
-            if self._window:
-                seen.add(event_id)
-                order = self._seen_order
-                order.append(event_id)
-                if len(order) > self._window:
-                    seen.discard(order.popleft())
         if kind is _EVENT or (kind is _EMPTY and event_id is not None):
             # An event, or an id-only block (a priming event, a reset): both are positions in the stream.
             self._store.record(self.session, self.stream, event_id, raw)
@@ -291,6 +337,7 @@ class Resumer:
         default_retry: int = 3000,
         transcript_bytes: int = 0,
         stats: ResumeStats | None = None,
+        unflushed: set[Relay] | None = None,
     ) -> None:
         self.store = store
         self.transcript_bytes = transcript_bytes
@@ -300,6 +347,8 @@ class Resumer:
         self.max_event_bytes = max_event_bytes
         self.replay_retry = replay_retry
         self.default_retry = default_retry
+        self.unflushed: set[Relay] = set() if unflushed is None else unflushed
+        """Relays holding events not recorded yet (see :meth:`Relay.flush`); may be shared by resumers."""
         self.upstream_retry = _LRU()  # (session, stream) -> the last retry the upstream sent on it
         self.pending_restore = _LRU()  # streams whose clients got a short retry with a replay
         self.stats = stats or ResumeStats()
@@ -312,6 +361,7 @@ class Resumer:
         """
         if not last_event_id:
             return Decision("fresh", session)
+        self.flush()  # every event relayed so far is in the history before it is looked up
         found = await self.store.find(session, last_event_id)
         if found is None:
             return self._miss(session, last_event_id)
@@ -372,6 +422,11 @@ class Resumer:
             note = "Last-Event-ID unknown: forwarded upstream; continuity not guaranteed"
             forward = last_event_id
         return Decision("miss", session, None, forward, None, prefix=b": sse-resume: %s\n\n" % note.encode(), note=note)
+
+    def flush(self) -> None:
+        """Record what every relay holds back (see :meth:`Relay.flush`); the caller's timer calls it too."""
+        for relay in list(self.unflushed):
+            relay.flush()
 
     def open(self, decision: Decision) -> Relay:
         """Open the relay for the upstream response to a request decided as ``decision``."""

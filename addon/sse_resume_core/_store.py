@@ -24,6 +24,10 @@ class HistoryStore(Protocol):
         """Record one event of ``stream`` in arrival order; an id already held for the stream is not stored."""
         ...
 
+    def record_many(self, session: str, stream: str, event_ids: list[str | None], raws: list[bytes]) -> None:
+        """Record several events of ``stream`` in order, as :meth:`record` of each would."""
+        ...
+
     def position(self, session: str, stream: str, event_id: str) -> int | None:
         """The position of ``event_id`` in ``stream`` (comparable within the stream), if held."""
         ...

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
 
 from sse_resume_core._parser import BlockKind, SSEParser
 
@@ -92,9 +91,14 @@ class Transcript:
             self._size -= len(old)
             self.dropped += len(old)
 
-    def extend(self, pieces: Iterable[bytes]) -> None:
-        for piece in pieces:
-            self.add(piece)
+    def extend(self, pieces: list[bytes]) -> None:
+        """Keep several pieces at once, as :meth:`add` of each would."""
+        self._pieces.extend(pieces)
+        self._size += sum(map(len, pieces))
+        while self._size > self.limit and self._pieces:
+            old = self._pieces.popleft()
+            self._size -= len(old)
+            self.dropped += len(old)
 
     def value(self) -> bytes:
         """The kept bytes, with a comment in front when older ones were dropped."""

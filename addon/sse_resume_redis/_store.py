@@ -181,6 +181,10 @@ class RedisHistory(MemoryHistory):
             self._enqueue(("record", (session, stream, event_id, kept, self.wall())), len(kept) + 200)
         return result
 
+    def record_many(self, session: str, stream: str, event_ids: list[str | None], raws: list[bytes]) -> None:
+        for event_id, raw in zip(event_ids, raws, strict=True):  # each write is queued on its own
+            self.record(session, stream, event_id, raw)
+
     def drop_session(self, session: str) -> bool:
         self._enqueue(("drop", session), 100)
         return super().drop_session(session)
