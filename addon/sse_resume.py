@@ -621,13 +621,7 @@ class SSEResume:
             else:
                 out = relay.feed(data) if chunk else relay.close()
                 if relay.failed is not None:
-                    state.failed = True
-                    log.error(
-                        "sse-resume: internal error relaying %s (session %s); passing the rest through",
-                        flow_id,
-                        state.session[:12],
-                        exc_info=relay.failed,
-                    )
+                    _log_failure(flow_id, state, relay)
             # An empty bytes object would end an HTTP/1 response: hand back an empty list instead.
             return out if out else []
 
@@ -674,6 +668,8 @@ class SSEResume:
             relay = state.relay
             if relay is not None:
                 relay.flush()  # what it relayed before the client went is history too
+                if relay.failed is not None and not state.failed:
+                    _log_failure(flow.id, state, relay)
             if relay is not None and relay.transcript is not None and flow.response is not None:
                 flow.response.raw_content = relay.transcript.value()
             if relay is not None or state.decision is not None:
@@ -849,6 +845,17 @@ class SSEResume:
             "store_dropped_writes": h.dropped,
             "store_fallbacks": h.fallbacks,
         }
+
+
+def _log_failure(flow_id: str, state: FlowState, relay: Relay) -> None:
+    """Say once per flow that the relay failed (it passes everything through from then on)."""
+    state.failed = True
+    log.error(
+        "sse-resume: internal error relaying %s (session %s); passing the rest through",
+        flow_id,
+        state.session[:12],
+        exc_info=relay.failed,
+    )
 
 
 def _endpoint(request: http.Request) -> tuple[str, str, int, str]:

@@ -2,8 +2,9 @@
 
     mitmdump -s addon/sse_resume.py -s tests/fault_addon.py --set fault_record_at=5
 
-``fault_record_at=N`` makes the N-th write to the history raise; ``fault_decide_id=X`` makes the resume decision
-for ``Last-Event-ID: X`` raise. Each fault fires once, so a test can see the addon recover.
+``fault_record_at=N`` makes the write of the N-th event to the history raise (one at a time or in a batch);
+``fault_decide_id=X`` makes the resume decision for ``Last-Event-ID: X`` raise. Each fault fires once, so a test
+can see the addon recover.
 """
 
 from __future__ import annotations
@@ -50,7 +51,17 @@ class Fault:
                     raise RuntimeError("forced fault in the history store")
                 return real_record(*args)
 
+            real_record_many = store.record_many
+
+            def record_many(session: str, stream: str, ids: list[Any], raws: list[bytes]) -> Any:
+                nonlocal calls
+                calls += len(ids)
+                if calls - len(ids) < record_at <= calls:
+                    raise RuntimeError("forced fault in the history store")
+                return real_record_many(session, stream, ids, raws)
+
             store.record = record
+            store.record_many = record_many
         if decide_id:
             resumer = target.resumer
             real_decide = resumer.decide

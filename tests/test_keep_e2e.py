@@ -8,14 +8,17 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from harness import Mitmdump, RawSSE, curl, free_port, numbers, scrape, start_upstream
+from sse_resume_core import SSEParser
 
 pytestmark = pytest.mark.e2e
 SSE = {"accept": "text/event-stream"}
@@ -386,3 +389,59 @@ def test_streams_beyond_the_cap_are_served_the_usual_way(tmp_path: Path, upstrea
         streams = asyncio.run(scenario())
     assert [s.headers.get("sse-resume") for s in streams] == ["kept", "kept", None]
     assert all(numbers(s.events) == [1, 2] for s in streams)
+
+
+def test_mcp_tool_result_that_arrives_while_the_client_is_away(tmp_path: Path) -> None:
+    """MCP by hand (httpx): a tool call's POST stream is read to 2 notifications and cut; the call finishes while
+    the client is away; the client comes back with the proxy-made id of the last event it had and gets the rest
+    of the notifications and the result, then the end of the response."""
+    from test_mcp_e2e import mcp_server
+
+    with (
+        mcp_server(tmp_path, event_store=False) as server,
+        keep_proxy(tmp_path, server, "sse_assign_ids=true") as proxy,
+        httpx.Client(base_url=proxy.url, timeout=10) as client,
+    ):
+        accept = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
+        init = client.post(
+            "/mcp",
+            headers=accept,
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+        )
+        headers = {**accept, "mcp-session-id": init.headers["mcp-session-id"]}
+        client.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "count", "arguments": {"n": 4, "delay": 0.2}, "_meta": {"progressToken": "p"}},
+        }
+        first: list[tuple[str | None, dict[str, Any]]] = []
+        with client.stream("POST", "/mcp", headers=headers, json=call) as response:
+            assert response.headers["sse-resume"] == "kept"
+            parser = SSEParser()
+            for chunk in response.iter_raw():
+                first += [(b.id, json.loads(b.data)) for b in parser.feed(chunk) if b.data]
+                if len(first) >= 2:
+                    break  # the client goes: the tool is still running
+        time.sleep(2.0)  # the rest of the call, result included, happens while nobody reads
+        back = client.get(
+            "/mcp", headers={**headers, "accept": "text/event-stream", "last-event-id": first[-1][0] or ""}
+        )
+        parser = SSEParser()
+        rest = [(b.id, json.loads(b.data)) for b in parser.feed(back.content) + parser.close() if b.data]
+    assert all(event_id and event_id.startswith("sse-resume.") for event_id, _ in first + rest)
+    messages = [m for _, m in first + rest]
+    progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]
+    assert progress == [1, 2, 3, 4], messages  # every notification once, in order
+    assert messages[-1]["id"] == 2 and messages[-1]["result"]["content"][0]["text"] == "counted to 4"
+    assert back.headers["sse-resume"] == "hit; kept"
