@@ -254,17 +254,8 @@ class MemoryHistory:
         """
         limits = self.limits
         now = self.clock()
-        s = self._sessions.get(session)
-        if s is None or now - s.used > limits.ttl:
-            s = self._touch(session)
-        else:
-            if s is not self._mru:
-                self._sessions.move_to_end(session)
-                self._mru = s
-            s.used = now
+        s = self._use(session, now)
         ids = s.ids
-        if s.start < len(ids) and s.times[s.start] < now - s.created - limits.ttl:
-            self._expire_session(s, now)  # first: it may drop streams that hold only expired events
         st = s.streams.get(stream) or self._stream(s, stream)
         cost = EVENT_OVERHEAD
         if event_id:
@@ -304,37 +295,43 @@ class MemoryHistory:
         Runtime complexity: O(k) amortized for k events (plus the evictions they cause).
         """
         n = len(event_ids)
+        limits = self.limits
+        now = self.clock()
         s = self._sessions.get(session)
         st = None if s is None else s.streams.get(stream)
         if (
-            n < 2
-            or s is None
-            or st is None
-            or s.raws is None
-            or self.clock() - s.used > self.limits.ttl
-            or len(set(named := [e for e in event_ids if e])) < len(named)  # an id repeated in the batch
-            or not st.by_id.keys().isdisjoint(named)  # an id held already: those go one by one
+            n >= 2
+            and s is not None
+            and st is not None
+            and s.raws is not None
+            and now - s.used <= limits.ttl
+            and len(set(named := [e for e in event_ids if e])) == len(named)  # no id repeated in the batch
+            and st.by_id.keys().isdisjoint(named)  # no id held already (those go one by one)
         ):
-            for event_id, raw in zip(event_ids, raws, strict=True):
-                self.record(session, stream, event_id, raw)
-            return
-        limits = self.limits
-        now = self.clock()
-        if s is not self._mru:
-            self._sessions.move_to_end(session)
-            self._mru = s
-        s.used = now
-        ids = s.ids
-        if s.start < len(ids) and s.times[s.start] < now - s.created - limits.ttl:
-            self._expire_session(s, now)
-            if stream not in s.streams:
-                for event_id, raw in zip(event_ids, raws, strict=True):
-                    self.record(session, stream, event_id, raw)
+            self._use(session, now)  # marks it used, and expires old events: the stream may go with them
+            if s.streams.get(stream) is st:
+                self._append(s, st, s.raws, event_ids, raws, now)
                 return
+        for event_id, raw in zip(event_ids, raws, strict=True):
+            self.record(session, stream, event_id, raw)
+
+    def _append(
+        self,
+        s: _Session,
+        st: _Stream,
+        held: list[bytes | None],
+        event_ids: list[str | None],
+        raws: list[bytes],
+        now: float,
+    ) -> None:
+        """The bulk part of :meth:`record_many`: new events of one stream, none of their ids held."""
+        limits = self.limits
+        n = len(event_ids)
+        ids = s.ids
         first = s.base + len(ids)
         seqs = range(first, first + n)
         ids.extend(event_ids)
-        s.raws.extend(raws)
+        held.extend(raws)
         s.times.extend([now - s.created] * n)
         s.stream_of.extend([st.number] * n)
         st.tail.extend(seqs)
@@ -497,6 +494,21 @@ class MemoryHistory:
         s.next_stream += 1
         self._account(s, STREAM_OVERHEAD)
         return stream
+
+    def _use(self, key: str, now: float) -> _Session:
+        """The session to record into at ``now``: made (or made anew, when idle past the ttl) or marked most
+        recently used, and rid of its expired events first (which may drop streams that hold only those)."""
+        s = self._sessions.get(key)
+        if s is None or now - s.used > self.limits.ttl:
+            s = self._touch(key)
+        else:
+            if s is not self._mru:
+                self._sessions.move_to_end(key)
+                self._mru = s
+            s.used = now
+        if s.start < len(s.ids) and s.times[s.start] < now - s.created - self.limits.ttl:
+            self._expire_session(s, now)
+        return s
 
     def _touch(self, key: str) -> _Session:
         now = self.clock()

@@ -219,7 +219,7 @@ class KeptStream:
             self._away_events = self._away_bytes = 0
             self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self._grace_over)
         elif self.finished:
-            self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self.stop, "grace over")
+            self._linger()
 
     def _grace_over(self) -> None:
         if not self.clients:
@@ -327,7 +327,7 @@ class KeptStream:
                     for client in list(self.clients):
                         client.finish("upstream stream complete", clean=True)
                     self.clients.clear()
-                    self.detach_all_done()
+                    self._linger()
                     return
                 if progressed:
                     retries = 0
@@ -339,7 +339,7 @@ class KeptStream:
             log.exception("sse-resume: internal error in kept stream %s.%s", feed.session[:12], feed.stream)
             self.stop("internal error")
 
-    def detach_all_done(self) -> None:
+    def _linger(self) -> None:
         """A finished stream stays findable for the grace time, so a returning client gets its end."""
         if self._grace is None:
             self._grace = asyncio.get_running_loop().call_later(self.keeper.settings.grace, self.stop, "grace over")
@@ -522,10 +522,11 @@ class Keeper:
                 report.replayed = len(replay)
                 report.stream = found.stream
                 n = len(replay)
+                then = "the kept stream" if stream is not None else "the upstream, read by the proxy"
                 report.note = (
-                    f"served {n} event{'s' if n != 1 else ''} from history, then the kept stream"
+                    f"served {n} event{'s' if n != 1 else ''} from history, then {then}"
                     if n
-                    else "up to date: attached to the kept stream"
+                    else f"up to date: attached to {then}"
                 )
                 if stream is None:
                     upstream_id = _newest_upstream_id(found.after, last_id, store, session, found.stream)
@@ -536,7 +537,6 @@ class Keeper:
                     headers = [("content-type", SSE_TYPE), ("cache-control", "no-cache")]
                     stream.headers = headers
                     stream.start(None)
-                    report.note = report.note.replace("the kept stream", "the upstream, read by the proxy")
                 self._respond(client, stream.status, stream.headers, report.outcome)
                 self._replay(client, report.note, replay)
                 if stream.finished:
