@@ -226,7 +226,7 @@ class SSEResume:
         self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
         self._metrics_at: tuple[str, int] | None = None
         self._secret: bytes | None = None  # the key of session digests shared by proxies (with a Redis store)
-        self._closing: set[asyncio.Task[None]] = set()  # stores being closed after a change of settings
+        self._closing: set[asyncio.Task[None]] = set()  # stores and keepers closing after a change of settings
         self.keeper: Keeper | None = None  # keep mode's server, while keep mode is on and the proxy runs
         # URLs seen answering text/event-stream: keep mode also keeps GETs to them that do not say they want SSE
         self._sse_endpoints: OrderedDict[tuple[str, str, int, str], None] = OrderedDict()
@@ -344,6 +344,7 @@ class SSEResume:
             keeper.reconfigure(self._keep_settings())
 
     def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` (a close) in the background, keeping a reference until it is done."""
         task = asyncio.get_running_loop().create_task(coro)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -365,9 +366,7 @@ class SSEResume:
         old, self.store = self.store, store
         if isinstance(old, RedisHistory):
             with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
-                task = asyncio.get_running_loop().create_task(old.aclose())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._spawn(old.aclose())
         if isinstance(store, RedisHistory):
             store.start()
 
