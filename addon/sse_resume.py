@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import ssl
@@ -51,7 +52,10 @@ OPTIONS: dict[str, tuple[type, str]] = {
         "Keep event payloads and answer reconnects from them. false keeps ids only: reconnects are forwarded "
         "upstream with the right Last-Event-ID and deduplicated, nothing is replayed by the proxy.",
     ),
-    "dedupe_window": (int, "Event ids remembered per client connection, to drop repeats within it."),
+    "dedupe_window": (
+        int,
+        "Event ids remembered per client connection (the most recent, at least this many), to drop repeats.",
+    ),
     "stale_policy": (
         str,
         "What to do with a Last-Event-ID that is not in history: 'forward' passes it upstream unchanged, "
@@ -601,30 +605,28 @@ class SSEResume:
     ) -> Callable[[bytes], Iterable[bytes] | bytes]:
         relay = state.relay
         assert relay is not None
+        relay.on_failure = functools.partial(_log_failure, flow_id, state)
+        if decoder is None:
+            return relay.pipe  # one call per chunk, nothing in between: the relay's hot path
 
-        def stream(chunk: bytes) -> Iterable[bytes] | bytes:
+        def decoded(chunk: bytes) -> Iterable[bytes] | bytes:
             data = chunk
-            if decoder is not None:
-                try:
-                    data = decoder(chunk)
-                except Exception:
-                    if not state.failed:
-                        log.warning(
-                            "sse-resume: %s: the %s body does not decode; forwarding it as is",
-                            flow_id,
-                            decoder.encoding,
-                        )
-                    state.failed = True
+            try:
+                data = decoder(chunk)
+            except Exception:
+                if not state.failed:
+                    log.warning(
+                        "sse-resume: %s: the %s body does not decode; forwarding it as is", flow_id, decoder.encoding
+                    )
+                state.failed = True
             if state.failed:
-                out = data
-            else:
-                out = relay.feed(data) if chunk else relay.close()
-                if relay.failed is not None:
-                    _log_failure(flow_id, state, relay)
-            # An empty bytes object would end an HTTP/1 response: hand back an empty list instead.
+                return data if data else []  # an empty bytes object would end an HTTP/1 response
+            if chunk:
+                return relay.pipe(data) if data else []
+            out = relay.feed(data) + relay.close()  # the end: what the decoder still held, then the relay's rest
             return out if out else []
 
-        return stream
+        return decoded
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -666,9 +668,7 @@ class SSEResume:
                 return
             relay = state.relay
             if relay is not None:
-                relay.flush()  # what it relayed before the client went is history too
-                if relay.failed is not None and not state.failed:
-                    _log_failure(flow.id, state, relay)
+                relay.flush()  # what it relayed before the client went is history too (a failure is logged)
             if relay is not None and relay.transcript is not None and flow.response is not None:
                 flow.response.raw_content = relay.transcript.value()
             if relay is not None or state.decision is not None:

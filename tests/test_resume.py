@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser
-from sse_resume_core._resume import Decision, Relay, Resumer, session_key
+from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
 def ev(n: int) -> bytes:
@@ -108,8 +110,22 @@ def test_ids_only_mode_never_replays_and_forwards_the_clients_id() -> None:
 
 def test_window_drops_repeats_within_a_connection() -> None:
     r = resumer(dedupe_window=2)
-    out = stream_of(r, decide(r, "s", None), [ev(1), ev(2), ev(1), ev(3), ev(1)])
-    assert out == ev(1) + ev(2) + ev(3) + ev(1)  # the window holds the last 2 ids: 1 has left it at the end
+    out = stream_of(r, decide(r, "s", None), [ev(1), ev(2), ev(1), ev(3), ev(2)])
+    assert out == ev(1) + ev(2) + ev(3)  # 1 and 2 were among the last 2 ids when they came again
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["event-per-chunk", "events-together"])
+def test_window_forgets_ids_older_than_it_holds(chunked: bool) -> None:
+    # The window holds the last `window` ids, and up to BATCH more between its cuts: never fewer, never many more.
+    r = resumer(dedupe_window=2)
+    later = [ev(n) for n in range(10, 10 + BATCH + 2)]
+    chunks = [ev(1), *later, ev(1)] if chunked else [ev(1), b"".join(later), ev(1)]
+    out = stream_of(r, decide(r, "s", None), chunks)
+    assert out == ev(1) + b"".join(later) + ev(1)
+    relay = r.open(decide(r, "t", None))
+    for n in range(1000):
+        relay.feed(ev(n))
+        assert min(n + 1, 2) <= len(relay._seen) <= 2 + BATCH
 
 
 def test_concurrent_connection_on_a_stream_is_not_starved() -> None:

@@ -28,6 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import repeat
 from typing import Final, Literal
 
 from sortedcontainers import SortedList
@@ -305,7 +306,7 @@ class MemoryHistory:
             and st is not None
             and s.raws is not None
             and now - s.used <= limits.ttl
-            and len(set(named := [e for e in event_ids if e])) == len(named)  # no id repeated in the batch
+            and len(set(named := list(filter(None, event_ids)))) == len(named)  # no id repeated in the batch
             and st.by_id.keys().isdisjoint(named)  # no id held already (those go one by one)
         ):
             self._use(session, now)  # marks it used, and expires old events: the stream may go with them
@@ -335,15 +336,19 @@ class MemoryHistory:
         s.times.extend([now - s.created] * n)
         s.stream_of.extend([st.number] * n)
         st.tail.extend(seqs)
-        with_ids = [(event_id, seq) for event_id, seq in zip(event_ids, seqs, strict=True) if event_id]
-        st.by_id.update(with_ids)
-        if with_ids:
-            st.newest_id = with_ids[-1][0]
+        if all(event_ids):  # the usual batch: every event has an id
+            named: list[str] = event_ids  # type: ignore[assignment]  # none is None
+            st.by_id.update(zip(named, seqs, strict=True))
+        else:
+            named = [event_id for event_id in event_ids if event_id]
+            st.by_id.update((event_id, seq) for event_id, seq in zip(event_ids, seqs, strict=True) if event_id)
+        if named:
+            st.newest_id = named[-1]
         cost = (
             n * (EVENT_OVERHEAD + PAYLOAD_OVERHEAD)
-            + len(with_ids) * ID_OVERHEAD
+            + len(named) * ID_OVERHEAD
             + sum(map(len, raws))
-            + sum(len(event_id) for event_id, _ in with_ids)
+            + sum(map(len, named))
         )
         s.bytes += cost
         self._bytes += cost
@@ -587,14 +592,10 @@ class MemoryHistory:
         for _ in range(count - from_seqs):
             tail.popleft()
         ids = s.ids
-        base = s.base
-        by_id = stream.by_id
-        cost = count * EVENT_OVERHEAD
-        for i, event_id in enumerate(ids[start:stop], start):
-            if event_id:
-                cost += ID_OVERHEAD + len(event_id)
-                if by_id.get(event_id) == base + i:
-                    del by_id[event_id]
+        named = list(filter(None, ids[start:stop]))
+        # Each held id maps to its own event (ids are held once per stream): drop them all, in one C-level loop.
+        deque(map(stream.by_id.pop, named, repeat(None)), maxlen=0)
+        cost = count * EVENT_OVERHEAD + len(named) * ID_OVERHEAD + sum(map(len, named))
         ids[start:stop] = [None] * count
         raws = s.raws
         if raws is not None:

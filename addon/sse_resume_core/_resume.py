@@ -18,16 +18,17 @@ connection). Its output is block-aligned: a block is handed on once complete, so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
-from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from sse_resume_core._history import Found, StoredEvent
 from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
-from sse_resume_core._parser import Block, BlockKind, SSEParser
+from sse_resume_core._parser import Block, BlockKind, SSEParser, single_event_id
 from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript
 
@@ -113,6 +114,8 @@ class Relay:
     """One upstream SSE response on its way to one client."""
 
     __slots__ = (
+        "_hot",
+        "_max_event_bytes",
         "_parser",
         "_pending",
         "_pending_ids",
@@ -126,6 +129,7 @@ class Relay:
         "_window",
         "closed",
         "failed",
+        "on_failure",
         "passthrough",
         "session",
         "stats",
@@ -151,15 +155,20 @@ class Relay:
         self._resume_seq = resume_seq
         self._prefix = prefix
         self._window = window
-        # The last ``window`` ids delivered: a set to look up, a deque for their order. (A dict used as a FIFO
-        # would be shorter, but finding its oldest key scans past the deleted ones: 3.6x slower here.)
+        # The ids delivered lately: a set to look up and a list of them in order, cut back to the last
+        # ``window`` in bulk (by _trim, after each batch and every BATCH ids), so up to ``window + BATCH`` are
+        # held at times. (Cutting one id per event cost the hot path 15%; a dict used as a FIFO would be
+        # shorter, but finding its oldest key scans past the deleted ones: 3.6x slower here.)
         self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque()
+        self._seen_order: list[str] = []
         self._parser = SSEParser(max_event_bytes)
+        self._max_event_bytes = max_event_bytes
         self.stats = RelayStats()
         self.closed = False
         self.failed: Exception | None = None
         """The internal error that turned this relay into plain pass-through, if one did."""
+        self.on_failure: Callable[[Relay], None] | None = None
+        """Called once, when an internal error turns this relay into plain pass-through."""
         self.passthrough = ""
         """Why this relay stopped interpreting the stream (it passes bytes untouched), if it did."""
         self._started = False  # the first event has been seen
@@ -168,8 +177,45 @@ class Relay:
         # the end, and on the caller's timer. (Recording one event at a time was most of the relay's cost.)
         self._pending: list[bytes] | None = [] if resume_seq is None else None
         self._pending_ids: list[str | None] = []
+        self._hot = False  # feed() may take the batched path: fresh, started, not failed, not passed through
         self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
         """The most recent bytes sent to the client, for the flow view (None when disabled)."""
+
+    def pipe(self, chunk: bytes) -> bytes | tuple[()]:
+        """:meth:`feed`, or :meth:`close` when ``chunk`` is empty; nothing to send comes back as ``()``.
+
+        Made to be a proxy's stream callable as it is (to which an empty bytes return would mean the end of
+        the stream): the relay's hot path, one call per upstream chunk.
+        """
+        # The hot path: a fresh stream between blocks (see _feed), and a chunk that is one whole event of the
+        # usual shape. It is relayed at once and recorded in a batch by flush().
+        if self._hot and len(chunk) <= self._max_event_bytes:
+            try:
+                event_id = single_event_id(chunk)
+                if event_id is not False:
+                    if event_id is not None:
+                        if self._window:  # _remember(), but put in order (and cut) by flush()
+                            seen = self._seen
+                            if event_id in seen:  # delivered on this connection already
+                                self.stats.duplicates += 1
+                                self._resumer.stats.deduplicated += 1
+                                return ()
+                            seen.add(event_id)
+                        self._parser.last_event_id = event_id
+                    pending = self._pending
+                    assert pending is not None
+                    if not pending:
+                        self._resumer.unflushed.add(self)
+                    pending.append(chunk)
+                    self._pending_ids.append(event_id)
+                    if len(pending) >= BATCH:
+                        self.flush()
+                    return chunk  # (no prefix is left once started; flush() keeps it in the transcript)
+            except Exception as e:  # not expected: keep the bytes flowing if it happens
+                self._fail(e)
+                return self._emit(chunk)
+        out = self._feed(chunk) if chunk else self.close()
+        return out if out else ()
 
     def feed(self, chunk: bytes) -> bytes:
         """Take a chunk from upstream; return the bytes to send the client now (maybe ``b""``).
@@ -177,6 +223,11 @@ class Relay:
         Never raises. After an internal error (see :attr:`failed`) every byte not yet handed on is returned,
         and from then on chunks pass through as they are.
         """
+        out = self.pipe(chunk) if chunk else self._feed(chunk)
+        return out if out else b""
+
+    def _feed(self, chunk: bytes) -> bytes:
+        """:meth:`feed`, past the hot path."""
         if self.failed is not None or self.passthrough:
             return self._emit(chunk)
         try:
@@ -184,26 +235,30 @@ class Relay:
                 out = self._first_events(self._parser.feed(chunk))
             else:
                 single, event_id = self._parser.feed_single_event(chunk)
-                pending = self._pending
-                if single and pending is not None:  # the hot path: see flush()
-                    if event_id and self._window and not self._remember(event_id):
-                        return b""
-                    if not pending:
-                        self._resumer.unflushed.add(self)
-                    pending.append(chunk)
-                    self._pending_ids.append(event_id)
-                    if len(pending) >= BATCH:
-                        self.flush()
-                    return chunk
                 if single:  # one whole event per chunk, its id read without building a Block
                     out = chunk if self._keep(chunk, _EVENT, event_id, None) else b""
                 else:
                     self.flush()
                     out = self._relay(self._parser.feed(chunk))
+            # The hot path is for fresh streams (no resume position to check), past their first event, and
+            # only while the parser holds nothing: then a chunk that is one whole event is exactly that.
+            self._hot = (
+                self._started and self._pending is not None and self.failed is None and not self.passthrough
+            ) and self._parser.idle
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
-            self.failed = e
+            self._fail(e)
             out = self._parser.held() + chunk
         return self._emit(out)
+
+    def _fail(self, error: Exception) -> None:
+        """Turn this relay into plain pass-through after an internal error (the first one is kept)."""
+        self._hot = False
+        if self.failed is not None:
+            return
+        self.failed = error
+        if self.on_failure is not None:
+            with contextlib.suppress(Exception):  # a caller's logging must not break the relay
+                self.on_failure(self)
 
     def flush(self) -> None:
         """Record the events relayed but not recorded yet (and add them to the transcript). Never raises."""
@@ -213,6 +268,9 @@ class Relay:
         ids = self._pending_ids
         self._pending, self._pending_ids = [], []
         self._resumer.unflushed.discard(self)
+        if self._window:
+            self._seen_order.extend(filter(None, ids))  # each in _seen already
+            self._trim()
         if self.transcript is not None:
             self.transcript.extend(pending)
         if self.failed is not None:
@@ -221,7 +279,7 @@ class Relay:
             self._store.record_many(self.session, self.stream, ids, pending)
             self.stats.recorded += len(pending)
         except Exception as e:  # the bytes went to the client already: only the record is lost
-            self.failed = e
+            self._fail(e)
 
     def close(self) -> bytes:
         """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
@@ -232,7 +290,7 @@ class Relay:
         try:
             out = self._relay(self._parser.close())
         except Exception as e:
-            self.failed = e
+            self._fail(e)
             out = self._parser.held()
         return self._emit(out)
 
@@ -268,7 +326,7 @@ class Relay:
                     kept.append(block.raw)
                 done += 1
         except Exception as e:  # a store error, say: this block and the rest go on untouched
-            self.failed = e
+            self._fail(e)
             kept.extend(b.raw for b in blocks[done:])
             kept.append(self._parser.held())  # and so does the start of the next block, or it would be lost
         if len(kept) == 1:
@@ -285,9 +343,17 @@ class Relay:
         seen.add(event_id)
         order = self._seen_order
         order.append(event_id)
-        if len(order) > self._window:
-            seen.discard(order.popleft())
+        if len(order) >= self._window + BATCH:
+            self._trim()
         return True
+
+    def _trim(self) -> None:
+        """Forget all but the last ``window`` ids delivered. Runtime complexity: O(1) amortized per id."""
+        order = self._seen_order
+        excess = len(order) - self._window
+        if excess > 0:
+            self._seen.difference_update(order[:excess])
+            del order[:excess]
 
     def _keep(self, raw: bytes, kind: BlockKind, event_id: str | None, retry: int | None) -> bool:
         """Record one block; say whether this client should get it (False: it already has it)."""

@@ -92,13 +92,8 @@ class Transcript:
             self.dropped += len(old)
 
     def extend(self, pieces: list[bytes]) -> None:
-        """Keep several pieces at once, as :meth:`add` of each would."""
-        self._pieces.extend(pieces)
-        self._size += sum(map(len, pieces))
-        while self._size > self.limit and self._pieces:
-            old = self._pieces.popleft()
-            self._size -= len(old)
-            self.dropped += len(old)
+        """Keep several pieces at once, as one piece (dropped as a whole: cheaper than piece by piece)."""
+        self.add(b"".join(pieces))
 
     def value(self) -> bytes:
         """The kept bytes, with a comment in front when older ones were dropped."""
