@@ -127,9 +127,14 @@ def single_event_id(data: bytes) -> str | Literal[False] | None:
         return False
     lines = data.split(b"\n")  # one pass: the lines, then the two empty strings after the final LFs
     count = len(lines)
-    if count == 4 and lines[1][:5] == b"data:" and lines[0][:3] == b"id:":  # "id: ...\ndata: ...\n\n"
+    if count == 4 and lines[1][:5] == b"data:":  # "id: ...\ndata: ...\n\n", maybe
         value = lines[0]
-        value = value[4:] if value[3:4] == b" " else value[3:]
+        if value[:4] == b"id: ":
+            value = value[4:]
+        elif value[:3] == b"id:":
+            value = value[3:]
+        else:
+            return _single(data)
         if 0 in value:
             return False
         try:
@@ -140,7 +145,12 @@ def single_event_id(data: bytes) -> str | Literal[False] | None:
         return None
     if count != 4 and count != 5:
         return False
-    match = _SINGLE(data)  # the other canonical shapes (with an event line)
+    return _single(data)
+
+
+def _single(data: bytes) -> str | Literal[False] | None:
+    """:func:`single_event_id` of the other canonical shapes (with an event line): by the regex."""
+    match = _SINGLE(data)
     if match is None:
         return False
     event_id = match.group(1)

@@ -39,7 +39,7 @@ Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
 # Digests are keyed with a secret of this process, so a digest in a log or a key cannot be checked against guessed
 # session ids or credentials (and nothing keyed by it outlives the process).
 _DIGEST_KEY: Final = secrets.token_bytes(32)
-BATCH: Final = 64  # events a relay records at once (see Relay.flush)
+BATCH: Final = 256  # events a relay records at once (see Relay.flush)
 MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remembered, least recent dropped
 _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
@@ -114,6 +114,7 @@ class Relay:
     """One upstream SSE response on its way to one client."""
 
     __slots__ = (
+        "_batched",
         "_hot",
         "_max_event_bytes",
         "_parser",
@@ -175,9 +176,10 @@ class Relay:
         # A fresh stream (no resume position) records in batches: its whole-event chunks are relayed at once and
         # recorded by flush(), which runs every BATCH chunks, before anything else is relayed or decided, at
         # the end, and on the caller's timer. (Recording one event at a time was most of the relay's cost.)
-        self._pending: list[bytes] | None = [] if resume_seq is None else None
+        self._batched = resume_seq is None
+        self._pending: list[bytes] = []
         self._pending_ids: list[str | None] = []
-        self._hot = False  # feed() may take the batched path: fresh, started, not failed, not passed through
+        self._hot = False  # pipe() may take the batched path: batched, started, not failed, not passed through
         self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
         """The most recent bytes sent to the client, for the flow view (None when disabled)."""
 
@@ -193,17 +195,14 @@ class Relay:
             try:
                 event_id = single_event_id(chunk)
                 if event_id is not False:
-                    if event_id is not None:
-                        if self._window:  # _remember(), but put in order (and cut) by flush()
-                            seen = self._seen
-                            if event_id in seen:  # delivered on this connection already
-                                self.stats.duplicates += 1
-                                self._resumer.stats.deduplicated += 1
-                                return ()
-                            seen.add(event_id)
-                        self._parser.last_event_id = event_id
+                    if event_id and self._window:  # _remember(), but put in order (and cut) by flush()
+                        seen = self._seen
+                        if event_id in seen:  # delivered on this connection already
+                            self.stats.duplicates += 1
+                            self._resumer.stats.deduplicated += 1
+                            return ()
+                        seen.add(event_id)
                     pending = self._pending
-                    assert pending is not None
                     if not pending:
                         self._resumer.unflushed.add(self)
                     pending.append(chunk)
@@ -243,7 +242,7 @@ class Relay:
             # The hot path is for fresh streams (no resume position to check), past their first event, and
             # only while the parser holds nothing: then a chunk that is one whole event is exactly that.
             self._hot = (
-                self._started and self._pending is not None and self.failed is None and not self.passthrough
+                self._started and self._batched and self.failed is None and not self.passthrough
             ) and self._parser.idle
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
             self._fail(e)
@@ -268,6 +267,10 @@ class Relay:
         ids = self._pending_ids
         self._pending, self._pending_ids = [], []
         self._resumer.unflushed.discard(self)
+        for event_id in reversed(ids):  # what the parser would say, had it seen them (pipe() skipped it)
+            if event_id is not None:
+                self._parser.last_event_id = event_id
+                break
         if self._window:
             self._seen_order.extend(filter(None, ids))  # each in _seen already
             self._trim()
