@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -185,3 +186,41 @@ def test_session_key_separates_sessions_urls_and_credentials() -> None:
     ]
     assert base not in others and len(set(others)) == len(others)
     assert "s1" not in base and "Bearer" not in base
+
+
+def _random_event(rng: random.Random, n: int) -> bytes:
+    """An event in one of the shapes servers send, and some they should not: the relay must read each right."""
+    eid = rng.choice([str(n), str(n), str(rng.randrange(8)), "", "a\x00b", "\xe9t\xe9", None])
+    raw_id = b"" if eid is None else eid.encode()
+    if eid is not None and rng.random() < 0.05:
+        raw_id = b"\xff" + raw_id  # not UTF-8
+    sep = rng.choice([b": ", b":", b":  "])
+    data = b"data: %d\n" % n
+    shape = rng.randrange(6)
+    if shape == 0:
+        return data + b"\n"
+    if shape == 1:
+        return b"id" + sep + raw_id + b"\nevent: e\n" + data + b"\n"
+    if shape == 2:
+        return (b"id" + sep + raw_id + b"\r\n" + data + b"\r\n").replace(b"\n", b"\r\n").replace(b"\r\r", b"\r")
+    if shape == 3:
+        return b": comment\n" + (b"id" + sep + raw_id + b"\n" if eid is not None else b"") + data + b"\n"
+    return (b"id" + sep + raw_id + b"\n" if eid is not None else b"") + data + b"\n"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_hot_path_relays_and_records_as_the_general_path_does(seed: int) -> None:
+    # One event per chunk takes the hot path where it can; the same stream in one chunk takes the general parser.
+    # Both must send the same bytes and leave the same history.
+    rng = random.Random(seed)
+    events = [b"id: 0\ndata: first\n\n", *(_random_event(rng, n) for n in range(1, 400))]
+    results: list[tuple[bytes, list[tuple[str | None, bytes | None]], int]] = []
+    for chunks in (events, [b"".join(events)]):
+        # (0: no window; 10,000: every id; a window in between holds "at least" its size, by path.)
+        r = resumer(dedupe_window=rng.choice([0, 10_000]) if not results else results[0][2])
+        relay = r.open(decide(r, "s", None))
+        out = b"".join(relay.feed(c) for c in chunks) + relay.close()
+        assert isinstance(r.store, MemoryHistory)
+        history = [(e.id, e.raw) for e in r.store.events("s")]
+        results.append((out, history, r.dedupe_window))
+    assert results[0][:2] == results[1][:2]

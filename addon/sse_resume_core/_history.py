@@ -300,19 +300,22 @@ class MemoryHistory:
         now = self.clock()
         s = self._sessions.get(session)
         st = None if s is None else s.streams.get(stream)
-        if (
-            n >= 2
-            and s is not None
-            and st is not None
-            and s.raws is not None
-            and now - s.used <= limits.ttl
-            and len(set(named := list(filter(None, event_ids)))) == len(named)  # no id repeated in the batch
-            and st.by_id.keys().isdisjoint(named)  # no id held already (those go one by one)
-        ):
-            self._use(session, now)  # marks it used, and expires old events: the stream may go with them
-            if s.streams.get(stream) is st:
-                self._append(s, st, s.raws, event_ids, raws, now)
-                return
+        if n >= 2 and s is not None and st is not None and s.raws is not None and now - s.used <= limits.ttl:
+            first = s.base + len(s.ids)  # (expiring events in _use below does not change it)
+            seqs = range(first, first + n)
+            index: dict[str, int]
+            if all(event_ids):  # the usual batch: every event has an id
+                index = dict(zip(event_ids, seqs, strict=True))  # type: ignore[arg-type]  # none is None
+                named = n
+            else:
+                index = {event_id: seq for event_id, seq in zip(event_ids, seqs, strict=True) if event_id}
+                named = n - event_ids.count(None) - event_ids.count("")
+            # No id repeated in the batch, none held already (those go one by one, as record() takes them).
+            if len(index) == named and st.by_id.keys().isdisjoint(index):
+                self._use(session, now)  # marks it used, and expires old events: the stream may go with them
+                if s.streams.get(stream) is st:
+                    self._append(s, st, s.raws, event_ids, raws, now, index)
+                    return
         for event_id, raw in zip(event_ids, raws, strict=True):
             self.record(session, stream, event_id, raw)
 
@@ -324,8 +327,10 @@ class MemoryHistory:
         event_ids: list[str | None],
         raws: list[bytes],
         now: float,
+        index: dict[str, int],
     ) -> None:
-        """The bulk part of :meth:`record_many`: new events of one stream, none of their ids held."""
+        """The bulk part of :meth:`record_many`: new events of one stream, none of their ids held (``index``
+        maps those with one to their sequence numbers)."""
         limits = self.limits
         n = len(event_ids)
         ids = s.ids
@@ -333,22 +338,17 @@ class MemoryHistory:
         seqs = range(first, first + n)
         ids.extend(event_ids)
         held.extend(raws)
-        s.times.extend([now - s.created] * n)
-        s.stream_of.extend([st.number] * n)
+        s.times.extend(array("f", (now - s.created,)) * n)  # (arrays repeat and extend by copying memory)
+        s.stream_of.extend(array("I", (st.number,)) * n)
         st.tail.extend(seqs)
-        if all(event_ids):  # the usual batch: every event has an id
-            named: list[str] = event_ids  # type: ignore[assignment]  # none is None
-            st.by_id.update(zip(named, seqs, strict=True))
-        else:
-            named = [event_id for event_id in event_ids if event_id]
-            st.by_id.update((event_id, seq) for event_id, seq in zip(event_ids, seqs, strict=True) if event_id)
-        if named:
-            st.newest_id = named[-1]
+        st.by_id.update(index)
+        if index:
+            st.newest_id = next(reversed(index))
         cost = (
             n * (EVENT_OVERHEAD + PAYLOAD_OVERHEAD)
-            + len(named) * ID_OVERHEAD
+            + len(index) * ID_OVERHEAD
             + sum(map(len, raws))
-            + sum(map(len, named))
+            + sum(map(len, index))
         )
         s.bytes += cost
         self._bytes += cost
@@ -589,8 +589,11 @@ class MemoryHistory:
         if from_seqs:
             del seqs[:from_seqs]
         tail = stream.tail
-        for _ in range(count - from_seqs):
-            tail.popleft()
+        from_tail = count - from_seqs
+        if from_tail == len(tail):
+            tail.clear()
+        elif from_tail:
+            deque(map(deque.popleft, repeat(tail, from_tail)), maxlen=0)  # popleft a number of times, in C
         ids = s.ids
         named = list(filter(None, ids[start:stop]))
         # Each held id maps to its own event (ids are held once per stream): drop them all, in one C-level loop.

@@ -193,7 +193,20 @@ class Relay:
         # usual shape. It is relayed at once and recorded in a batch by flush().
         if self._hot and len(chunk) <= self._max_event_bytes:
             try:
-                event_id = single_event_id(chunk)
+                # single_event_id()'s most common case, "id: X\ndata: Y\n\n", written out: one call less per
+                # chunk was 4% of the relay's time inside mitmdump. (Three LFs, the last two ending it.)
+                lines = chunk.split(b"\n") if 13 not in chunk else ()
+                if (
+                    len(lines) == 4
+                    and not lines[3]
+                    and not lines[2]
+                    and lines[1][:5] == b"data:"
+                    and lines[0][:4] == b"id: "
+                    and 0 not in lines[0]
+                ):
+                    event_id: str | Literal[False] | None = lines[0][4:].decode("utf-8", "replace")
+                else:
+                    event_id = single_event_id(chunk)
                 if event_id is not False:
                     if event_id and self._window:  # _remember(), but put in order (and cut) by flush()
                         seen = self._seen
