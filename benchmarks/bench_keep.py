@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from bench_relay import HERE, arguments, fast_upstream, run
+from bench_relay import HERE, arguments, fast_upstream, report, run
 
 sys.path.insert(0, str(HERE.parent / "tests"))
 
@@ -24,8 +24,8 @@ def main() -> None:
             "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
             "keep mode": Mitmdump(tmp, port, ["sse_keep_upstream=true", "sse_keep_grace=0"], ADDON),
         }
-        best = run(proxies, opts.events, opts.rounds)
-    print(f"ratio keep mode / passthrough: {best['passthrough'] / best['keep mode']:.2f}x")
+        results = run(proxies, opts)
+    report("keep mode / passthrough", "passthrough", "keep mode", results)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_relay import arguments, fast_upstream, run  # noqa: E402
+from bench_relay import arguments, fast_upstream, report, run  # noqa: E402
 
 from harness import Mitmdump, RedisServer  # noqa: E402
 
@@ -31,8 +31,9 @@ def main() -> None:
             "memory": Mitmdump(tmp, port, history),
             "redis": Mitmdump(tmp, port, [*history, f"sse_store={server.url}", "sse_store_secret=bench"]),
         }
-        best = run(proxies, opts.events, opts.rounds)
-        print(f"ratio redis / memory store: {best['memory'] / best['redis']:.2f}x")
+        # One at a time only: side by side, CPU time would miss the work done in redis-server.
+        results = run(proxies, opts, side=False)
+        report("redis / memory store", "memory", "redis", results)
         client = redis.Redis(port=server.port)
         time.sleep(5)  # let the writes behind finish
         held = sum(int(client.zcard(key)) for key in client.scan_iter(match="sse-resume:{*}:ev"))

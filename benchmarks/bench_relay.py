@@ -1,9 +1,16 @@
 """Relay throughput through mitmdump: the addon against a plain ``stream = True`` script, in one run.
 
 A fast upstream sends ``--events`` events of about 200 bytes, each its own HTTP chunk; curl reads them through
-mitmdump. Each configuration runs ``--rounds`` times, alternating, and its best round counts.
+mitmdump. Two measures, each a ratio against the first configuration:
 
-    python benchmarks/bench_relay.py [--events 100000] [--rounds 3] [--set sse_support_replay=false ...]
+* one at a time: each configuration runs ``--rounds`` times, alternating, and its best round's events per
+  second count. On a shared machine this swings by 10% and more from run to run (other tenants, a sibling
+  hyperthread busy or not);
+* side by side: in each of ``--side-rounds`` rounds every configuration relays at once, and each mitmdump's
+  events per CPU-second (read from /proc) is divided by the first one's; the median counts. The mitmdumps
+  share whatever the machine gives at that moment, so the ratio holds to a few percent where the first swings.
+
+    python benchmarks/bench_relay.py [--events 100000] [--rounds 3] [--side-rounds 5] [--set name=value ...]
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,11 +65,64 @@ def compare(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str,
     return best
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time a process has used so far (Linux), or None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _relay_measured(name: str, proxy: Mitmdump, events: int, tag: str, used: dict[str, float | str]) -> None:
+    """:func:`run_once`, noting in ``used[name]`` the CPU seconds the proxy spent meanwhile (or what failed)."""
+    before = cpu_seconds(proxy.proc.pid)
+    try:
+        run_once(proxy, events, tag)
+    except SystemExit as e:  # (in a thread it would end silently)
+        used[name] = str(e)
+        return
+    after = cpu_seconds(proxy.proc.pid)
+    if before is not None and after is not None:
+        used[name] = after - before
+
+
+def side_by_side(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str, float] | None:
+    """Run every proxy at once, ``rounds`` times; print and return each one's median events per CPU-second
+    against the first proxy's (None where CPU time cannot be read)."""
+    ratios: dict[str, list[float]] = {name: [] for name in proxies}
+    for r in range(rounds):
+        used: dict[str, float | str] = {}
+        threads = [
+            threading.Thread(target=_relay_measured, args=(name, proxy, events, f"side{r}", used))
+            for name, proxy in proxies.items()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed := [v for v in used.values() if isinstance(v, str)]:
+            raise SystemExit(failed[0])
+        if len(used) != len(proxies):
+            print("side by side: no CPU times here (/proc), skipped")
+            return None
+        first = next(iter(proxies))
+        for name in proxies:
+            ratios[name].append(float(used[first]) / float(used[name]))
+    medians = {name: statistics.median(values) for name, values in ratios.items()}
+    for name, values in ratios.items():
+        spread = ", ".join(f"{v:.2f}" for v in sorted(values))
+        print(f"{name:12} {medians[name]:.2f}x events per CPU-second, side by side (rounds: {spread})")
+    return medians
+
+
 def arguments(doc: str | None) -> argparse.ArgumentParser:
     """The options every relay benchmark takes."""
     args = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--events", type=int, default=100_000)
     args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--side-rounds", type=int, default=5)
     return args
 
 
@@ -74,13 +136,25 @@ def fast_upstream() -> Iterator[tuple[Path, int]]:
         yield tmp, port
 
 
-def run(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str, float]:
-    """:func:`compare` the proxies, then stop them."""
+def run(
+    proxies: dict[str, Mitmdump], opts: argparse.Namespace, side: bool = True
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """:func:`compare` the proxies one at a time, then (with ``side``) :func:`side_by_side`; stop them."""
     try:
-        return compare(proxies, events, rounds)
+        best = compare(proxies, opts.events, opts.rounds)
+        return best, side_by_side(proxies, opts.events, opts.side_rounds) if side else None
     finally:
         for proxy in proxies.values():
             proxy.stop()
+
+
+def report(label: str, first: str, other: str, results: tuple[dict[str, float], dict[str, float] | None]) -> None:
+    """Print the two ratios of ``other`` against ``first``."""
+    best, efficiency = results
+    line = f"ratio {label}: {best[first] / best[other]:.2f}x events/s, best round one at a time"
+    if efficiency is not None:
+        line += f"; {efficiency[other]:.2f}x events per CPU-second, median side by side"
+    print(line)
 
 
 def main() -> None:
@@ -92,8 +166,8 @@ def main() -> None:
             "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
             "sse-resume": Mitmdump(tmp, port, opts.set, ADDON),
         }
-        best = run(proxies, opts.events, opts.rounds)
-    print(f"ratio sse-resume / passthrough: {best['passthrough'] / best['sse-resume']:.2f}x (goal >= 0.9x)")
+        results = run(proxies, opts)
+    report("sse-resume / passthrough (goal >= 0.9x)", "passthrough", "sse-resume", results)
 
 
 if __name__ == "__main__":
