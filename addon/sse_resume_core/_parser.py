@@ -125,7 +125,7 @@ def single_event_id(data: bytes) -> str | Literal[False] | None:
     # slower than ``13 in data``: it tries the needle as an integer first and raises.
     if len(data) < 3 or data[-1] != 10 or data[-2] != 10 or 13 in data:  # complete, and no CR anywhere
         return False
-    lines = data.split(b"\n")  # one pass: the lines, then the two empty strings after the final LFs
+    lines = data.split(b"\n", 5)  # the lines, then the two empty strings after the final LFs (at most 6 parts)
     count = len(lines)
     if count == 4 and lines[1][:5] == b"data:":  # "id: ...\ndata: ...\n\n", maybe
         value = lines[0]
