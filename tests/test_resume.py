@@ -224,3 +224,24 @@ def test_hot_path_relays_and_records_as_the_general_path_does(seed: int) -> None
         history = [(e.id, e.raw) for e in r.store.events("s")]
         results.append((out, history, r.dedupe_window))
     assert results[0][:2] == results[1][:2]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_hot_path_drops_what_a_resuming_client_has_as_the_general_path_does(seed: int) -> None:
+    # A client resumes from id 20 of a stream that holds 1..50; the upstream then sends old, held and new ids in
+    # any order. One event per chunk (hot path) and all in one chunk (general parser) must agree.
+    rng = random.Random(seed)
+    upstream = [b"id: %d\ndata: %d\n\n" % (n, n) for n in (rng.randrange(1, 80) for _ in range(150))]
+    window = rng.choice([0, 10_000])
+    results = []
+    for chunks in (upstream, [b"".join(upstream)]):
+        r = resumer(dedupe_window=window)
+        stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 51)])
+        decision = decide(r, "s", "20")
+        assert decision.resume_seq is not None
+        relay = r.open(decision)
+        out = b"".join(relay.feed(c) for c in chunks) + relay.close()
+        assert isinstance(r.store, MemoryHistory)
+        results.append((out, [(e.id, e.raw) for e in r.store.events("s")]))
+    assert results[0] == results[1]
+    assert b"id: 20\n" not in results[0][0] and b"id: 5\n" not in results[0][0]  # the client had those

@@ -114,7 +114,6 @@ class Relay:
     """One upstream SSE response on its way to one client."""
 
     __slots__ = (
-        "_batched",
         "_hot",
         "_max_event_bytes",
         "_parser",
@@ -173,13 +172,12 @@ class Relay:
         self.passthrough = ""
         """Why this relay stopped interpreting the stream (it passes bytes untouched), if it did."""
         self._started = False  # the first event has been seen
-        # A fresh stream (no resume position) records in batches: its whole-event chunks are relayed at once and
-        # recorded by flush(), which runs every BATCH chunks, before anything else is relayed or decided, at
-        # the end, and on the caller's timer. (Recording one event at a time was most of the relay's cost.)
-        self._batched = resume_seq is None
+        # Whole-event chunks are relayed at once and recorded in batches by flush(), which runs every BATCH
+        # chunks, before anything else is relayed or decided, at the end, and on the caller's timer. (Recording
+        # one event at a time was most of the relay's cost.)
         self._pending: list[bytes] = []
         self._pending_ids: list[str | None] = []
-        self._hot = False  # pipe() may take the batched path: batched, started, not failed, not passed through
+        self._hot = False  # pipe() may take the batched path: started, parser idle, not failed or passed through
         self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
         """The most recent bytes sent to the client, for the flow view (None when disabled)."""
 
@@ -189,8 +187,8 @@ class Relay:
         Made to be a proxy's stream callable as it is (to which an empty bytes return would mean the end of
         the stream): the relay's hot path, one call per upstream chunk.
         """
-        # The hot path: a fresh stream between blocks (see _feed), and a chunk that is one whole event of the
-        # usual shape. It is relayed at once and recorded in a batch by flush().
+        # The hot path: a stream between blocks (see _feed), and a chunk that is one whole event of the usual
+        # shape. Unless the client has it already, it is relayed at once and recorded in a batch by flush().
         if self._hot and len(chunk) <= self._max_event_bytes:
             try:
                 # single_event_id()'s most common case, "id: X\ndata: Y\n\n", written out: one call less per
@@ -208,6 +206,12 @@ class Relay:
                 else:
                     event_id = single_event_id(chunk) if 3 <= len(lines) <= 5 else False
                 if event_id is not False:
+                    if event_id and self._resume_seq is not None:  # at or before the client's position: it has it
+                        position = self._store.position(self.session, self.stream, event_id)
+                        if position is not None and position <= self._resume_seq:
+                            self.stats.duplicates += 1
+                            self._resumer.stats.deduplicated += 1
+                            return ()
                     if event_id and self._window:  # _remember(), but put in order (and cut) by flush()
                         seen = self._seen
                         if event_id in seen:  # delivered on this connection already
@@ -253,11 +257,9 @@ class Relay:
                 else:
                     self.flush()
                     out = self._relay(self._parser.feed(chunk))
-            # The hot path is for fresh streams (no resume position to check), past their first event, and
-            # only while the parser holds nothing: then a chunk that is one whole event is exactly that.
-            self._hot = (
-                self._started and self._batched and self.failed is None and not self.passthrough
-            ) and self._parser.idle
+            # The hot path is for streams past their first event, and only while the parser holds nothing: then
+            # a chunk that is one whole event is exactly that.
+            self._hot = self._started and self.failed is None and not self.passthrough and self._parser.idle
         except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
             self._fail(e)
             out = self._parser.held() + chunk
