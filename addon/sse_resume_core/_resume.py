@@ -249,14 +249,9 @@ class Relay:
         try:
             if not self._started:
                 out = self._first_events(self._parser.feed(chunk))
-            else:
-                # (On the hot path, pipe() has found the chunk is not one whole event already.)
-                single, event_id = (False, None) if self._hot else self._parser.feed_single_event(chunk)
-                if single:  # one whole event per chunk, its id read without building a Block
-                    out = chunk if self._keep(chunk, _EVENT, event_id, None) else b""
-                else:
-                    self.flush()
-                    out = self._relay(self._parser.feed(chunk))
+            else:  # (pipe() took every chunk that is one whole event while the parser held nothing)
+                self.flush()
+                out = self._relay(self._parser.feed(chunk))
             # The hot path is for streams past their first event, and only while the parser holds nothing: then
             # a chunk that is one whole event is exactly that.
             self._hot = self._started and self.failed is None and not self.passthrough and self._parser.idle
