@@ -385,8 +385,7 @@ class SSEResume:
         """Relays record in batches; this records what a slow stream holds back, so it is soon in history."""
         while True:
             await asyncio.sleep(seconds)
-            for relay in list(self._unflushed):
-                relay.flush()  # never raises
+            self.resumer.flush()  # (every resumer shares one set of relays to flush; a flush never raises)
 
     def _serve_metrics(self) -> None:
         wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None
@@ -419,8 +418,7 @@ class SSEResume:
         self._running = False
         if self._flusher is not None:
             self._flusher.cancel()
-        for relay in list(self._unflushed):
-            relay.flush()
+        self.resumer.flush()
         if self.keeper is not None:
             await self.keeper.aclose()
             self.keeper = None

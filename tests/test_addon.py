@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+from collections.abc import Iterable
 from types import ModuleType
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -66,7 +68,7 @@ def test_stream_callable_never_returns_empty_bytes() -> None:
         respond(addon, flow)
         outs = run([b"id: 1\nda", b"ta: x\n\n", b": c", b"\n\n", b""], flow)
     # Nothing to send comes back as an empty iterable: an empty bytes object would end the response.
-    got = [out if isinstance(out, bytes) else list(out) for out in outs if isinstance(out, bytes | list | tuple)]
+    got = [out if isinstance(out, bytes) else list(cast(Iterable[bytes], out)) for out in outs]
     assert got == [[], b"id: 1\ndata: x\n\n", [], b": c\n\n", []]
 
 

@@ -314,7 +314,7 @@ class MemoryHistory:
             if len(index) == named and st.by_id.keys().isdisjoint(index):
                 self._use(session, now)  # marks it used, and expires old events: the stream may go with them
                 if s.streams.get(stream) is st:
-                    self._append(s, st, s.raws, event_ids, raws, now, index)
+                    self._append(s, st, s.raws, event_ids, raws, now, seqs, index)
                     return
         for event_id, raw in zip(event_ids, raws, strict=True):
             self.record(session, stream, event_id, raw)
@@ -327,15 +327,14 @@ class MemoryHistory:
         event_ids: list[str | None],
         raws: list[bytes],
         now: float,
+        seqs: range,
         index: dict[str, int],
     ) -> None:
-        """The bulk part of :meth:`record_many`: new events of one stream, none of their ids held (``index``
-        maps those with one to their sequence numbers)."""
+        """The bulk part of :meth:`record_many`: new events of one stream, numbered ``seqs``, none of their ids
+        held (``index`` maps those with one to their sequence numbers)."""
         limits = self.limits
         n = len(event_ids)
         ids = s.ids
-        first = s.base + len(ids)
-        seqs = range(first, first + n)
         ids.extend(event_ids)
         held.extend(raws)
         s.times.extend(array("f", (now - s.created,)) * n)  # (arrays repeat and extend by copying memory)

@@ -272,7 +272,7 @@ class SSEParser:
         return out
 
     def feed_single_event(self, data: bytes) -> tuple[bool, str | None]:
-        """Fast path for a chunk that is exactly one event in the usual shape; the relay's hot path.
+        """Fast path for a chunk that is exactly one event in the usual shape (:func:`single_event_id`, as a step).
 
         When nothing is held and ``data`` is one complete block with LF line ends, an optional ``id`` and
         ``event`` and one ``data`` line, it is consumed as :meth:`feed` would consume it and ``(True, id)`` is

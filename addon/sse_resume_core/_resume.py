@@ -206,17 +206,12 @@ class Relay:
                 else:
                     event_id = single_event_id(chunk) if 3 <= len(lines) <= 5 else False
                 if event_id is not False:
-                    if event_id and self._resume_seq is not None:  # at or before the client's position: it has it
-                        position = self._store.position(self.session, self.stream, event_id)
-                        if position is not None and position <= self._resume_seq:
-                            self.stats.duplicates += 1
-                            self._resumer.stats.deduplicated += 1
-                            return ()
+                    if event_id and self._resume_seq is not None and self._client_has(event_id):
+                        return ()
                     if event_id and self._window:  # _remember(), but put in order (and cut) by flush()
                         seen = self._seen
                         if event_id in seen:  # delivered on this connection already
-                            self.stats.duplicates += 1
-                            self._resumer.stats.deduplicated += 1
+                            self._count_duplicate()
                             return ()
                         seen.add(event_id)
                     pending = self._pending
@@ -347,12 +342,23 @@ class Relay:
             return kept[0]
         return b"".join(kept)
 
+    def _client_has(self, event_id: str) -> bool:
+        """Whether the event is at or before the resuming client's position (counted as a duplicate if so)."""
+        position = self._store.position(self.session, self.stream, event_id)
+        if position is not None and self._resume_seq is not None and position <= self._resume_seq:
+            self._count_duplicate()
+            return True
+        return False
+
+    def _count_duplicate(self) -> None:
+        self.stats.duplicates += 1
+        self._resumer.stats.deduplicated += 1
+
     def _remember(self, event_id: str) -> bool:
         """Note an id delivered on this connection; False when it was delivered already (a duplicate)."""
         seen = self._seen
         if event_id in seen:
-            self.stats.duplicates += 1
-            self._resumer.stats.deduplicated += 1
+            self._count_duplicate()
             return False
         seen.add(event_id)
         order = self._seen_order
@@ -373,12 +379,8 @@ class Relay:
         """Record one block; say whether this client should get it (False: it already has it)."""
         stats = self.stats
         if event_id:
-            if self._resume_seq is not None:  # at or before the client's position: it has it
-                position = self._store.position(self.session, self.stream, event_id)
-                if position is not None and position <= self._resume_seq:
-                    stats.duplicates += 1
-                    self._resumer.stats.deduplicated += 1
-                    return False
+            if self._resume_seq is not None and self._client_has(event_id):
+                return False
             if self._window and not self._remember(event_id):  # delivered on this connection already
                 return False
         if kind is _EVENT or (kind is _EMPTY and event_id is not None):
