@@ -108,7 +108,7 @@ def test_internal_error_while_relaying_loses_nothing(caplog: pytest.LogCaptureFi
         def broken(*args: object) -> None:
             raise RuntimeError("store down")
 
-        addon.store.record = broken
+        addon.store.record = addon.store.record_many = broken
         with caplog.at_level(logging.ERROR):
             outs = run([b"id: 1\ndata: a\n\nid: 2\nda", b"ta: b\n\n", b""], flow)
     assert b"".join(o for o in outs if isinstance(o, bytes)) == b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"

@@ -145,13 +145,36 @@ def test_relay_survives_a_store_error_and_loses_nothing() -> None:
     def broken(*args: object) -> None:
         raise RuntimeError("store down")
 
-    r.store.record = broken  # type: ignore[method-assign,assignment]
-    # The failing block, the rest, and the start of the next block go on untouched; then plain pass-through.
+    r.store.record = r.store.record_many = broken  # type: ignore[method-assign,assignment]
+    # Events are relayed at once and recorded in batches: the error comes with the flush, while the parser holds
+    # the start of the next block. The relay turns to plain pass-through, handing that start on first.
     out = relay.feed(b"ta: 1\n\nid: 2\ndata: 2\n\nid: 3")
-    assert out == b"id: 1\ndata: 1\n\nid: 2\ndata: 2\n\nid: 3"
+    assert out == b"id: 1\ndata: 1\n\nid: 2\ndata: 2\n\n"
+    relay.flush()
     assert isinstance(relay.failed, RuntimeError)
-    assert relay.feed(b"\ndata: 3\n\n") == b"\ndata: 3\n\n"
+    assert relay.feed(b"\ndata: 3\n\n") == b"id: 3\ndata: 3\n\n"
+    assert relay.feed(b"id: 4") == b"id: 4"
     assert relay.close() == b""
+
+
+def test_events_the_general_path_relays_are_batched_and_a_decision_sees_them() -> None:
+    r = resumer()
+    relay = r.open(decide(r, "s", None))
+    crlf = b"id: 1\r\ndata: 1\r\n\r\nid: 2\r\ndata: 2\r\n\r\n"  # (CR line ends: never the hot path)
+    assert relay.feed(crlf) + relay.feed(ev(3)) == crlf + ev(3)
+    assert len(relay._pending) == 3 and relay.stats.recorded == 0  # held for one batch, in order
+    d = decide(r, "s", "1")  # a decision records what every relay holds first
+    assert d.outcome == "hit" and [e.id for e in d.replay] == ["2", "3"]
+    assert relay.stats.recorded == 3 and not relay._pending
+
+
+def test_legacy_stream_hands_on_what_the_parser_held_once() -> None:
+    r = resumer()
+    relay = r.open(decide(r, "s", None))
+    first = b"event: endpoint\ndata: /messages/?session_id=abc\n\nevent: mess"
+    out = relay.feed(first) + relay.feed(b"age\ndata: {}\n\n") + relay.feed(b"data: unfinished") + relay.close()
+    assert out == first + b"age\ndata: {}\n\ndata: unfinished"
+    assert relay.passthrough and relay.stats.recorded == 0
 
 
 def test_relay_failure_hands_on_held_bytes() -> None:
