@@ -3,7 +3,7 @@
 Same upstream, client and rounds as ``bench_relay.py``; the addon runs with ``sse_keep_upstream=true`` (and a
 grace of 0, so a finished round's kept stream stops at once instead of reading on beside the next round).
 
-    python benchmarks/bench_keep.py [--events 100000] [--rounds 3]
+    python benchmarks/bench_keep.py [--events 50000] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def main() -> None:
             "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
             "keep mode": Mitmdump(tmp, port, ["sse_keep_upstream=true", "sse_keep_grace=0"], ADDON),
         }
-        results = run(proxies, opts)
-    report("keep mode / passthrough", "passthrough", "keep mode", results)
+        rounds = run(proxies, opts)
+    report("keep mode / passthrough", "passthrough", "keep mode", rounds)
 
 
 if __name__ == "__main__":

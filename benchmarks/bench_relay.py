@@ -1,16 +1,16 @@
 """Relay throughput through mitmdump: the addon against a plain ``stream = True`` script, in one run.
 
 A fast upstream sends ``--events`` events of about 200 bytes, each its own HTTP chunk; curl reads them through
-mitmdump. Two measures, each a ratio against the first configuration:
+mitmdump, one configuration at a time. Rounds are paired: in each, every configuration relays once, in turn (the
+order reversed every other round, so a slow drift of the machine favours neither), and each one's time is divided
+by the first's *in the same round*. The median of those ratios counts; the spread of the middle half and the
+ratio of the best rounds are printed beside it. The same is done with the CPU time each mitmdump spent (read from
+/proc), which leaves out the time a proxy waited for a CPU, though not a CPU slowed down by its neighbours.
 
-* one at a time: each configuration runs ``--rounds`` times, alternating, and its best round's events per
-  second count. On a shared machine this swings by 10% and more from run to run (other tenants, a sibling
-  hyperthread busy or not);
-* side by side: in each of ``--side-rounds`` rounds every configuration relays at once, and each mitmdump's
-  events per CPU-second (read from /proc) is divided by the first one's; the median counts. The mitmdumps
-  share whatever the machine gives at that moment, so the ratio holds to a few percent where the first swings.
+On a shared machine a round now and then runs 20-30% slow (other tenants, a sibling hyperthread busy or not):
+pairing rounds and taking the median keeps such a round from deciding the result, as a best-of-few would not.
 
-    python benchmarks/bench_relay.py [--events 100000] [--rounds 3] [--side-rounds 5] [--set name=value ...]
+    python benchmarks/bench_relay.py [--events 50000] [--rounds 10] [--set name=value ...]
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,19 +52,6 @@ def run_once(proxy: Mitmdump, events: int, tag: str) -> float:
     return seconds
 
 
-def compare(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str, float]:
-    """Warm each proxy up, then run alternating rounds; print and return each one's best time (seconds)."""
-    for proxy in proxies.values():  # warm up: first request, imports, caches
-        run_once(proxy, 1000, "warmup")
-    best = dict.fromkeys(proxies, float("inf"))
-    for r in range(rounds):
-        for name, proxy in proxies.items():
-            best[name] = min(best[name], run_once(proxy, events, f"round{r}"))
-    for name, seconds in best.items():
-        print(f"{name:12} {events / seconds:10,.0f} events/s ({seconds:.2f} s for {events:,})")
-    return best
-
-
 def cpu_seconds(pid: int) -> float | None:
     """User and system CPU time a process has used so far (Linux), or None where /proc cannot tell."""
     try:
@@ -75,54 +62,40 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _relay_measured(name: str, proxy: Mitmdump, events: int, tag: str, used: dict[str, float | str]) -> None:
-    """:func:`run_once`, noting in ``used[name]`` the CPU seconds the proxy spent meanwhile (or what failed)."""
-    before = cpu_seconds(proxy.proc.pid)
-    try:
-        run_once(proxy, events, tag)
-    except SystemExit as e:  # (in a thread it would end silently)
-        used[name] = str(e)
-        return
-    after = cpu_seconds(proxy.proc.pid)
-    if before is not None and after is not None:
-        used[name] = after - before
+@dataclass
+class Rounds:
+    """What :func:`compare` measured: per configuration, each round's seconds and CPU seconds (None: unknown)."""
+
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float | None]] = field(default_factory=dict)
 
 
-def side_by_side(proxies: dict[str, Mitmdump], events: int, rounds: int) -> dict[str, float] | None:
-    """Run every proxy at once, ``rounds`` times; print and return each one's median events per CPU-second
-    against the first proxy's (None where CPU time cannot be read)."""
-    ratios: dict[str, list[float]] = {name: [] for name in proxies}
+def compare(proxies: dict[str, Mitmdump], events: int, rounds: int) -> Rounds:
+    """Warm each proxy up, then run ``rounds`` paired rounds; print each one's median and best events/s."""
+    for proxy in proxies.values():  # warm up: first request, imports, caches
+        run_once(proxy, 1000, "warmup")
+    result = Rounds({name: [] for name in proxies}, {name: [] for name in proxies})
+    names = list(proxies)
     for r in range(rounds):
-        used: dict[str, float | str] = {}
-        threads = [
-            threading.Thread(target=_relay_measured, args=(name, proxy, events, f"side{r}", used))
-            for name, proxy in proxies.items()
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if failed := [v for v in used.values() if isinstance(v, str)]:
-            raise SystemExit(failed[0])
-        if len(used) != len(proxies):
-            print("side by side: no CPU times here (/proc), skipped")
-            return None
-        first = next(iter(proxies))
-        for name in proxies:
-            ratios[name].append(float(used[first]) / float(used[name]))
-    medians = {name: statistics.median(values) for name, values in ratios.items()}
-    for name, values in ratios.items():
-        spread = ", ".join(f"{v:.2f}" for v in sorted(values))
-        print(f"{name:12} {medians[name]:.2f}x events per CPU-second, side by side (rounds: {spread})")
-    return medians
+        for name in names if r % 2 == 0 else reversed(names):
+            pid = proxies[name].proc.pid
+            before = cpu_seconds(pid)
+            result.seconds[name].append(run_once(proxies[name], events, f"round{r}"))
+            after = cpu_seconds(pid)
+            result.cpu[name].append(None if before is None or after is None else after - before)
+    for name, times in result.seconds.items():
+        print(
+            f"{name:12} {events / statistics.median(times):10,.0f} events/s median, {events / min(times):10,.0f} best"
+            f" ({rounds} rounds of {events:,})"
+        )
+    return result
 
 
 def arguments(doc: str | None) -> argparse.ArgumentParser:
     """The options every relay benchmark takes."""
     args = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args.add_argument("--events", type=int, default=100_000)
-    args.add_argument("--rounds", type=int, default=3)
-    args.add_argument("--side-rounds", type=int, default=5)
+    args.add_argument("--events", type=int, default=50_000)
+    args.add_argument("--rounds", type=int, default=10)
     return args
 
 
@@ -136,24 +109,29 @@ def fast_upstream() -> Iterator[tuple[Path, int]]:
         yield tmp, port
 
 
-def run(
-    proxies: dict[str, Mitmdump], opts: argparse.Namespace, side: bool = True
-) -> tuple[dict[str, float], dict[str, float] | None]:
-    """:func:`compare` the proxies one at a time, then (with ``side``) :func:`side_by_side`; stop them."""
+def run(proxies: dict[str, Mitmdump], opts: argparse.Namespace) -> Rounds:
+    """:func:`compare` the proxies; stop them."""
     try:
-        best = compare(proxies, opts.events, opts.rounds)
-        return best, side_by_side(proxies, opts.events, opts.side_rounds) if side else None
+        return compare(proxies, opts.events, opts.rounds)
     finally:
         for proxy in proxies.values():
             proxy.stop()
 
 
-def report(label: str, first: str, other: str, results: tuple[dict[str, float], dict[str, float] | None]) -> None:
-    """Print the two ratios of ``other`` against ``first``."""
-    best, efficiency = results
-    line = f"ratio {label}: {best[first] / best[other]:.2f}x events/s, best round one at a time"
-    if efficiency is not None:
-        line += f"; {efficiency[other]:.2f}x events per CPU-second, median side by side"
+def _summary(ratios: list[float]) -> str:
+    """The median of per-round ratios, and the range of the middle half of them."""
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
+    return f"{q[1]:.2f}x (middle half {q[0]:.2f}-{q[2]:.2f}x)"
+
+
+def report(label: str, first: str, other: str, rounds: Rounds, cpu: bool = True) -> None:
+    """Print the ratios of ``other`` against ``first``: events/s, and with ``cpu`` events per CPU-second."""
+    mine, theirs = rounds.seconds[other], rounds.seconds[first]
+    line = f"ratio {label}: {_summary([t / m for t, m in zip(theirs, mine, strict=True)])} events/s"
+    line += f", best rounds {min(theirs) / min(mine):.2f}x"
+    spent = [(t, m) for t, m in zip(rounds.cpu[first], rounds.cpu[other], strict=True) if t is not None and m]
+    if cpu and len(spent) == len(mine):
+        line += f"; {_summary([t / m for t, m in spent])} events per CPU-second"
     print(line)
 
 
@@ -166,8 +144,8 @@ def main() -> None:
             "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
             "sse-resume": Mitmdump(tmp, port, opts.set, ADDON),
         }
-        results = run(proxies, opts)
-    report("sse-resume / passthrough (goal >= 0.9x)", "passthrough", "sse-resume", results)
+        rounds = run(proxies, opts)
+    report("sse-resume / passthrough (goal >= 0.9x)", "passthrough", "sse-resume", rounds)
 
 
 if __name__ == "__main__":
