@@ -6,13 +6,16 @@ check that any split of any stream gives what feeding it whole gives, and that n
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, BlockKind, SSEParser, parse
+from sse_resume_core._parser import COMPILED, plain_event_id, plain_event_id_py
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
 Summary = tuple[BlockKind, str | None, str, str | None, int | None, str]
@@ -421,3 +424,60 @@ def test_single_event_fast_path_declines_what_it_cannot_take() -> None:
     assert p.last_event_id == "9"
     p.feed(b"data: held")
     assert p.feed_single_event(b"id: 8\ndata: b\n\n") == (False, None)  # bytes are held: they come first
+
+
+PLAIN_IMPLEMENTATIONS = [pytest.param(plain_event_id_py, id="python")]
+if COMPILED:
+    PLAIN_IMPLEMENTATIONS.append(pytest.param(plain_event_id, id="c"))
+
+
+def test_the_c_part_is_built_where_ci_runs() -> None:
+    # ./dev builds it when a C compiler is at hand; CI installs one, so there both versions are tested.
+    if os.environ.get("CI") == "true":
+        assert COMPILED
+
+
+@pytest.mark.parametrize("plain", PLAIN_IMPLEMENTATIONS)
+def test_plain_event_id_reads_only_the_plain_shape(plain: Callable[[bytes], str | None]) -> None:
+    assert plain(b"id: 7\ndata: a\n\n") == "7"
+    assert plain(b"id: \ndata:\n\n") == ""  # an empty id (it resets the last event id)
+    assert plain(b"id: \xff7\ndata: a\n\n") == "\ufffd7"  # invalid UTF-8 replaced, as the parser does
+    assert plain(b"id:  7 \ndata: a\n\n") == " 7 "  # one space removed after the colon, nothing else
+    declined = [
+        b"",
+        b"id: 7\n\n",
+        b"id:7\ndata: a\n\n",  # (single_event_id takes these)
+        b"id: 7\ndata: a\n",
+        b"id: 7\ndata: a\n\n\n",
+        b"id: 7\ndata: a\ndata: b\n\n",
+        b"id: 7\nevent: e\ndata: a\n\n",
+        b"id: 7\r\ndata: a\r\n\r\n",
+        b"id: 7\ndata: a\r\n\n",
+        b"id: 7\x00\ndata: a\n\n",
+        b"data: a\nid: 7\n\n",
+        b"id: 7\ndata: a\n\nid: 8\ndata: b\n\n",
+        b"id: 7\ndat: a\n\n",
+        b"id: 7\ndata",
+    ]
+    for chunk in declined:
+        assert plain(chunk) is None, chunk
+
+
+@pytest.mark.parametrize("plain", PLAIN_IMPLEMENTATIONS)
+def test_plain_event_id_agrees_with_the_parser_on_random_chunks(plain: Callable[[bytes], str | None]) -> None:
+    rng = random.Random(2026)
+    pieces = [b"id: ", b"id:", b"data:", b"data: x", b"event: e", b"7", b"\xff", b"\x00", b"\r", b"\n", b"\n\n", b" "]
+    taken = 0
+    for _ in range(20_000):
+        chunk = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        if rng.random() < 0.5:  # mostly near the plain shape
+            chunk = b"id: " + chunk + b"\ndata: y\n\n"
+        result = plain(chunk)
+        assert result == plain_event_id_py(chunk), chunk
+        if result is not None:
+            taken += 1
+            parser = SSEParser()
+            parser.feed(b": past the start\n\n")
+            blocks = parser.feed(chunk)
+            assert [(b.kind, b.id) for b in blocks] == [(EVENT, result)] and parser.idle, chunk
+    assert taken > 1000

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser
+from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
+from sse_resume_core._parser import plain_event_id_py
 from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
@@ -231,7 +232,15 @@ def _random_event(rng: random.Random, n: int) -> bytes:
     return (b"id" + sep + raw_id + b"\n" if eid is not None else b"") + data + b"\n"
 
 
+@pytest.fixture(params=["as built", "python"])
+def id_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay's hot path reading ids as built (in C where the extension is), and in Python."""
+    if request.param == "python":
+        monkeypatch.setattr(_resume, "plain_event_id", plain_event_id_py)
+
+
 @pytest.mark.parametrize("seed", range(30))
+@pytest.mark.usefixtures("id_reader")
 def test_hot_path_relays_and_records_as_the_general_path_does(seed: int) -> None:
     # One event per chunk takes the hot path where it can; the same stream in one chunk takes the general parser.
     # Both must send the same bytes and leave the same history.
@@ -250,6 +259,7 @@ def test_hot_path_relays_and_records_as_the_general_path_does(seed: int) -> None
 
 
 @pytest.mark.parametrize("seed", range(20))
+@pytest.mark.usefixtures("id_reader")
 def test_hot_path_drops_what_a_resuming_client_has_as_the_general_path_does(seed: int) -> None:
     # A client resumes from id 20 of a stream that holds 1..50; the upstream then sends old, held and new ids in
     # any order. One event per chunk (hot path) and all in one chunk (general parser) must agree.

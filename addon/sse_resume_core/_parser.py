@@ -15,11 +15,22 @@ not interpreted: its fields do not move :attr:`SSEParser.last_event_id`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, Literal
 
-__all__ = ["DEFAULT_MAX_SIZE", "Block", "BlockKind", "SSEParser", "parse", "single_event_id"]
+__all__ = [
+    "COMPILED",
+    "DEFAULT_MAX_SIZE",
+    "Block",
+    "BlockKind",
+    "SSEParser",
+    "parse",
+    "plain_event_id",
+    "plain_event_id_py",
+    "single_event_id",
+]
 
 DEFAULT_MAX_SIZE: Final = 1024 * 1024
 """Default bound, in bytes, of one block (an event with its lines and terminating blank line)."""
@@ -148,6 +159,24 @@ def single_event_id(data: bytes) -> str | Literal[False] | None:
     return _single(data)
 
 
+def plain_event_id_py(data: bytes) -> str | None:
+    """The id of ``data`` when it is exactly ``id: X\\ndata: Y\\n\\n`` (LF line ends, no NUL in X), else None:
+    the commonest whole event, read with one bounded ``split``. :func:`plain_event_id` is this function, or the
+    same in C when the optional extension (``_speedups.c``) is built. Runtime complexity: O(len(data)).
+    """
+    lines = data.split(b"\n", 4) if 13 not in data else ()  # (4: a chunk of many events stays whole)
+    if (
+        len(lines) == 4  # three LFs, the last two ending it
+        and not lines[3]
+        and not lines[2]
+        and lines[1][:5] == b"data:"
+        and lines[0][:4] == b"id: "
+        and 0 not in lines[0]
+    ):
+        return lines[0][4:].decode("utf-8", "replace")
+    return None
+
+
 def _single(data: bytes) -> str | Literal[False] | None:
     """:func:`single_event_id` of the other canonical shapes (with an event line): by the regex."""
     match = _SINGLE(data)
@@ -155,6 +184,22 @@ def _single(data: bytes) -> str | Literal[False] | None:
         return False
     event_id = match.group(1)
     return None if event_id is None else event_id.decode("utf-8", "replace")
+
+
+def _compiled() -> tuple[Callable[[bytes], str | None], bool]:
+    """The C version of :func:`plain_event_id_py` when it is built for this Python and this source, else that."""
+    try:
+        from sse_resume_core import _speedups
+    except ImportError:  # not built (no C compiler at install), or built for another Python
+        return plain_event_id_py, False
+    if getattr(_speedups, "ABI", None) != _SPEEDUPS_ABI:  # built from another version of _speedups.c
+        return plain_event_id_py, False
+    return _speedups.plain_event_id, True
+
+
+_SPEEDUPS_ABI: Final = 1  # the SPEEDUPS_ABI of _speedups.c this module was written for
+plain_event_id, COMPILED = _compiled()
+"""plain_event_id: see :func:`plain_event_id_py`; COMPILED: whether it is the C version."""
 
 
 class SSEParser:
