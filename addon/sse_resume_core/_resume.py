@@ -404,7 +404,7 @@ class Relay:
             del order[:excess]
 
     def _keep(self, raw: bytes, kind: BlockKind, event_id: str | None, retry: int | None) -> bool:
-        """Record one block; say whether this client should get it (False: it already has it)."""
+        """Take one block to record (see flush); say whether this client should get it (False: it already has it)."""
         stats = self.stats
         if event_id:
             if self._resume_seq is not None and self._client_has(event_id):
