@@ -12,7 +12,7 @@ import sys
 
 from bench_relay import HERE, arguments, fast_upstream, report, run
 
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 
 from harness import ADDON, Mitmdump
 

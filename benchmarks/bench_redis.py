@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 
 from bench_relay import arguments, fast_upstream, report, run  # noqa: E402
 

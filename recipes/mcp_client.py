@@ -7,7 +7,7 @@
 
 The client speaks protocol 2025-11-25 (``mode="legacy"``), the last version with resumable streams. If its
 connection drops mid-call, it reconnects with ``Last-Event-ID`` and the proxy serves what it missed.
-tests/test_mcp_e2e.py runs this recipe against the SDK test server.
+tests/e2e/test_mcp_e2e.py runs this recipe against the SDK test server.
 """
 
 from __future__ import annotations

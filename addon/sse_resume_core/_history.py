@@ -47,7 +47,7 @@ __all__ = [
 EvictionReason = Literal["count", "ttl", "session-lru", "bytes"]
 REASONS: Final[tuple[EvictionReason, ...]] = ("count", "ttl", "session-lru", "bytes")
 
-# Estimated bytes of bookkeeping, measured with tracemalloc on CPython 3.12 (tests/test_history.py checks that
+# Estimated bytes of bookkeeping, measured with tracemalloc on CPython 3.12 (tests/unit/test_history.py checks that
 # the estimate stays above what is really allocated).
 EVENT_OVERHEAD: Final = 120  # list slots, time, stream number, sorted-list slot and its int, dict entry
 PAYLOAD_OVERHEAD: Final = 48  # a bytes object's header and its list slot, in full mode

@@ -4,6 +4,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,14 @@ def upstream_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The demo upstream, one per test module, 20 events a second unless a test's query says otherwise."""
     with upstream(tmp_path_factory.mktemp("upstream"), interval=0.05) as port:
         yield port
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder starts real processes: marked so that ``-m "not e2e"`` runs the unit tests alone."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -21,7 +21,7 @@ from typing import IO, Self
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADDON = ROOT / "addon" / "sse_resume.py"
 UPSTREAM = ROOT / "recipes" / "demo_upstream.py"

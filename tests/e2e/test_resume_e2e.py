@@ -13,8 +13,6 @@ import pytest
 
 from harness import ADDON, BIN, EventSourceClient, Mitmdump, Process, curl, numbers, read_events
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:

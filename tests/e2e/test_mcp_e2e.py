@@ -14,11 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from harness import Mitmdump, Process, free_port, wait_port
 
-pytestmark = pytest.mark.e2e
 SERVER = Path(__file__).with_name("mcp_server.py")
 
 
@@ -198,7 +195,7 @@ def test_without_event_store_a_cut_call_cannot_be_resumed(tmp_path: Path) -> Non
 def test_mcp_client_recipe(tmp_path: Path) -> None:
     import subprocess
 
-    recipe = Path(__file__).parent.parent / "recipes" / "mcp_client.py"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "mcp_client.py"
     with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server) as proxy:
         out = subprocess.run(
             [sys.executable, recipe, f"{proxy.url}/mcp", "count", '{"n": 3, "delay": 0.1}'],

@@ -13,11 +13,8 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
-
 from harness import Mitmdump, RawSSE, cpu_seconds, free_port, numbers, rss_kib, scrape, upstream, wait_port
 
-pytestmark = pytest.mark.e2e
 CLIENTS = 500
 EVENTS = 40
 INTERVAL = 0.1  # per stream: 500 streams make 5,000 events/s through the proxy

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from harness import Mitmdump
 from sse_resume_core import SSEParser
 
-pytestmark = pytest.mark.e2e
 TOTAL = 12
 
 

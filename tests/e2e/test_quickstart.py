@@ -11,8 +11,6 @@ import pytest
 
 from harness import ROOT, Process, free_port, wait_port
 
-pytestmark = pytest.mark.e2e
-
 
 def test_dev_demo_serves_numbered_events_and_cleans_up(tmp_path: Path) -> None:
     upstream_port = free_port()

@@ -8,16 +8,13 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from mitmproxy import contentviews
 from mitmproxy.http import HTTPFlow
 from mitmproxy.io import FlowReader
 from mitmproxy.test import taddons
 
 from harness import ROOT, EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_port
-from test_addon import script
-
-pytestmark = pytest.mark.e2e
+from test_sse_resume import script
 
 
 def test_saved_flows_and_metrics(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Memory of the history under the task's load, measured with tracemalloc. Run by test_event_history_memory.
 
-    python tests/memory_probe.py full|ids-only
+    python tests/unit/memory_probe.py full|ids-only
 
 10,000 sessions record 1,000 events each, one session after the other, with the default limits (so the byte
 cap binds long before the end). tracemalloc traces the last ``--traced`` sessions: the history the store holds

@@ -8,7 +8,7 @@ import pytest
 from mitmproxy.test import taddons, tutils
 
 from sse_resume_core._mcp import PROTOCOL_VERSIONS, treatment
-from test_addon import respond, run, script, sse_flow
+from test_sse_resume import respond, run, script, sse_flow
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,6 @@ import pytest
 from harness import Mitmdump, RawSSE, curl, free_port, numbers, scrape, start_upstream
 from sse_resume_core import SSEParser
 
-pytestmark = pytest.mark.e2e
 SSE = {"accept": "text/event-stream"}
 
 

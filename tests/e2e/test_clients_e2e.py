@@ -12,8 +12,6 @@ import pytest
 
 from harness import ROOT, Mitmdump, curl, read_events
 
-pytestmark = pytest.mark.e2e
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

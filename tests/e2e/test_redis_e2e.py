@@ -22,8 +22,6 @@ from harness import (
     wait_port,
 )
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -1,6 +1,6 @@
 """Test-only: breaks the sse-resume addon on purpose inside a running mitmdump.
 
-    mitmdump -s addon/sse_resume.py -s tests/fault_addon.py --set fault_record_at=5
+    mitmdump -s addon/sse_resume.py -s tests/e2e/fault_addon.py --set fault_record_at=5
 
 ``fault_record_at=N`` makes the write of the N-th event to the history raise (one at a time or in a batch);
 ``fault_decide_id=X`` makes the resume decision for ``Last-Event-ID: X`` raise. Each fault fires once, so a test

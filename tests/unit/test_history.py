@@ -352,7 +352,7 @@ def test_random_operations_keep_invariants(seed: int, replay: bool) -> None:
 def test_event_history_memory() -> None:
     """10,000 sessions x 1,000 events: traced memory stays within the byte cap; bytes per event printed.
 
-    Both modes run at once, each in its own process (see tests/memory_probe.py for how memory is traced).
+    Both modes run at once, each in its own process (see tests/unit/memory_probe.py for how memory is traced).
     """
     probe = Path(__file__).with_name("memory_probe.py")
     procs = [

@@ -9,7 +9,7 @@ served correctly every time.
 
 The proxy keeps at most a tenth of the invented sessions (``sse_max_sessions``), so the session cap is exceeded
 tenfold. CI invents 10,000 (mitmproxy turns over about 200 flows a second here, and CI has a time budget);
-``SSE_ATTACK_SESSIONS=100000 ./dev test tests/test_attack_e2e.py -s`` runs the full-size attack.
+``SSE_ATTACK_SESSIONS=100000 ./dev test tests/e2e/test_attack_e2e.py -s`` runs the full-size attack.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import pytest
 
 from harness import Mitmdump, RawSSE, RssSampler, free_port, rss_kib, scrape, upstream, wait_port
 
-pytestmark = pytest.mark.e2e
 SESSIONS = int(os.environ.get("SSE_ATTACK_SESSIONS", "10000"))
 MAX_SESSIONS = max(SESSIONS // 10, 1)
 CONNECTIONS = 32

@@ -1,5 +1,5 @@
 """Faults, with real processes: the upstream killed and restarted, a client killed mid-event, and the addon hit by
-an internal error inside a running mitmdump (forced by tests/fault_addon.py). Traffic keeps flowing, each error
+an internal error inside a running mitmdump (forced by tests/e2e/fault_addon.py). Traffic keeps flowing, each error
 is logged once with its context, and nothing a client already received is lost or sent twice."""
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from harness import ROOT, EventSourceClient, Mitmdump, Process, curl, free_port, numbers, read_events, start_upstream
 
-pytestmark = pytest.mark.e2e
-FAULT = ROOT / "tests" / "fault_addon.py"
+FAULT = ROOT / "tests" / "e2e" / "fault_addon.py"
 
 
 def test_upstream_killed_and_restarted_the_client_stream_goes_on(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """A real MCP server (the Python SDK) for the end-to-end tests: one tool that reports progress and logs.
 
-    python tests/mcp_server.py --port P [--no-event-store] [--delay 0.25]
+    python tests/e2e/mcp_server.py --port P [--no-event-store] [--delay 0.25]
 
 The tool ``count(n, delay)`` sends ``n`` progress notifications and ``n`` log messages, ``delay`` seconds apart,
 then returns "counted to n". With an event store (the default) every event carries an id and the server can replay
