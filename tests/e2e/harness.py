@@ -45,6 +45,15 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise TimeoutError(f"nothing listening on {port} after {timeout} s")
 
 
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail, naming ``what``, if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still waiting for {what} after {timeout} s")
+        time.sleep(0.02)
+
+
 STARTED_GROUPS: set[int] = set()  # every process group the harness started, checked at the end of the run
 
 
