@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The task's scenarios with curl, against a running proxy: start it with `./dev demo`, then
+# What the proxy does for a client that reconnects, shown with curl against a running proxy: start it with
+# `./dev demo`, then
 #
 #   bash recipes/curl_walkthrough.sh [http://localhost:8080]
 #
-# Each step prints what curl received. tests/test_recipes.py runs this script and checks its output.
+# Each step prints what curl received. tests/e2e/test_clients_e2e.py runs this script and checks its output.
+#
+# curl sends no `Accept: text/event-stream` here, so with the default sse_replay_mode=auto the proxy puts the
+# missed events in front of the live stream (one long response, right for a client that does not reconnect by
+# itself). With `-H "Accept: text/event-stream"` curl would be taken for an EventSource-like client: it gets the
+# missed events as a complete response of their own, and curl then exits instead of reading on.
 set -euo pipefail
 PROXY=${1:-http://localhost:8080}
 URL="$PROXY/sse"
@@ -11,8 +17,17 @@ URL="$PROXY/sse"
 step() { printf '\n### %s\n' "$*"; }
 
 step "1. Read the stream and hang up after event 3"
-# awk stops reading after the blank line that ends event 3; curl then gets SIGPIPE and disconnects.
-curl -sN "$URL" | awk '{ print } /^id: 3$/ { three = 1 } three && /^$/ { exit }' || true
+# The loop stops reading after the blank line that ends event 3; curl then gets SIGPIPE and disconnects. (bash's
+# read takes a pipe a byte at a time, so each line shows as it comes; some awks, mawk among them, buffer pipes.)
+curl -sN "$URL" | {
+    three=
+    while IFS= read -r line; do
+        line=${line%$'\r'}
+        printf '%s\n' "$line"
+        [[ $line == "id: 3" ]] && three=1
+        [[ -n $three && -z $line ]] && break
+    done
+} || true
 
 step "2. Reconnect with Last-Event-Id: 3: events 4, 5, 6, ... (from the proxy's history, then live)"
 curl -sN --max-time 2 -H "Last-Event-Id: 3" "$URL" || true
