@@ -6,7 +6,13 @@ meet:
 * **Writes go behind.** The stream callable records into the local history (synchronous, as the storage
   interface requires) and queues the write; a task sends queued writes to Redis in pipelined batches. A slow or
   dead Redis therefore never holds a client's stream back: the queue is bounded (the oldest writes are given up
-  first, and counted), failed batches are retried with backoff, and the store reports itself down meanwhile.
+  first, counted and logged), failed batches are retried with backoff, and the store reports itself down
+  meanwhile, up again as soon as a batch lands.
+* **A batch fits its time.** A batch is bounded in writes and in bytes, and is given time for its size at an
+  assumed bandwidth (see :data:`RATE`): over a slow link, large events go in small batches rather than in one
+  that can never arrive in time. After a timeout the assumed bandwidth halves (smaller batches, more time per
+  byte), down to :data:`MIN_RATE`; it doubles again when a batch shows that one twice its size would have been
+  in time. A batch always holds at least one write, however large, so every attempt can make progress.
 * **Lookups ask Redis first**, within ``timeout``. A stream found there is *adopted*: the events this proxy lacks
   are copied into its local history under the stream's name, so that the relay continues and deduplicates the
   stream exactly as if this proxy had seen it. When Redis does not answer in time, the local history answers.
@@ -44,6 +50,8 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -54,7 +62,16 @@ __all__ = ["RedisHistory", "StoreHealth", "redact"]
 log = logging.getLogger("sse_resume")
 
 PREFIX: Final = "sse-resume:"
-BATCH: Final = 256  # writes per pipeline
+BATCH: Final = 256  # writes per pipeline, at most
+RATE: Final = 1024 * 1024
+"""Bandwidth (bytes/s) a batch is given time for, at first and at most. A batch holds at most one second of it
+(:data:`BATCH_BYTES`) and is given ``write timeout + its bytes / RATE`` seconds: 3 s or more, so a full batch
+arrives in time over any link faster than about 350 KB/s."""
+BATCH_BYTES: Final = RATE  # bytes per batch at RATE (one write larger than this goes alone)
+MIN_RATE: Final = 64 * 1024
+"""The slowest bandwidth assumed after timeouts: batches of 64 KiB (16 writes), each write given time for its
+size at 64 KiB/s."""
+WRITE_TIMEOUT: Final = 2.0  # seconds a batch is given besides its bytes (or 8 timeouts, if longer): latency, Lua
 MAX_QUEUED: Final = 100_000  # writes waiting for Redis; beyond it the oldest are given up
 MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 BACKOFF: Final = (0.1, 5.0)  # first and longest wait before trying a failed Redis again, seconds
@@ -152,11 +169,23 @@ class RedisHistory(MemoryHistory):
             socket_timeout=max(timeout * 4, 1.0),
             socket_connect_timeout=max(timeout * 4, 1.0),
         )
-        self._record_script = self._redis.register_script(_RECORD)
+        self._write_timeout = max(timeout * 8, WRITE_TIMEOUT)
+        # Writes have a client of their own, without a socket timeout: each batch is given a time for its size
+        # (a socket timeout would cut a large batch over a slow link whatever that time). One immediate retry on
+        # a new connection, for the pool's dead connection after a Redis restart.
+        self._writes = aioredis.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=self._write_timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._record_script = self._writes.register_script(_RECORD)
         self._find_script = self._redis.register_script(_FIND)
         self._queue: deque[tuple[str, Any]] = deque()
         self._queued_bytes = 0
         self._inflight = 0  # writes of the batch being sent
+        self._rate: float = RATE  # the bandwidth batches are sized and timed for, MIN_RATE to RATE
+        self._dropped_since: int | None = None  # health.dropped when writes began to be given up, until they land
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._token = secrets.token_hex(4)  # streams this proxy opens are named <token>.<n>: unique across proxies
@@ -197,9 +226,8 @@ class RedisHistory(MemoryHistory):
         queue = self._queue
         queue.append(item)
         self._queued_bytes += size
-        while len(queue) > MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES:
-            self._queued_bytes -= _size(queue.popleft())
-            self.health.dropped += 1
+        if len(queue) > MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES:
+            self._give_up_oldest()
         if not self._wake.is_set():
             self._wake.set()
         if self._task is None:
@@ -278,11 +306,11 @@ class RedisHistory(MemoryHistory):
         delay = BACKOFF[0]
         while not self._closed:
             try:
-                async with asyncio.timeout(max(self.timeout * 8, 2.0)):
-                    if not self.health.up:
-                        await self._redis.ping()
-                    if self._queue:
-                        await self._flush_batch()
+                if not self.health.up:
+                    async with asyncio.timeout(self._write_timeout):
+                        await self._writes.ping()
+                if self._queue:
+                    await self._flush_batch()  # within a time for its size
                 self._ok()
                 delay = BACKOFF[0]
             except (RedisError, OSError, TimeoutError) as e:
@@ -295,24 +323,46 @@ class RedisHistory(MemoryHistory):
                 await self._wake.wait()
 
     async def _flush_batch(self) -> None:
-        batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+        """Send the oldest queued writes: as many as :meth:`_budget` allows (one at least), within
+        ``write timeout + bytes / rate`` seconds. A timeout halves the rate (the next batch is smaller, and has
+        more time per byte); a batch that shows one of twice the budget would have been in time doubles it."""
+        writes, budget = self._budget()
+        batch, size = _take(self._queue, writes, budget)
         self._inflight = len(batch)
+        allowed = self._write_timeout + size / self._rate
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            await self._write(batch)
-        except BaseException:
+            async with asyncio.timeout(allowed):
+                await self._write(batch)
+        except BaseException as e:
             # Put the batch back in front, in order, for the next try (an id written twice is refused by the
             # script; the queue's bound still holds).
             self._queue.extendleft(reversed(batch))
+            if isinstance(e, TimeoutError):
+                self._rate = max(self._rate / 2, MIN_RATE)
             raise
         finally:
             self._inflight = 0
-        self._queued_bytes -= sum(_size(item) for item in batch)
+        took = loop.time() - started
+        # Would a batch of twice the budget have taken less than its time? Judged from this one, scaled up (its
+        # latency too: a small batch never proves a large one fits).
+        if self._rate < RATE and took * 2 * budget / max(size, 1) < self._write_timeout + budget / self._rate:
+            self._rate = min(self._rate * 2, RATE)
+        self._queued_bytes -= size
         self.health.writes += sum(1 for kind, _ in batch if kind == "record")
+        self._landed()
+
+    def _budget(self) -> tuple[int, int]:
+        """Writes and bytes the next batch may hold: :data:`BATCH` and :data:`BATCH_BYTES` at :data:`RATE`,
+        in proportion below it."""
+        share = self._rate / RATE
+        return max(1, int(BATCH * share)), int(BATCH_BYTES * share)
 
     async def _write(self, batch: list[tuple[str, Any]]) -> None:
         limits = self.limits
         max_events, ttl = str(limits.max_events), str(max(1, math.ceil(limits.ttl)))
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._writes.pipeline(transaction=False)
         pending: dict[str, list[Any]] = {}  # session -> script arguments of its consecutive events
 
         async def send_pending() -> None:
@@ -332,8 +382,8 @@ class RedisHistory(MemoryHistory):
                 pipe.delete(*self._keys(payload, "ev", "ids", "last", "seq"))
             else:
                 await pipe.execute()
-                pipe = self._redis.pipeline(transaction=False)
-                async for key in self._redis.scan_iter(match=self.prefix + "{*", count=1000):
+                pipe = self._writes.pipeline(transaction=False)
+                async for key in self._writes.scan_iter(match=self.prefix + "{*", count=1000):
                     pipe.delete(key)
         await send_pending()
         await pipe.execute()
@@ -358,6 +408,33 @@ class RedisHistory(MemoryHistory):
         self.health.up = False
         self._wake.set()  # the writer task probes until Redis answers
 
+    def _give_up_oldest(self) -> None:
+        """Drop the oldest queued writes until the queue is within its bounds. The first time since writes last
+        landed, say so in the log (counts and sizes, never a payload byte)."""
+        queue = self._queue
+        before = self.health.dropped
+        while queue and (len(queue) > MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES):
+            self._queued_bytes -= _size(queue.popleft())
+            self.health.dropped += 1
+        if self._dropped_since is None and self.health.dropped > before:
+            self._dropped_since = before
+            log.warning(
+                "sse-resume: Redis store %s: more writes wait for it than the queue holds (%d writes, %d bytes): "
+                "the oldest are given up until writes land again",
+                redact(self.url),
+                MAX_QUEUED,
+                MAX_QUEUED_BYTES,
+            )
+
+    def _landed(self) -> None:
+        if self._dropped_since is not None:
+            log.info(
+                "sse-resume: Redis store %s takes writes again; %d writes were given up meanwhile",
+                redact(self.url),
+                self.health.dropped - self._dropped_since,
+            )
+            self._dropped_since = None
+
     def snapshot_health(self) -> StoreHealth:
         self.health.queued = len(self._queue) + self._inflight
         return self.health
@@ -373,12 +450,27 @@ class RedisHistory(MemoryHistory):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        with contextlib.suppress(Exception):
-            await self._redis.aclose()
+        for client in (self._redis, self._writes):
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
 
 def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
+
+
+def _take(queue: deque[tuple[str, Any]], writes: int, budget: int) -> tuple[list[tuple[str, Any]], int]:
+    """Pop the oldest writes off ``queue``: at most ``writes`` of them and ``budget`` bytes, but one at least
+    (a write larger than the budget goes alone). Returns them and their size."""
+    batch: list[tuple[str, Any]] = []
+    size = 0
+    while queue and len(batch) < writes:
+        item_size = _size(queue[0])
+        if batch and size + item_size > budget:
+            break
+        batch.append(queue.popleft())
+        size += item_size
+    return batch, size
 
 
 def _size(item: tuple[str, Any]) -> int:
