@@ -18,13 +18,15 @@ from harness import ADDON, BIN, Mitmdump, Process, curl, free_port
 EXIT_DEADLINE = 120  # seconds: mitmdump takes a while to shut down on a loaded machine; a bug never exits at all
 
 
-def run_until_exit(tmp: Path, args: Sequence[str], config_yaml: str = "") -> tuple[int | None, str]:
+def run_until_exit(
+    tmp: Path, args: Sequence[str], config_yaml: str = "", tool: Path = BIN / "mitmdump"
+) -> tuple[int | None, str]:
     """Start mitmdump with the addon; return its exit status (None: still running at the deadline) and its output."""
     confdir = tmp / "confdir"
     confdir.mkdir(exist_ok=True)
     (confdir / "config.yaml").write_text(config_yaml)
     port = free_port()
-    mitmdump = [BIN / "mitmdump", "-s", ADDON, "--listen-host", "127.0.0.1", "--listen-port", str(port)]
+    mitmdump = [tool, "-s", ADDON, "--listen-host", "127.0.0.1", "--listen-port", str(port)]
     proc = Process([*mitmdump, "--set", f"confdir={confdir}", *args], tmp / f"mitmdump-{port}.log")
     try:
         status: int | None = proc.proc.wait(EXIT_DEADLINE)
