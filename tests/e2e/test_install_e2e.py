@@ -63,7 +63,14 @@ def test_a_stream_resumes_through_mitmdump_with_mitmproxy_and_pydantic_alone(
 ) -> None:
     port = free_port()
     # The demo upstream is standard library only: it runs on this environment's Python as well.
-    upstream = [minimal_venv / "bin" / "python", UPSTREAM, "--port", str(port), "--interval", "0.05"]
+    upstream: list[str | os.PathLike[str]] = [
+        minimal_venv / "bin" / "python",
+        UPSTREAM,
+        "--port",
+        str(port),
+        "--interval",
+        "0.05",
+    ]
     with Process(upstream, tmp_path / "upstream.log") as up:
         wait_port(port, up.proc)
         with Mitmdump(tmp_path, port, tool=str(minimal_venv / "bin" / "mitmdump")) as proxy:

@@ -7,6 +7,7 @@ are logged at startup.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,15 @@ def run_until_exit(
     confdir.mkdir(exist_ok=True)
     (confdir / "config.yaml").write_text(config_yaml)
     port = free_port()
-    mitmdump = [tool, "-s", ADDON, "--listen-host", "127.0.0.1", "--listen-port", str(port)]
+    mitmdump: list[str | os.PathLike[str]] = [
+        tool,
+        "-s",
+        ADDON,
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+    ]
     proc = Process([*mitmdump, "--set", f"confdir={confdir}", *args], tmp / f"mitmdump-{port}.log")
     try:
         status: int | None = proc.proc.wait(EXIT_DEADLINE)
