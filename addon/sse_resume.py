@@ -176,7 +176,11 @@ def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> lis
     """
     known = set(names)
     errors: list[str] = []
-    registered = options._options
+    try:  # mitmproxy's internals: where they moved, its own conversion (silent on errors) is all there is
+        registered, unconverted, parse = options._options, optmanager._UnconvertedStrings, options._parse_setval
+    except AttributeError:
+        log.warning("sse-resume: this mitmproxy's options cannot be checked before they apply")
+        return errors
     for name, value in list(options.deferred.items()):
         if not name.startswith("sse_"):
             continue
@@ -186,8 +190,8 @@ def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> lis
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise exceptions.OptionsError(f"{name}: no such option{hint}")  # type: ignore[no-untyped-call]
             option = registered[name]
-            if isinstance(value, optmanager._UnconvertedStrings):  # from --set
-                value = options._parse_setval(option, value.val)
+            if isinstance(value, unconverted):  # from --set
+                value = parse(option, value.val)
             typecheck.check_option_type(name, value, option.typespec)
         except exceptions.OptionsError as e:
             del options.deferred[name]
@@ -906,11 +910,15 @@ class SSEResume:
 
     def _settings_line(self) -> str:
         """The settings that differ from their defaults, with their sources, for the log at startup."""
+        from mitmproxy import ctx
+
         changed = [
             f"sse_{name}={text} ({self.sources.get(name, DEFAULT)})"
             for name, text in shown(self.settings).items()
             if self.sources.get(name, DEFAULT) != DEFAULT
         ]
+        if ctx.options.sse_config:
+            changed.insert(0, f"sse_config={ctx.options.sse_config}")
         if not changed:
             return "settings: all at their defaults (the command sse.settings lists them)"
         return f"settings: {', '.join(changed)}; every other at its default (the command sse.settings lists all)"
