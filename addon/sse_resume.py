@@ -14,28 +14,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import hashlib
+import importlib
+import importlib.util
 import logging
+import shlex
 import ssl
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Optional
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Optional
 
-from mitmproxy import command, contentviews, exceptions, http
+from mitmproxy import command, contentviews, exceptions, http, optmanager
 from mitmproxy.addonmanager import Loader
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from mitmproxy.utils import typecheck
 
 from sse_resume_core import HistoryLimits, MemoryHistory
-from sse_resume_core._config import ConfigError, Settings, load_file, merge
+from sse_resume_core._config import DEFAULT, ConfigError, Settings, effective, load_file, section_values, shown
 from sse_resume_core._decode import Decoder
 from sse_resume_core._keep import Backoff
 from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
 from sse_resume_core._view import render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
-from sse_resume_redis import RedisHistory, redact
+
+if TYPE_CHECKING:  # both imported only when an option asks for them (see FEATURES)
+    from prometheus_client.core import Metric
+
+    from sse_resume_redis import RedisHistory
 
 log = logging.getLogger("sse_resume")
 
@@ -113,6 +123,84 @@ MAX_ENDPOINTS = 1000
 FLUSH_EVERY = 0.05  # seconds: the longest an event relayed waits to be recorded (see Relay.flush)
 TLS_OPTIONS = {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 
+# Packages only some options need: option -> (module imported, what to install, the feature). Without them the
+# addon loads and resumes with mitmproxy and pydantic alone; asking for the feature without its package is an
+# option error that names the command installing it. (The requirements are pyproject.toml's extras.)
+FEATURES: dict[str, tuple[str, str, str]] = {
+    "store": ("sse_resume_redis", "redis>=5.0", "a Redis store"),
+    "metrics_port": ("prometheus_client", "prometheus-client>=0.20", "the metrics endpoint"),
+}
+
+
+def install_command(requirement: str) -> str:
+    """The command that installs ``requirement`` into the Python running this mitmproxy."""
+    python = shlex.quote(sys.executable)
+    quoted = shlex.quote(requirement)
+    prefix = Path(sys.prefix)
+    if (prefix / "pipx_metadata.json").is_file():  # a mitmproxy installed with pipx
+        return f"pipx inject {shlex.quote(prefix.name)} {quoted}"
+    if importlib.util.find_spec("pip") is not None:
+        return f"{python} -m pip install {quoted}"
+    return f"uv pip install --python {python} {quoted}"  # environments made by uv have no pip
+
+
+def feature(option: str) -> ModuleType:
+    """Import the package behind ``sse_<option>``; missing, an OptionsError naming the command that installs it."""
+    module, requirement, what = FEATURES[option]
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing = f"'{e.name}' is" if e.name and e.name != module else "it is"
+        raise exceptions.OptionsError(  # type: ignore[no-untyped-call]
+            f"sse_{option}: {what} needs the Python package {requirement}, and {missing} not installed in the "
+            f"Python that runs mitmproxy ({sys.executable}): install it with: {install_command(requirement)}"
+        ) from None
+
+
+def _redis(store: MemoryHistory) -> RedisHistory | None:
+    """The store if it is a Redis store. (Without one, the Redis package is never imported.)"""
+    module = sys.modules.get("sse_resume_redis")
+    if module is not None and isinstance(store, module.RedisHistory):
+        return store
+    return None
+
+
+def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> list[str]:
+    """The wrong values mitmproxy holds for ``names`` until their addon registers them; each one is dropped.
+
+    ``--set`` values (strings) and ``config.yaml`` values for options not yet registered wait in
+    ``options.deferred``; mitmproxy converts them after the addon's ``load``, and an error there unloads the script
+    without a word (mitmdump runs on, and SSE responses are buffered). Checked here instead, a wrong value is a
+    message naming the option and the reason. Unknown ``sse_`` names are errors too (a typo would otherwise be
+    ignored for good). The rest stay deferred for mitmproxy to apply.
+    """
+    known = set(names)
+    errors: list[str] = []
+    try:  # mitmproxy's internals: where they moved, its own conversion (silent on errors) is all there is
+        registered, unconverted, parse = options._options, optmanager._UnconvertedStrings, options._parse_setval
+    except AttributeError:
+        log.warning("sse-resume: this mitmproxy's options cannot be checked before they apply")
+        return errors
+    for name, value in list(options.deferred.items()):
+        if not name.startswith("sse_"):
+            continue
+        try:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise exceptions.OptionsError(f"{name}: no such option{hint}")  # type: ignore[no-untyped-call]
+            option = registered[name]
+            if isinstance(value, unconverted):  # from --set
+                value = parse(option, value.val)
+            typecheck.check_option_type(name, value, option.typespec)
+        except exceptions.OptionsError as e:
+            del options.deferred[name]
+            errors.append(str(e))
+        except TypeError as e:  # a value of another type, from a YAML file (its value may be a secret: not shown)
+            del options.deferred[name]
+            errors.append(f"{name}: {e} (from mitmproxy's config.yaml)")
+    return errors
+
 
 class FlowState:
     """What the addon knows about one flow.
@@ -165,6 +253,8 @@ class MetricsCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snap = self.addon.store.snapshot()
         r = self.addon.resume_stats
         for name, doc, value in (
@@ -196,8 +286,8 @@ class MetricsCollector:
                 ("sse_resume_keep_buffer_full", "Kept streams ended at their bounds.", k.buffer_full),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
-        store = self.addon.store
-        if isinstance(store, RedisHistory):
+        store = _redis(self.addon.store)
+        if store is not None:
             h = store.snapshot_health()
             yield GaugeMetricFamily("sse_resume_store_up", "1 when the Redis store answers.", value=int(h.up))
             yield GaugeMetricFamily("sse_resume_store_queued", "Writes waiting for Redis.", value=h.queued)
@@ -235,6 +325,7 @@ class SSEResume:
         # URLs seen answering text/event-stream: keep mode also keeps GETs to them that do not say they want SSE
         self._sse_endpoints: OrderedDict[tuple[str, str, int, str], None] = OrderedDict()
         self._running = False
+        self.sources: dict[str, str] = dict.fromkeys(Settings.model_fields, DEFAULT)  # where each setting came from
 
     # -- options ---------------------------------------------------------------------------------------------
 
@@ -251,6 +342,10 @@ class SSEResume:
             "YAML file with settings under 'sse:' (the 'client_resilience' shape, or option names without sse_). "
             "Options given with --set win over the file.",
         )
+        for error in deferred_errors(loader.master.options, [*(f"sse_{name}" for name in OPTIONS), "sse_config"]):
+            # Logged as an error, which stops mitmdump, mitmproxy and mitmweb at startup ("Error logged during
+            # startup"). Raising would not: mitmproxy's script loader drops an exception from here, and the addon.
+            log.error("sse-resume: invalid option: %s", error)
 
     def configure(self, updated: set[str]) -> None:
         from mitmproxy import ctx
@@ -261,11 +356,19 @@ class SSEResume:
         if not any(name.startswith("sse_") for name in updated):
             return
         try:
+            # An "sse:" block in mitmproxy's config.yaml is no option: mitmproxy keeps it aside, unused, for good.
+            block = section_values(options.deferred["sse"], "config.yaml") if "sse" in options.deferred else {}
             file_values = load_file(options.sse_config) if options.sse_config else {}
-            settings = merge(file_values, {name: getattr(options, f"sse_{name}") for name in OPTIONS})
+            settings, sources = effective(
+                file_values, {name: getattr(options, f"sse_{name}") for name in OPTIONS}, block
+            )
         except ConfigError as e:
             raise exceptions.OptionsError(str(e)) from None  # type: ignore[no-untyped-call]
+        for option in FEATURES:
+            if getattr(settings, option) != Settings.model_fields[option].default:
+                feature(option)  # a missing package is refused before anything changes
         self._apply(settings)
+        self.sources = sources
 
     def _apply(self, settings: Settings) -> None:
         old = self.settings
@@ -357,26 +460,31 @@ class SSEResume:
     def _make_store(settings: Settings) -> MemoryHistory:
         if settings.store == "memory":
             return MemoryHistory(settings.limits())
-        log.info("sse-resume: history shared in Redis at %s", redact(settings.store))
+        redis = feature("store")
+        log.info("sse-resume: history shared in Redis at %s", redis.redact(settings.store))
         if not settings.store_secret:
             log.warning(
                 "sse-resume: sse_store_secret is not set: session keys in Redis are digests with a well-known key, "
                 "which anyone holding them can check against guessed session ids and credentials. Set the same "
                 "secret on every proxy that shares this Redis."
             )
-        return RedisHistory(settings.store, settings.limits(), timeout=settings.store_timeout / 1000)
+        store: MemoryHistory = redis.RedisHistory(
+            settings.store, settings.limits(), timeout=settings.store_timeout / 1000
+        )
+        return store
 
     def _replace_store(self, store: MemoryHistory) -> None:
         old, self.store = self.store, store
-        if isinstance(old, RedisHistory):
+        if (old_redis := _redis(old)) is not None:
             with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
-                self._spawn(old.aclose())
-        if isinstance(store, RedisHistory):
-            store.start()
+                self._spawn(old_redis.aclose())
+        if (new_redis := _redis(store)) is not None:
+            new_redis.start()
 
     def running(self) -> None:
-        if isinstance(self.store, RedisHistory):
-            self.store.start()  # connect now: a Redis that cannot be reached shows in the log at start
+        log.info("sse-resume: %s", self._settings_line())
+        if (redis := _redis(self.store)) is not None:
+            redis.start()  # connect now: a Redis that cannot be reached shows in the log at start
         self._running = True
         self._run_keeper()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_every(FLUSH_EVERY))
@@ -393,10 +501,11 @@ class SSEResume:
             return
         self._stop_metrics()
         if wanted is not None:
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(MetricsCollector(self))  # type: ignore[arg-type]
+            prometheus = feature("metrics_port")
+            registry = prometheus.CollectorRegistry(auto_describe=False)
+            registry.register(MetricsCollector(self))
             try:
-                self._metrics = start_http_server(wanted[1], addr=wanted[0], registry=registry)
+                self._metrics = prometheus.start_http_server(wanted[1], addr=wanted[0], registry=registry)
             except OSError as e:
                 raise exceptions.OptionsError(  # type: ignore[no-untyped-call]
                     f"sse_metrics_port: cannot listen on {wanted[0]}:{wanted[1]}: {e.strerror or e}"
@@ -422,8 +531,8 @@ class SSEResume:
         if self.keeper is not None:
             await self.keeper.aclose()
             self.keeper = None
-        if isinstance(self.store, RedisHistory):
-            await self.store.aclose()  # writes what is still queued, for a second at most
+        if (redis := _redis(self.store)) is not None:
+            await redis.aclose()  # writes what is still queued, for a second at most
 
     def _resumer(self) -> Resumer:
         s = self.settings
@@ -787,6 +896,33 @@ class SSEResume:
             self.store.drop_session(key)
         return f"cleared {len(keys)} session{'s' if len(keys) != 1 else ''}"
 
+    @command.command("sse.settings")
+    def settings_command(self) -> str:
+        """The settings in effect (after defaults, config.yaml, the sse_config file and options), and the source of
+        each. Secrets are not shown, only whether they are set."""
+        from mitmproxy import ctx
+
+        rows = [f"{'option':24}  {'value':24}  source"]
+        for name, text in shown(self.settings).items():
+            rows.append(f"{'sse_' + name:24}  {text:24}  {self.sources.get(name, DEFAULT)}")
+        rows.append(f"{'sse_config':24}  {ctx.options.sse_config or '(unset)':24}  option")
+        return "\n".join(rows)
+
+    def _settings_line(self) -> str:
+        """The settings that differ from their defaults, with their sources, for the log at startup."""
+        from mitmproxy import ctx
+
+        changed = [
+            f"sse_{name}={text} ({self.sources.get(name, DEFAULT)})"
+            for name, text in shown(self.settings).items()
+            if self.sources.get(name, DEFAULT) != DEFAULT
+        ]
+        if ctx.options.sse_config:
+            changed.insert(0, f"sse_config={ctx.options.sse_config}")
+        if not changed:
+            return "settings: all at their defaults (the command sse.settings lists them)"
+        return f"settings: {', '.join(changed)}; every other at its default (the command sse.settings lists all)"
+
     def _find_session(self, prefix: str) -> str:
         matches = [key for key in self.store if key.startswith(prefix.strip())] if prefix.strip() else []
         if len(matches) != 1:
@@ -830,11 +966,12 @@ class SSEResume:
         }
 
     def _store_stats(self) -> dict[str, Any]:
-        if not isinstance(self.store, RedisHistory):
+        store = _redis(self.store)
+        if store is None:
             return {"store": "memory"}
-        h = self.store.snapshot_health()
+        h = store.snapshot_health()
         return {
-            "store": redact(self.store.url),
+            "store": shown(self.settings)["store"],
             "store_up": h.up,
             "store_queued": h.queued,
             "store_writes": h.writes,

@@ -1,11 +1,12 @@
 """One pydantic model validates every setting, whichever source it comes from.
 
-Sources, lowest precedence first: the defaults, the YAML file named by ``sse_config``, then each mitmproxy option
-(``--set``, ``~/.mitmproxy/config.yaml``) whose value differs from its default. A value given on the command line
-therefore beats the file; an option left at its default lets the file speak.
+Sources, lowest precedence first: the defaults, an ``sse:`` block in mitmproxy's own ``config.yaml``, the YAML
+file named by ``sse_config``, then each mitmproxy option (``--set``, ``sse_`` keys of ``config.yaml``) whose value
+differs from its default. A value given on the command line therefore beats the file; an option left at its
+default lets the file speak.
 
-The YAML file has the task's shape, and may carry any other setting under ``sse:`` by its option name without
-the ``sse_`` prefix::
+The YAML file (and the ``sse:`` block) has the task's shape, and may carry any other setting under ``sse:`` by its
+option name without the ``sse_`` prefix::
 
     sse:
       client_resilience:
@@ -22,12 +23,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sse_resume_core._history import HistoryLimits
 
-__all__ = ["ConfigError", "Settings", "load_file", "merge"]
+__all__ = ["ConfigError", "Settings", "effective", "load_file", "merge", "section_values", "shown"]
 
 _TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
 
@@ -135,32 +137,96 @@ def load_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(doc, dict) or not isinstance(doc.get("sse", {}), dict):
         raise ConfigError(f"sse_config: {path} must be a mapping with an 'sse:' section")
-    section = dict(doc.get("sse") or {})
+    return section_values(doc.get("sse") or {}, "sse_config")
+
+
+def section_values(section: object, where: str) -> dict[str, Any]:
+    """The settings of one ``sse:`` section (already read from YAML), as option values without ``sse_``.
+
+    ``where`` names the section's source in error messages: ``sse_config`` (the file), or ``config.yaml``
+    (mitmproxy's own configuration file, whose ``sse:`` block mitmproxy itself hands to nobody).
+    """
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: 'sse:' must be a mapping of settings, not {type(section).__name__}")
+    section = dict(section)
     values: dict[str, Any] = {}
     resilience = section.pop("client_resilience", None) or {}
     try:
         values.update(_ClientResilience.model_validate(resilience).model_dump(exclude_none=True))
     except ValidationError as e:
-        raise ConfigError(_describe(e, "sse_config: sse.client_resilience.")) from None
+        raise ConfigError(_describe(e, f"{where}: sse.client_resilience.")) from None
     unknown = set(section) - set(Settings.model_fields)
     if unknown:
-        raise ConfigError(f"sse_config: unknown setting(s) under sse: {', '.join(sorted(map(str, unknown)))}")
+        raise ConfigError(f"{where}: unknown setting(s) under sse: {', '.join(sorted(map(str, unknown)))}")
     values.update(section)
     return values
 
 
-def merge(file_values: Mapping[str, Any], option_values: Mapping[str, Any]) -> Settings:
-    """Validate defaults < file values < option values that differ from their defaults."""
+DEFAULT: Final = "default"
+BLOCK: Final = "config.yaml sse:"
+FILE: Final = "sse_config file"
+OPTION: Final = "option"  # --set, ~/.mitmproxy/config.yaml's sse_ keys, or a change at run time
+
+
+def merge(
+    file_values: Mapping[str, Any], option_values: Mapping[str, Any], block_values: Mapping[str, Any] | None = None
+) -> Settings:
+    """Validate defaults < config.yaml's ``sse:`` block < file values < option values that differ from defaults."""
+    return effective(file_values, option_values, block_values)[0]
+
+
+def effective(
+    file_values: Mapping[str, Any], option_values: Mapping[str, Any], block_values: Mapping[str, Any] | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """As ``merge``, with the source each setting's value came from (``DEFAULT``, ``BLOCK``, ``FILE``, ``OPTION``)."""
     defaults = Settings()
-    try:
-        Settings.model_validate(file_values)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, "sse_config: sse.")) from None
-    values = dict(file_values)
+    values: dict[str, Any] = {}
+    sources = dict.fromkeys(Settings.model_fields, DEFAULT)
+    for layer, prefix, source in (
+        (block_values or {}, "config.yaml: sse.", BLOCK),
+        (file_values, "sse_config: sse.", FILE),
+    ):
+        try:
+            Settings.model_validate(layer)
+        except ValidationError as e:
+            raise ConfigError(_describe(e, prefix)) from None
+        values.update(layer)
+        sources.update(dict.fromkeys(layer, source))
     for name, value in option_values.items():
         if value != getattr(defaults, name):
             values[name] = value
+            sources[name] = OPTION
     try:
-        return Settings.model_validate(values)
+        return Settings.model_validate(values), sources
     except ValidationError as e:
         raise ConfigError(_describe(e, "sse_")) from None
+
+
+def shown(settings: Settings) -> dict[str, str]:
+    """Every setting as text fit for a log or a command's output: secrets hidden, URL passwords masked."""
+    out: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if name in SECRETS:
+            text = "(set)" if value else "(unset)"
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (list, tuple, frozenset, set)):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, str) and "://" in value:
+            text = _mask_password(value)
+        else:
+            text = str(value)
+        out[name] = text
+    return out
+
+
+SECRETS: Final = frozenset({"store_secret"})
+
+
+def _mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

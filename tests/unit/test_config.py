@@ -6,7 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from sse_resume_core._config import ConfigError, Settings, load_file, merge
+from sse_resume_core._config import (
+    BLOCK,
+    DEFAULT,
+    FILE,
+    OPTION,
+    ConfigError,
+    Settings,
+    effective,
+    load_file,
+    merge,
+    section_values,
+    shown,
+)
 
 TASK_YAML = """\
 sse:
@@ -107,3 +119,39 @@ def test_every_option_is_documented() -> None:
 def test_keep_mode_settings_are_checked(values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         merge({}, values)
+
+
+def test_sources_say_where_each_value_came_from(tmp_path: Path) -> None:
+    block = section_values({"client_resilience": {"event_ttl": 60}, "dedupe_window": 5}, "config.yaml")
+    file_values = load_file(write(tmp_path, "sse:\n  dedupe_window: 7\n"))
+    settings, sources = effective(file_values, {"max_sessions": 3, "event_ttl": 300}, block)
+    assert (settings.event_ttl, settings.dedupe_window, settings.max_sessions) == (60, 7, 3)
+    assert (sources["event_ttl"], sources["dedupe_window"], sources["max_sessions"]) == (BLOCK, FILE, OPTION)
+    assert sources["stale_policy"] == DEFAULT and set(sources) == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ([1, 2], "config.yaml: 'sse:' must be a mapping of settings, not list"),
+        ({"bogus": 1}, "config.yaml: unknown setting(s) under sse: bogus"),
+        ({"client_resilience": {"ttl": 5}}, "config.yaml: sse.client_resilience.ttl: Extra inputs"),
+    ],
+)
+def test_a_bad_config_yaml_block_names_config_yaml(section: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        section_values(section, "config.yaml")
+    assert str(info.value).startswith(message)
+
+
+def test_a_bad_config_yaml_value_names_config_yaml() -> None:
+    with pytest.raises(ConfigError, match=r"^config\.yaml: sse\.event_ttl: Input should be greater"):
+        merge({}, {}, {"event_ttl": 0})
+
+
+def test_shown_hides_secrets_and_passwords() -> None:
+    settings = merge({}, {"store": "redis://user:hunter2@example:6379/0", "store_secret": "hunter3"})
+    text = shown(settings)
+    assert text["store"] == "redis://user:***@example:6379/0" and text["store_secret"] == "(set)"
+    assert text["support_replay"] == "true" and text["event_ttl"] == "300"
+    assert shown(Settings())["store_secret"] == "(unset)" and set(text) == set(Settings.model_fields)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-from collections.abc import Iterable
+import sys
+import tomllib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import cast
+from typing import Optional, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mitmproxy import contentviews, exceptions
+from mitmproxy import contentviews, exceptions, hooks, optmanager
 from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
 from prometheus_client import CollectorRegistry, generate_latest
@@ -385,3 +387,201 @@ def test_non_sse_flows_get_no_annotation() -> None:
         addon.responseheaders(flow)
         addon.response(flow)
     assert "sse_resume" not in flow.metadata and not flow.comment
+
+
+# -- options: wrong types, unknown names, config.yaml's sse: block, optional packages, effective settings ---------
+
+
+def register_with_deferred(tctx: taddons.context, addon: object, *specs: str, **yaml_values: object) -> None:
+    """Register the addon as mitmproxy does at startup: --set specs and config.yaml values wait, deferred, for it."""
+    tctx.options.set(*specs, defer=True)
+    tctx.options.update_defer(**yaml_values)
+    tctx.master.addons.register(addon)  # load, then mitmproxy's own conversion of the deferred values
+    tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))  # as its loader does
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("sse_event_ttl=5x", "Failed to parse option sse_event_ttl: not an integer: 5x"),
+        ("sse_max_event_history=abc", "Failed to parse option sse_max_event_history: not an integer: abc"),
+        ("sse_support_replay=maybe", 'Failed to parse option sse_support_replay: boolean must be "true", "false"'),
+        ("sse_session_header", "Option is required: sse_session_header"),  # a str option given no value
+        ("sse_event_tll=5", "sse_event_tll: no such option (did you mean sse_event_ttl?)"),
+    ],
+)
+def test_a_wrong_set_value_is_an_error_naming_it_and_the_others_apply(
+    spec: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    addon = script.SSEResume()
+    with taddons.context() as tctx, caplog.at_level(logging.ERROR):
+        register_with_deferred(tctx, addon, spec, "sse_dedupe_window=7")
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and errors[0].startswith(f"sse-resume: invalid option: {message}")
+        assert addon.settings.dedupe_window == 7  # the good value was applied, and the addon is configured
+        assert not any(name.startswith("sse_") for name in tctx.options.deferred)
+
+
+def test_multiple_values_for_an_optional_option_are_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    addon = script.SSEResume()
+    with taddons.context() as tctx, caplog.at_level(logging.ERROR):
+        register_with_deferred(tctx, addon, "sse_config=a.yaml", "sse_config=b.yaml")
+    assert [r.getMessage() for r in caplog.records] == [
+        "sse-resume: invalid option: Received multiple values for sse_config: ['a.yaml', 'b.yaml']"
+    ]
+
+
+def test_wrong_types_from_config_yaml_are_errors_without_their_values(caplog: pytest.LogCaptureFixture) -> None:
+    addon = script.SSEResume()
+    with taddons.context() as tctx, caplog.at_level(logging.ERROR):
+        register_with_deferred(
+            tctx, addon, sse_event_ttl="5x", sse_support_replay="maybe", sse_store_secret=12345, sse_config=["x"]
+        )
+    errors = sorted(r.getMessage() for r in caplog.records)
+    assert len(errors) == 4
+    for error, name in zip(
+        errors, ["sse_config", "sse_event_ttl", "sse_store_secret", "sse_support_replay"], strict=True
+    ):
+        assert error.startswith(f"sse-resume: invalid option: {name}: Expected ") and "config.yaml" in error
+    assert "12345" not in "".join(errors)
+
+
+def test_a_sequence_option_given_a_string_is_an_error() -> None:
+    """The check covers every kind of option mitmproxy has, sequences too (none of ours is one yet)."""
+    options = mitmproxy_options()
+    options.update_defer(sse_names="authorization", sse_count="3")  # from config.yaml, before the addon loads
+    options.add_option("sse_names", Sequence[str], [], "names")
+    options.add_option("sse_count", Optional[int], None, "count")  # noqa: UP045 (mitmproxy wants typing.Optional)
+    errors = sorted(script.deferred_errors(options, ["sse_names", "sse_count"]))
+    assert [e.split(": ")[0] for e in errors] == ["sse_count", "sse_names"]
+    assert all("config.yaml" in e for e in errors) and not options.deferred
+    options = mitmproxy_options()
+    options.set("sse_names=a", "sse_names=b", defer=True)  # from --set: always a list of strings, fine
+    options.update_defer(sse_count=None)
+    options.add_option("sse_names", Sequence[str], [], "names")
+    options.add_option("sse_count", Optional[int], None, "count")  # noqa: UP045
+    assert script.deferred_errors(options, ["sse_names", "sse_count"]) == []
+    options.process_deferred()
+    assert options.sse_names == ["a", "b"]
+
+
+def mitmproxy_options() -> optmanager.OptManager:
+    from mitmproxy import options
+
+    return options.Options()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("sse_event_ttl", "5x"),
+        ("sse_support_replay", "maybe"),
+        ("sse_max_event_history", "abc"),
+        ("sse_event_ttl", "0"),
+    ],
+)
+def test_wrong_values_at_run_time_are_refused_and_the_old_value_kept(option: str, value: str) -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, sse_event_ttl=60, sse_support_replay=False, sse_max_event_history=50)
+        before = addon.settings
+        with pytest.raises(exceptions.CommandError, match=option):
+            tctx.master.commands.execute(f"set {option} {value}")  # what mitmproxy's console and mitmweb run
+        assert addon.settings == before
+        assert (tctx.options.sse_event_ttl, tctx.options.sse_support_replay) == (60, False)
+        assert tctx.options.sse_max_event_history == 50
+
+
+def test_config_yaml_sse_block_is_applied_below_the_file_and_options(tmp_path: Path) -> None:
+    file = tmp_path / "sse.yaml"
+    file.write_text("sse:\n  stale_policy: restart\n")
+    addon = script.SSEResume()
+    block = {"client_resilience": {"event_ttl": 60, "max_event_history": 10}, "stale_policy": "forward"}
+    with taddons.context() as tctx:
+        register_with_deferred(tctx, addon, "sse_max_event_history=20", f"sse_config={file}", sse=block)
+        s = addon.settings
+        assert (s.event_ttl, s.max_event_history, s.stale_policy) == (60, 20, "restart")
+        assert addon.sources["event_ttl"] == "config.yaml sse:" and addon.sources["stale_policy"] == "sse_config file"
+        assert addon.sources["max_event_history"] == "option" and addon.sources["dedupe_window"] == "default"
+
+
+def test_a_bad_config_yaml_sse_block_names_its_source() -> None:
+    addon = script.SSEResume()
+    with (
+        taddons.context() as tctx,
+        pytest.raises(exceptions.OptionsError, match=r"config\.yaml: sse\.event_ttl: Input"),
+    ):
+        register_with_deferred(tctx, addon, sse={"event_ttl": 0})
+    with taddons.context() as tctx, pytest.raises(exceptions.OptionsError, match=r"config\.yaml: unknown setting"):
+        register_with_deferred(tctx, script.SSEResume(), sse={"ttl": 5})
+
+
+def hide_module(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make ``import name`` fail as it does where the package is not installed."""
+    for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".") or m.startswith("sse_resume_redis")]:
+        monkeypatch.delitem(sys.modules, loaded)
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "module", "requirement"),
+    [
+        ("sse_store", "redis://127.0.0.1:1/0", "redis", "redis>=5.0"),
+        ("sse_metrics_port", 1, "prometheus_client", "prometheus-client>=0.20"),
+    ],
+)
+def test_a_missing_package_is_an_option_error_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: object, module: str, requirement: str
+) -> None:
+    hide_module(monkeypatch, module)
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, sse_event_ttl=60)  # everything else works without the package
+        with pytest.raises(exceptions.OptionsError) as info:
+            tctx.configure(addon, **{option: value})
+        assert addon.settings.event_ttl == 60 and addon.settings.store == "memory" and addon.settings.metrics_port == 0
+    message = str(info.value)
+    assert message.startswith(f"{option}: ") and f"needs the Python package {requirement}" in message
+    assert message.endswith(f"install it with: {script.install_command(requirement)}")
+
+
+def test_install_command_fits_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "mitmproxy"))
+    monkeypatch.setattr(sys, "executable", "/opt/my python/bin/python")
+    monkeypatch.setattr(script.importlib.util, "find_spec", lambda name: object())
+    assert script.install_command("redis>=5.0") == "'/opt/my python/bin/python' -m pip install 'redis>=5.0'"
+    monkeypatch.setattr(script.importlib.util, "find_spec", lambda name: None)
+    assert script.install_command("redis>=5.0") == "uv pip install --python '/opt/my python/bin/python' 'redis>=5.0'"
+    (tmp_path / "mitmproxy").mkdir()
+    (tmp_path / "mitmproxy" / "pipx_metadata.json").write_text("{}")
+    assert script.install_command("redis>=5.0") == "pipx inject mitmproxy 'redis>=5.0'"
+
+
+def test_optional_packages_are_the_projects_extras() -> None:
+    project = tomllib.loads((ADDON.parents[1] / "pyproject.toml").read_text())["project"]
+    extras = {req for reqs in project["optional-dependencies"].values() for req in reqs}
+    for _, requirement, _ in script.FEATURES.values():
+        assert requirement in extras and requirement not in project["dependencies"]
+
+
+def test_settings_command_and_startup_line_hide_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, sse_event_ttl=60, sse_store_secret="hunter2")
+        rows = {row.split()[0]: row.split()[1:] for row in tctx.command(addon.settings_command).splitlines()[1:]}
+        assert rows["sse_event_ttl"] == ["60", "option"] and rows["sse_dedupe_window"] == ["100", "default"]
+        assert rows["sse_store_secret"] == ["(set)", "option"] and rows["sse_config"] == ["(unset)", "option"]
+        assert set(rows) == {f"sse_{name}" for name in script.OPTIONS} | {"sse_config"}
+
+        async def start() -> None:
+            with caplog.at_level(logging.INFO, "sse_resume"):
+                addon.running()
+            await addon.done()
+
+        asyncio.run(start())
+    lines = [r.getMessage() for r in caplog.records if "settings" in r.getMessage()]
+    assert lines == [
+        "sse-resume: settings: sse_event_ttl=60 (option), sse_store_secret=(set) (option); every other at its "
+        "default (the command sse.settings lists all)"
+    ]
+    assert "hunter2" not in caplog.text
