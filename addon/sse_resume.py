@@ -725,7 +725,8 @@ class SSEResume:
                     log.warning(
                         "sse-resume: %s: the %s body does not decode; forwarding it as is", flow_id, decoder.encoding
                     )
-                state.failed = True
+                    state.failed = True
+                    data = relay.close() + chunk  # what the relay held goes first: no byte is lost
             if state.failed:
                 return data if data else []  # an empty bytes object would end an HTTP/1 response
             if chunk:

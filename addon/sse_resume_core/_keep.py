@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sse_resume_core._history import Recorded
-from sse_resume_core._parser import BlockKind, SSEParser
+from sse_resume_core._parser import Block, BlockKind, SSEParser
 from sse_resume_core._store import HistoryStore
 
 __all__ = ["PROXY_ID_PREFIX", "Backoff", "KeepStats", "KeptFeed", "is_proxy_id"]
@@ -129,8 +129,11 @@ class KeptFeed:
 
     def feed(self, chunk: bytes) -> list[Delivery]:
         """Take bytes from the upstream; return the blocks for the clients, in order."""
+        return self._take(self._parser.feed(chunk))
+
+    def _take(self, blocks: list[Block]) -> list[Delivery]:
         out: list[Delivery] = []
-        for block in self._parser.feed(chunk):
+        for block in blocks:
             kind = block.kind
             raw = block.raw
             if block.retry is not None:
@@ -138,6 +141,13 @@ class KeptFeed:
             if kind is BlockKind.OVERSIZE:
                 self.stats.oversize += 1
                 out.append(Delivery(raw, False))
+                continue
+            if kind is BlockKind.BOM:
+                # Clients get the proxy's own bytes (replays, comments) and later upstream connections in the
+                # same response: a BOM there would be part of the next field's name. Their streams have none.
+                continue
+            if kind is BlockKind.UNFINISHED:  # (from ended(): its retry counted, the rest is never delivered)
+                self.stats.discarded += 1
                 continue
             event_id = block.id
             if kind is BlockKind.EMPTY and event_id is None:
@@ -167,11 +177,10 @@ class KeptFeed:
             out.append(Delivery(raw, True))
         return out
 
-    def ended(self) -> None:
-        """The upstream connection ended (cleanly or not): an unfinished block is dropped, never delivered.
-
-        A client would discard it too; a resumable upstream sends it again whole.
+    def ended(self) -> list[Delivery]:
+        """The upstream connection ended (cleanly or not): return the blocks its last bytes complete (a final
+        CR ends a line then). An unfinished block is dropped, never delivered: a client would discard it too,
+        and a resumable upstream sends it again whole; its ``retry`` lines still count, as for a client.
         """
-        if self._parser.held():
-            self.stats.discarded += 1
-        self._parser = SSEParser(self.max_event_bytes)
+        parser, self._parser = self._parser, SSEParser(self.max_event_bytes)
+        return self._take(parser.close())

@@ -10,6 +10,9 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-inte
 Bounds: the parser never holds more than ``max_size`` bytes of an unfinished block (plus at most three bytes of
 context). A block that grows past ``max_size`` is handed on at once as :attr:`BlockKind.OVERSIZE` pieces, and is
 not interpreted: its fields do not move :attr:`SSEParser.last_event_id`.
+
+No input makes the parser raise: values are decoded with replacement characters, and a ``retry`` of any length
+of digits is read without converting more than a few of them (a larger one counts as :data:`MAX_RETRY`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Final, Literal
 __all__ = [
     "COMPILED",
     "DEFAULT_MAX_SIZE",
+    "MAX_RETRY",
     "Block",
     "BlockKind",
     "SSEParser",
@@ -34,6 +38,11 @@ __all__ = [
 
 DEFAULT_MAX_SIZE: Final = 1024 * 1024
 """Default bound, in bytes, of one block (an event with its lines and terminating blank line)."""
+
+MAX_RETRY: Final = 2**31 - 1
+"""The largest reconnection time, in ms, a ``retry`` field sets (about 24.8 days, the longest delay a browser's
+timer honours): a valid ``retry`` with a larger value, however many digits it has, counts as this."""
+_RETRY_DIGITS: Final = len(str(MAX_RETRY))
 
 _BOM: Final = b"\xef\xbb\xbf"
 # One line end: CRLF, a lone CR, or LF. A CR at the very end of the input is ambiguous (an LF may follow in the
@@ -59,7 +68,12 @@ class BlockKind(IntEnum):
     OVERSIZE = 3
     """A piece of a block larger than the parser's bound: passed on, never interpreted nor buffered."""
     UNFINISHED = 4
-    """Bytes left at end of input without a terminating blank line: discarded by the spec, still handed on."""
+    """Bytes left at end of input without a terminating blank line: discarded by the spec, still handed on. Its
+    complete ``retry`` lines still count (:attr:`Block.retry`): the spec applies a field as its line is read."""
+    BOM = 5
+    """The byte order mark at the very start of the stream (EF BB BF), on its own: stripped by the spec, still
+    handed on. A consumer that puts bytes of its own in front of the stream keeps it first or drops it (after
+    other bytes it would be part of the next field's name), and never stores it with the first block."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,8 @@ class Block:
     ``""`` resets the last event id). ``last_event_id`` is the last event id in force after the block, which
     is what a client would send as ``Last-Event-ID``. ``data`` is ``None`` unless an event was dispatched;
     ``type`` is the event type ("message" by default) for events and ``""`` otherwise. ``retry`` is the valid
-    ``retry`` value of this block, in milliseconds, if any.
+    ``retry`` value of this block, in milliseconds, if any (at most :data:`MAX_RETRY`); for an ``UNFINISHED``
+    block, that of its complete lines.
     """
 
     raw: bytes
@@ -95,6 +110,34 @@ _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
 _OVERSIZE: Final = BlockKind.OVERSIZE
 _UNFINISHED: Final = BlockKind.UNFINISHED
+_BOM_KIND: Final = BlockKind.BOM
+
+
+def _retry(digits: bytes) -> int:
+    """The reconnection time a valid ``retry`` value (ASCII digits only) sets, in ms: at most :data:`MAX_RETRY`.
+
+    Never converts more than a few digits, so no length of value raises (Python's ``int()`` refuses strings of
+    more than 4,300 digits). Runtime complexity: O(len(digits)).
+    """
+    if len(digits) > _RETRY_DIGITS:
+        digits = digits.lstrip(b"0")  # (leading zeros count for nothing in base ten)
+        if len(digits) > _RETRY_DIGITS:
+            return MAX_RETRY
+    return min(int(digits or b"0"), MAX_RETRY)
+
+
+def _retry_of_lines(data: bytes) -> int | None:
+    """The last valid ``retry`` among the complete lines of ``data`` (its last line, without a line end, is not
+    one yet), or None. For the unfinished block at the end of a stream. Runtime complexity: O(len(data))."""
+    retry: int | None = None
+    for line in _SPLIT_LINES(data)[:-1]:
+        if line.startswith(b"retry"):
+            name, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if name == b"retry" and value.isdigit():
+                retry = _retry(value)
+    return retry
 
 
 def _make(
@@ -218,7 +261,6 @@ class SSEParser:
 
     __slots__ = (
         "_at_start",
-        "_bom",
         "_closed",
         "_max",
         "_parts",
@@ -239,14 +281,14 @@ class SSEParser:
         self._parts: list[bytes] = []
         self._size = 0
         self._tail = b""
-        self._bom = 0  # bytes of BOM at the start of the held block, to be left out when it is interpreted
         self._at_start = True  # no byte of the stream has been resolved yet (a BOM may be arriving)
         self._skipping = False  # inside an oversize block: hand bytes on until its end
         self._closed = False
         self.last_event_id: str = ""
         """The last event id in force: what a client would send as ``Last-Event-ID`` now."""
         self.retry: int | None = None
-        """The last valid ``retry`` value seen, in milliseconds."""
+        """The last valid ``retry`` value seen, in milliseconds (at most :data:`MAX_RETRY`), also from the
+        complete lines of a final block that never dispatched."""
 
     @property
     def pending(self) -> int:
@@ -258,6 +300,10 @@ class SSEParser:
 
         Bytes of an unfinished block are held (up to ``max_size``) and returned with the block that completes
         them. Feeding after :meth:`close` returns the bytes as an ``UNFINISHED`` block.
+
+        No input makes it raise; if it raised all the same (a bug), no byte would be lost: :meth:`held` then
+        returns every byte not handed on yet (those held before the call, then ``data``), for a caller that
+        passes the stream on untouched from there.
         """
         out: list[Block] = []
         if not data:
@@ -266,73 +312,63 @@ class SSEParser:
         if self._closed:
             out.append(_make(data, _UNFINISHED, None, "", None, None, self.last_event_id))
             return out
-        if self._skipping:
-            data = self._skip(data, out)
-            if not data:
+        parts = self._parts  # (the list held on entry: this call only appends to it, so it can be restored)
+        held = len(parts)
+        try:
+            rest = self._start(data, out) if self._at_start else data
+            if self._skipping and rest:
+                rest = self._skip(rest, out)
+            if not rest:
                 return out
-        if self._parts:
-            context = self._tail + data
-            if not (b"\n\n" in context if b"\r" not in context else _TERMINATOR.search(context)):
-                self._hold(data, out)
-                return out
-            self._parts.append(data)
-            buf = b"".join(self._parts)
-            self._parts = []
-            self._size = 0
-        else:
-            buf = data
-        if self._at_start:
-            if len(buf) < 3 and _BOM.startswith(buf):
-                self._hold(buf, out)  # maybe the start of a BOM: wait for more
-                return out
-            self._at_start = False
-            if buf.startswith(_BOM):
-                self._bom = 3
-        self._scan(buf, out, final=False)
+            if self._parts:
+                context = self._tail + rest
+                if not (b"\n\n" in context if b"\r" not in context else _TERMINATOR.search(context)):
+                    self._hold(rest, out)
+                    return out
+                self._parts.append(rest)
+                buf = b"".join(self._parts)
+                self._parts = []
+                self._size = 0
+            else:
+                buf = rest
+            self._scan(buf, out, final=False)
+        except Exception:
+            self._restore(parts, held, data)
+            raise
         return out
 
     def close(self) -> list[Block]:
         """Signal the end of input; return what the held bytes amount to. Runtime complexity: O(max_size).
 
         A trailing CR that was waiting for a possible LF now ends its line. Whatever is left of an unfinished
-        block comes back as one ``UNFINISHED`` block: the spec discards it, and so does :attr:`last_event_id`.
+        block comes back as one ``UNFINISHED`` block: the spec discards it, and so does :attr:`last_event_id`,
+        but a ``retry`` line of it that ended counts (the spec applies each field as its line is read).
         """
         out: list[Block] = []
         if self._closed:
             return out
         self._closed = True
         self._skipping = False
-        if self._parts:
-            buf = b"".join(self._parts)
-            self._parts = []
-            self._size = 0
-            if self._at_start and buf.startswith(_BOM):
-                self._bom = 3
-            self._at_start = False
-            self._scan(buf, out, final=True)
-            if self._parts:
-                out.append(_make(b"".join(self._parts), _UNFINISHED, None, "", None, None, self.last_event_id))
+        self._at_start = False  # what is held at the start is at most the start of a BOM: not a BOM
+        parts = self._parts
+        if parts:
+            try:
+                buf = b"".join(parts)
                 self._parts = []
                 self._size = 0
+                self._scan(buf, out, final=True)
+                if self._parts:
+                    rest = b"".join(self._parts)
+                    retry = _retry_of_lines(rest)
+                    if retry is not None:
+                        self.retry = retry
+                    out.append(_make(rest, _UNFINISHED, None, "", None, retry, self.last_event_id))
+                    self._parts = []
+                    self._size = 0
+            except Exception:  # not expected: as in feed(), held() keeps every byte not handed on
+                self._restore(parts, len(parts), b"")
+                raise
         return out
-
-    def feed_single_event(self, data: bytes) -> tuple[bool, str | None]:
-        """Fast path for a chunk that is exactly one event in the usual shape (:func:`single_event_id`, as a step).
-
-        When nothing is held and ``data`` is one complete block with LF line ends, an optional ``id`` and
-        ``event`` and one ``data`` line, it is consumed as :meth:`feed` would consume it and ``(True, id)`` is
-        returned (``id`` being the block's id field, or ``None``), without building a :class:`Block`.
-        Otherwise nothing is consumed and ``(False, None)`` is returned: call :meth:`feed`.
-        Runtime complexity: O(len(data)).
-        """
-        if not self.idle or len(data) > self._max:
-            return False, None
-        event_id = single_event_id(data)
-        if event_id is False:
-            return False, None
-        if event_id is not None:
-            self.last_event_id = event_id
-        return True, event_id
 
     @property
     def idle(self) -> bool:
@@ -345,6 +381,34 @@ class SSEParser:
 
     # -- internals -------------------------------------------------------------------------------------------
 
+    def _start(self, data: bytes, out: list[Block]) -> bytes:
+        """The stream's first bytes: hand a leading BOM on alone; return what follows it (b"" while the first
+        bytes could still be the start of a BOM: they are held)."""
+        if self._parts:  # the start of a BOM (one or two bytes), held
+            data = b"".join(self._parts) + data
+            self._parts = []
+            self._size = 0
+            self._tail = b""
+        if len(data) < 3 and _BOM.startswith(data):
+            self._hold(data, out)
+            return b""
+        self._at_start = False
+        if data.startswith(_BOM):
+            out.append(_make(_BOM, _BOM_KIND, None, "", None, None, self.last_event_id))
+            return data[3:]
+        return data
+
+    def _restore(self, parts: list[bytes], held: int, data: bytes) -> None:
+        """After an unexpected error: hold the ``held`` first pieces of ``parts`` (what was held before the
+        call that failed), then ``data``, so that :meth:`held` loses nothing."""
+        del parts[held:]
+        if data:
+            parts.append(data)
+        self._parts = parts
+        self._size = sum(map(len, parts))
+        self._tail = b"".join(parts)[-3:]
+        self._skipping = False
+
     def _hold(self, data: bytes, out: list[Block]) -> None:
         """Keep ``data`` as part of the unfinished block, or hand it all on if the block is now oversize."""
         self._parts.append(data)
@@ -354,7 +418,6 @@ class SSEParser:
             out.append(_make(b"".join(self._parts), _OVERSIZE, None, "", None, None, self.last_event_id))
             self._parts = []
             self._size = 0
-            self._bom = 0
             self._skipping = True
             self._at_start = False
 
@@ -362,7 +425,6 @@ class SSEParser:
         """Cut ``buf`` (which starts a block) into complete blocks; hold or hand on what is left."""
         pos = 0
         size = self._max
-        bom = self._bom
         block = self._block
         append = out.append
         if b"\r" not in buf:
@@ -375,7 +437,7 @@ class SSEParser:
                 if stop - pos > size:
                     append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
                 else:
-                    body = buf[pos + bom : end]
+                    body = buf[pos:end]
                     match = canonical(body)
                     if match is None:
                         append(block(buf[pos:stop], body.split(b"\n")))
@@ -395,7 +457,6 @@ class SSEParser:
                                 self.last_event_id,
                             )
                         )
-                bom = 0
                 pos = stop
                 end = find(b"\n\n", pos)
         else:
@@ -407,10 +468,8 @@ class SSEParser:
                 if stop - pos > size:
                     append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
                 else:
-                    append(block(buf[pos:stop], _SPLIT_LINES(buf[pos + bom : match.start()])))
-                bom = 0
+                    append(block(buf[pos:stop], _SPLIT_LINES(buf[pos : match.start()])))
                 pos = stop
-        self._bom = bom
         if pos < len(buf):
             self._tail = b""
             if final:
@@ -464,8 +523,7 @@ class SSEParser:
             elif name == b"event":
                 etype = value
             elif name == b"retry":
-                if value.isdigit():  # bytes.isdigit() is true for ASCII digits only
-                    retry = int(value)
+                retry = _retry(value) if value.isdigit() else retry  # (isdigit: true for ASCII digits only)
             elif name == b"data":  # "data" with no colon: an empty line of data
                 if data is None:
                     data = [b""]

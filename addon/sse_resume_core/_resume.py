@@ -45,6 +45,7 @@ MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remember
 _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
 _OVERSIZE: Final = BlockKind.OVERSIZE
+_BOM: Final = BlockKind.BOM
 
 
 def digest(value: str | bytes, size: int = 12, secret: bytes | None = None) -> str:
@@ -122,6 +123,7 @@ class Relay:
         "_pending",
         "_pending_ids",
         "_prefix",
+        "_prefixed",
         "_resume_seq",
         "_resumer",
         "_seen",
@@ -157,6 +159,7 @@ class Relay:
         self.stream = stream
         self._resume_seq = resume_seq
         self._prefix = prefix
+        self._prefixed = False  # the prefix went to the client (before the upstream's first bytes)
         self._window = window
         # The ids delivered lately: a set to look up and a list of them in order, cut back to the last
         # ``window`` in bulk (by _trim, after each batch and every BATCH ids), so up to ``window + BATCH`` are
@@ -242,16 +245,16 @@ class Relay:
         if self.failed is not None or self.passthrough:
             return self._emit(self._take_held() + chunk)
         try:
-            if not self._started:
-                out = self._first_events(self._parser.feed(chunk))
-            else:  # (pipe() took every chunk that is one whole event while the parser held nothing)
-                out = self._relay(self._parser.feed(chunk))
+            blocks = self._parser.feed(chunk)
+        except Exception as e:  # not expected: the parser then still holds every byte it did not hand on
+            self._fail(e)
+            out = self._take_held()  # (what it held before, then chunk)
+        else:
+            # (pipe() took every chunk that is one whole event while the parser held nothing)
+            out = self._relay(blocks) if self._started else self._first_events(blocks)
             # The hot path is for streams past their first event, and only while the parser holds nothing: then
             # a chunk that is one whole event is exactly that.
             self._hot = self._started and self.failed is None and not self.passthrough and self._parser.idle
-        except Exception as e:  # the parser is not expected to raise: keep the bytes flowing if it does
-            self._fail(e)
-            out = self._take_held() + chunk
         out = self._emit(out)
         if len(self._pending) >= BATCH or (self._pending and len(chunk) > BIG_CHUNK):
             self.flush()
@@ -313,10 +316,12 @@ class Relay:
             out = self._take_held()  # (after a failure in a flush: the start of a block the parser held)
         else:
             try:
-                out = self._relay(self._parser.close())
-            except Exception as e:
+                blocks = self._parser.close()
+            except Exception as e:  # not expected: as in _feed, the parser still holds what it did not hand on
                 self._fail(e)
                 out = self._take_held()
+            else:
+                out = self._relay(blocks)
         out = self._emit(out)
         self.flush()
         return out
@@ -334,13 +339,23 @@ class Relay:
         events the general path added to those pending since are in ``out``, and in the window's order)."""
         if self._prefix:
             out, self._prefix = self._prefix + out, b""
+            self._prefixed = True
         if self.transcript is not None:
             self.transcript.add(out)
         self._synced = len(self._pending)
         return out
 
     def _first_events(self, blocks: list[Block]) -> bytes:
-        """Look at the stream's first event: a legacy MCP HTTP+SSE stream (2024-11-05) is passed untouched."""
+        """Look at the stream's first event: a legacy MCP HTTP+SSE stream (2024-11-05) is passed untouched.
+
+        A byte order mark starts the stream, or is dropped: with a prefix of the relay's own (a comment, a
+        restored ``retry``, a replay) it goes in front of the prefix, and when the prefix went out before it
+        arrived it goes nowhere. Anywhere else a client would read it as part of the next field's name.
+        """
+        if blocks and blocks[0].kind is _BOM and (self._prefix or self._prefixed):
+            if not self._prefixed:
+                self._prefix = blocks[0].raw + self._prefix
+            blocks = blocks[1:]
         for block in blocks:
             if block.kind is _EVENT:
                 self._started = True

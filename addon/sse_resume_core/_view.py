@@ -60,6 +60,8 @@ def render_events(data: bytes, max_size: int = 1024 * 1024) -> str:
                 out.append("")
         elif block.kind is BlockKind.OVERSIZE:
             out.append(f"(oversize block, {len(block.raw)} bytes, not interpreted)")
+        elif block.kind is BlockKind.BOM:
+            continue  # (the byte order mark at the start: nothing to show)
         else:
             out.append(f"(unfinished at end of stream, {len(block.raw)} bytes)")
     return "\n".join(out).rstrip("\n")

@@ -318,7 +318,7 @@ class KeptStream:
                 finally:
                     response.close()
                     response = None
-                feed.ended()
+                self._deliver(feed.ended())  # what its last bytes complete (a final CR ends a line)
                 progressed = feed.stats.recorded > recorded
                 if self.post and (clean or not feed.upstream_id):
                     # A POST stream is one answer: once it ended it is complete, and without an id of the

@@ -3,8 +3,9 @@
     mitmdump -s addon/sse_resume.py -s tests/e2e/fault_addon.py --set fault_record_at=5
 
 ``fault_record_at=N`` makes the write of the N-th event to the history raise (one at a time or in a batch);
-``fault_decide_id=X`` makes the resume decision for ``Last-Event-ID: X`` raise. Each fault fires once, so a test
-can see the addon recover.
+``fault_decide_id=X`` makes the resume decision for ``Last-Event-ID: X`` raise; ``fault_parse_at=N`` makes the
+parser raise on the N-th block it reads line by line (a bug in it, as when a huge ``retry`` made it raise). Each
+fault fires once, so a test can see the addon recover.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Fault:
     def load(self, loader: Loader) -> None:
         loader.add_option("fault_record_at", int, 0, "Make the N-th history write raise (0: never).")
         loader.add_option("fault_decide_id", str, "", "Make the decision for this Last-Event-ID raise.")
+        loader.add_option("fault_parse_at", int, 0, "Make the parser raise on the N-th block read line by line.")
 
     def running(self) -> None:
         target = find_addon(ctx.master.addons.chain, "SSEResume")
@@ -75,7 +77,22 @@ class Fault:
                 return await real_decide(session, last_event_id, inline)
 
             resumer.decide = decide
-        log.info("fault_addon: armed (record_at=%d, decide_id=%r)", record_at, decide_id)
+        parse_at = ctx.options.fault_parse_at
+        if parse_at:
+            from sse_resume_core._parser import Block, SSEParser
+
+            real_block = SSEParser._block
+            blocks = 0
+
+            def block(parser: SSEParser, raw: bytes, lines: list[bytes]) -> Block:
+                nonlocal blocks
+                blocks += 1
+                if blocks == parse_at:
+                    raise RuntimeError("forced fault in the parser")
+                return real_block(parser, raw, lines)
+
+            setattr(SSEParser, "_block", block)  # noqa: B010 (a method replaced on the class, for every parser)
+        log.info("fault_addon: armed (record_at=%d, decide_id=%r, parse_at=%d)", record_at, decide_id, parse_at)
 
 
 addons = [Fault()]

@@ -6,6 +6,7 @@ import pytest
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, KeptFeed, is_proxy_id
+from sse_resume_core._parser import MAX_RETRY
 
 
 def feed_of(**kw: object) -> tuple[MemoryHistory, KeptFeed]:
@@ -102,3 +103,47 @@ def test_oversize_events_pass_live_and_are_not_recorded() -> None:
     big = b"id: 9\ndata: " + b"x" * 200 + b"\n\n"
     assert delivered(feed, big, b"id: 10\ndata: ok\n\n") == big + b"id: 10\ndata: ok\n\n"
     assert [e.id for e in store.events("s")] == ["10"] and feed.stats.oversize >= 1
+
+
+def test_a_huge_retry_is_followed_clamped_and_nothing_is_lost() -> None:
+    store, feed = feed_of()
+    chunks = [
+        b"id: 1\ndata: a\n\nid: 2\nevent: x\ndata: b\n",
+        b"retry: " + b"9" * 5000 + b"\n\n",
+        b"id: 3\ndata: c\n\n",
+    ]
+    assert delivered(feed, *chunks) == b"".join(chunks)
+    assert feed.retry == MAX_RETRY and [e.id for e in store.events("s")] == ["1", "2", "3"]
+    assert Backoff().delay(1, feed.retry, rand=lambda: 0.5) == 30  # the cap, as for any long retry
+
+
+def test_the_retry_of_an_unfinished_final_block_counts() -> None:
+    _, feed = feed_of()
+    assert delivered(feed, b"retry: 60000\n\nid: 1\ndata: a\n\nretry: 5\ndata: never") == (
+        b"retry: 60000\n\nid: 1\ndata: a\n\n"
+    )
+    assert feed.retry == 60000
+    assert feed.ended() == []  # the block is discarded, its retry line applied
+    assert feed.retry == 5 and feed.stats.discarded == 1 and feed.upstream_id == "1"
+
+
+def test_the_block_a_final_cr_ends_is_delivered_at_the_end() -> None:
+    store, feed = feed_of()
+    assert delivered(feed, b"id: 1\rdata: a\r\r") == b""  # (a CR at the end: an LF may follow)
+    assert [d.raw for d in feed.ended()] == [b"id: 1\rdata: a\r\r"]
+    assert [e.id for e in store.events("s")] == ["1"] and feed.stats.discarded == 0
+
+
+def test_a_bom_never_reaches_the_clients_nor_the_history() -> None:
+    store, feed = feed_of()
+    bom = b"\xef\xbb\xbf"
+    assert delivered(feed, bom + b"id: 1\nevent: update\ndata: a\n\n") == b"id: 1\nevent: update\ndata: a\n\n"
+    feed.ended()
+    feed.connected()  # the next upstream connection starts with a BOM again, in the middle of the clients' stream
+    assert (
+        delivered(feed, b"\xef", b"\xbb\xbfid: 2\nevent: update\ndata: b\n\n") == b"id: 2\nevent: update\ndata: b\n\n"
+    )
+    assert [e.raw for e in store.events("s")] == [
+        b"id: 1\nevent: update\ndata: a\n\n",
+        b"id: 2\nevent: update\ndata: b\n\n",
+    ]

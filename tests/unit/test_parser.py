@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, BlockKind, SSEParser, parse
-from sse_resume_core._parser import COMPILED, plain_event_id, plain_event_id_py
+from sse_resume_core._parser import COMPILED, MAX_RETRY, plain_event_id, plain_event_id_py, single_event_id
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
+BOM = BlockKind.BOM
 Summary = tuple[BlockKind, str | None, str, str | None, int | None, str]
 
 CASES: list[bytes] = []  # every stream a rule test feeds, replayed by the split properties below
@@ -86,10 +87,24 @@ def test_bom_only_at_stream_start() -> None:
     assert events(b"data: a\n\n\xef\xbb\xbfdata: b\n\n") == [("", "message", "a")]
 
 
-def test_bom_kept_in_raw_bytes() -> None:
+def test_bom_handed_on_alone_before_the_first_block() -> None:
+    # Its own piece, so a consumer can keep it first or drop it, and never stores it with the first event.
     blocks = all_ways(b"\xef\xbb\xbfid: 1\ndata: a\n\n")
-    assert blocks[0].raw == b"\xef\xbb\xbfid: 1\ndata: a\n\n"
-    assert blocks[0].id == "1"
+    assert [(b.kind, b.raw) for b in blocks] == [(BOM, b"\xef\xbb\xbf"), (EVENT, b"id: 1\ndata: a\n\n")]
+    assert blocks[1].id == "1"
+
+
+def test_bom_handed_on_as_soon_as_it_is_whole() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"\xef\xbb") == []  # (maybe a BOM: held)
+    assert [(b.kind, b.raw) for b in parser.feed(b"\xbfdata: a")] == [(BOM, b"\xef\xbb\xbf")]
+    assert parser.held() == b"data: a"
+    assert [(b.kind, b.raw) for b in parser.close()] == [(UNFINISHED, b"data: a")]
+
+
+def test_start_of_a_bom_at_the_end_is_an_unfinished_block() -> None:
+    assert [(b.kind, b.raw) for b in all_ways(b"\xef\xbb")] == [(UNFINISHED, b"\xef\xbb")]
+    assert events(b"\xef\xbbdata: a\n\n") == []  # "\xef\xbbdata" (replaced) is an unknown field
 
 
 def test_invalid_utf8_replaced() -> None:
@@ -269,6 +284,31 @@ def test_retry_takes_effect_without_event() -> None:
     assert parser.retry == 250
 
 
+@pytest.mark.parametrize(
+    ("digits", "expected"),
+    [
+        (b"9" * 5000, MAX_RETRY),  # more digits than Python's int() takes from a string (4,300)
+        (b"1" + b"0" * 4400, MAX_RETRY),
+        (b"0" * 5000 + b"1500", 1500),  # leading zeros count for nothing
+        (b"0" * 5000, 0),
+        (str(MAX_RETRY).encode(), MAX_RETRY),
+        (str(MAX_RETRY + 1).encode(), MAX_RETRY),
+        (b"99999999999", MAX_RETRY),
+    ],
+)
+def test_huge_retry_is_valid_and_clamped(digits: bytes, expected: int) -> None:
+    data = b"id: 1\ndata: a\n\nid: 2\nevent: e\ndata: b\nretry: " + digits + b"\n\nid: 3\ndata: c\n\n"
+    blocks = all_ways(data)
+    assert [(b.id, b.type, b.data, b.retry) for b in blocks] == [
+        ("1", "message", "a", None),
+        ("2", "e", "b", expected),
+        ("3", "message", "c", None),
+    ]
+    parser = SSEParser()
+    parser.feed(data)
+    assert parser.retry == expected
+
+
 # -- End of stream ----------------------------------------------------------------------------------------------
 
 
@@ -278,6 +318,25 @@ def test_unfinished_event_discarded_with_its_id() -> None:
     assert [(b.kind, b.data) for b in blocks] == [(EVENT, "a"), (UNFINISHED, None)]
     assert blocks[-1].raw == b"id: 2\ndata: b\n"
     assert parser.last_event_id == "1"
+
+
+def test_retry_of_an_unfinished_final_block_takes_effect() -> None:
+    # Its id and data are discarded, but a retry line that ended was applied as it was read.
+    parser = SSEParser()
+    blocks = parser.feed(b"retry: 100\n\nid: 1\ndata: a\n\nid: 2\nretry: 7777\ndata: b\n") + parser.close()
+    assert [(b.kind, b.retry) for b in blocks] == [(EMPTY, 100), (EVENT, None), (UNFINISHED, 7777)]
+    assert parser.retry == 7777 and parser.last_event_id == "1"
+    assert [(b.kind, b.retry) for b in all_ways(b"data: a\n\nretry: 5\nretry: 6\nretry: x\n")][-1] == (UNFINISHED, 6)
+    assert [(b.kind, b.retry) for b in all_ways(b"data: a\n\nretry: 5\r")][-1] == (UNFINISHED, 5)  # a CR at the end
+    assert [(b.kind, b.retry) for b in all_ways(b"retry: " + b"9" * 5000 + b"\r\n")] == [(UNFINISHED, MAX_RETRY)]
+
+
+def test_retry_without_its_line_end_at_the_end_does_not_count() -> None:
+    parser = SSEParser()
+    blocks = parser.feed(b"data: a\n\nretry: 7777") + parser.close()
+    assert [(b.kind, b.retry) for b in blocks] == [(EVENT, None), (UNFINISHED, None)]
+    assert parser.retry is None
+    assert [(b.kind, b.retry) for b in all_ways(b"retry: 5\nretry: 6")] == [(UNFINISHED, 5)]
 
 
 def test_feed_after_close_is_handed_on() -> None:
@@ -390,40 +449,60 @@ def test_rule_cases_at_random_splits(draw: st.DataObject) -> None:
     assert normalise(feed_in(split_at(data, cuts))) == normalise(feed_in([data]))
 
 
-@settings(max_examples=300, deadline=None)
-@given(_stream)
-def test_single_event_fast_path_agrees_with_feed(data: bytes) -> None:
-    """Feeding block by block through feed_single_event (or feed when it declines) matches feed alone."""
-    reference = SSEParser()
-    blocks = reference.feed(data)
-    fast = SSEParser()
-    fast.feed(b": start\n\n")  # past the start of the stream, where a BOM may still be arriving
-    for block in blocks:
-        taken, event_id = fast.feed_single_event(block.raw)
-        if taken:
-            assert block.kind is EVENT and event_id == block.id and block.retry is None
-        else:
-            assert [(b.kind, b.id, b.last_event_id) for b in fast.feed(block.raw)] == [
-                (block.kind, block.id, block.last_event_id)
-            ]
-        assert fast.last_event_id == block.last_event_id
-
-
-def test_single_event_fast_path_declines_what_it_cannot_take() -> None:
-    p = SSEParser()
-    assert p.feed_single_event(b"data: a\n\n") == (False, None)  # the stream's first bytes (a BOM may come)
-    p.feed(b": x\n\n")
+def test_single_event_id_reads_only_the_usual_shapes() -> None:
     for chunk in (b"data: a\r\n\r\n", b"data: a\n\ndata: b\n\n", b"data: a\n", b"retry: 5\ndata: a\n\n"):
-        assert p.feed_single_event(chunk) == (False, None), chunk
-    assert p.feed_single_event(b"id: 7\ndata: a\n\n") == (True, "7") and p.last_event_id == "7"
-    assert p.feed_single_event(b"id:8\ndata:a\n\n") == (True, "8")  # the space after the colon is optional
-    assert p.feed_single_event(b"id:  9\ndata: a\n\n") == (True, " 9")  # only one space is removed
-    assert p.feed_single_event(b"id: 9\nevent: e\ndata: a\n\n") == (True, "9")
+        assert single_event_id(chunk) is False, chunk
+    assert single_event_id(b"data: a\n\n") is None
+    assert single_event_id(b"id: 7\ndata: a\n\n") == "7"
+    assert single_event_id(b"id:8\ndata:a\n\n") == "8"  # the space after the colon is optional
+    assert single_event_id(b"id:  9\ndata: a\n\n") == " 9"  # only one space is removed
+    assert single_event_id(b"id: 9\nevent: e\ndata: a\n\n") == "9"
     for chunk in (b"id: 1\nid: 2\ndata: a\n\n", b"id: a\x00b\ndata: a\n\n", b"data: a\ndata: b\n\n"):
-        assert p.feed_single_event(chunk) == (False, None), chunk  # the general parser decides these
-    assert p.last_event_id == "9"
-    p.feed(b"data: held")
-    assert p.feed_single_event(b"id: 8\ndata: b\n\n") == (False, None)  # bytes are held: they come first
+        assert single_event_id(chunk) is False, chunk  # the general parser decides these
+
+
+class _Broken(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["_block", "_scan"])
+def test_an_unexpected_error_loses_no_byte(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    # No input makes the parser raise; were it to all the same, held() gives back every byte not handed on.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise _Broken
+
+    parser = SSEParser()
+    assert [b.data for b in parser.feed(b"\xef\xbb\xbfdata: a\n\nid: 2\n: note\nevent: e")] == [None, "a"]
+    parser.feed(b"\ndata: b")
+    monkeypatch.setattr(SSEParser, where, broken)
+    with pytest.raises(_Broken):
+        parser.feed(b"\n\ndata: c\n\nid: 4")
+    assert parser.held() == b"id: 2\n: note\nevent: e\ndata: b\n\ndata: c\n\nid: 4"
+
+
+def test_an_unexpected_error_at_close_loses_no_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise _Broken
+
+    parser = SSEParser()
+    parser.feed(b"data: a\n\nid: 5\nda")
+    parser.feed(b"ta: \r\r")  # (a CR at the end: held back for the LF that may follow, until close)
+    monkeypatch.setattr(SSEParser, "_block", broken)
+    with pytest.raises(_Broken):
+        parser.close()
+    assert parser.held() == b"id: 5\ndata: \r\r"
+
+
+def test_an_unexpected_error_at_the_start_loses_no_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise _Broken
+
+    parser = SSEParser()
+    parser.feed(b"\xef")
+    monkeypatch.setattr(SSEParser, "_scan", broken)
+    with pytest.raises(_Broken):
+        parser.feed(b"\xbb\xbfdata: a\n\n")
+    assert parser.held() == b"\xef\xbb\xbfdata: a\n\n"
 
 
 PLAIN_IMPLEMENTATIONS = [pytest.param(plain_event_id_py, id="python")]

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
-from sse_resume_core._parser import plain_event_id_py
+from sse_resume_core._parser import MAX_RETRY, plain_event_id_py
 from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
@@ -182,23 +182,94 @@ def test_legacy_stream_hands_on_what_the_parser_held_once() -> None:
     assert relay.passthrough and relay.stats.recorded == 0
 
 
+class _BrokenParser(SSEParser):
+    """A parser with a bug that makes it raise inside feed() or close(), once the block is held."""
+
+    broken = False
+
+    def _block(self, raw: bytes, lines: list[bytes]) -> Block:
+        if self.broken:
+            raise RuntimeError("parser bug")
+        return super()._block(raw, lines)
+
+
 def test_relay_failure_hands_on_held_bytes() -> None:
+    # The parser raises after it took up the bytes it held: they still reach the client, then the chunk.
     r = resumer()
     relay: Relay = r.open(decide(r, "s", None))
-
-    class Broken(SSEParser):
-        broken = False
-
-        def feed(self, data: bytes) -> list[Block]:
-            if self.broken:
-                raise RuntimeError("parser bug")
-            return super().feed(data)
-
-    relay._parser = parser = Broken()
-    relay.feed(b"id: 1\ndata: partial")
+    relay._parser = parser = _BrokenParser()
+    assert relay.feed(b"id: 1\ndata: 1\n\nid: 2\n: note\ndata: par") == ev(1)
     parser.broken = True
-    assert relay.feed(b" more") == b"id: 1\ndata: partial more"
+    assert relay.feed(b"tial\n\nid: 3") == b"id: 2\n: note\ndata: partial\n\nid: 3"
+    assert isinstance(relay.failed, RuntimeError)
     assert relay.feed(b"\n\n") == b"\n\n"
+    assert relay.close() == b""
+
+
+def test_relay_failure_at_close_hands_on_held_bytes() -> None:
+    r = resumer()
+    relay: Relay = r.open(decide(r, "s", None))
+    relay._parser = parser = _BrokenParser()
+    assert relay.feed(b"id: 1\ndata: 1\n\nid: 2\ndata: 2\r") == ev(1)  # (a CR at the end waits for an LF)
+    assert relay.feed(b"\r") == b""
+    parser.broken = True
+    assert relay.close() == b"id: 2\ndata: 2\r\r"
+    assert isinstance(relay.failed, RuntimeError)
+
+
+def test_huge_retry_is_relayed_and_restored_clamped() -> None:
+    r = resumer()
+    huge = b"retry: " + b"9" * 5000 + b"\n"
+    data = [ev(1), b"id: 2\nevent: x\ndata: hello\n", huge + b"\n", ev(3)]
+    relay = r.open(decide(r, "s", None))
+    assert b"".join(relay.feed(c) for c in data) + relay.close() == b"".join(data)
+    assert relay.failed is None
+    assert decide(r, "s", "1").outcome == "hit"
+    assert decide(r, "s", "3").prefix == b"retry: %d\n\n" % MAX_RETRY
+
+
+def test_retry_of_an_unfinished_final_block_is_restored() -> None:
+    # A client applied the retry line as it read it, though the block never dispatched: restored after a replay.
+    r = resumer()
+    data = b"retry: 700\n\n" + ev(1) + ev(2) + b"retry: 7777\ndata: never"
+    assert stream_of(r, decide(r, "s", None), [data]) == data
+    assert decide(r, "s", "1").outcome == "hit"
+    assert decide(r, "s", "2").prefix == b"retry: 7777\n\n"
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_bom_is_relayed_but_never_recorded() -> None:
+    r = resumer()
+    first = BOM + b"id: 1\nevent: update\ndata: a\n\n"
+    assert stream_of(r, decide(r, "s", None), [first, ev(2)]) == first + ev(2)
+    d = decide(r, "s", "2")  # the stream goes on upstream, and its next response starts with a BOM again
+    assert stream_of(r, d, [BOM + b"id: 3\nevent: update\ndata: c\n\n"]) == BOM + b"id: 3\nevent: update\ndata: c\n\n"
+    replay = decide(r, "s", "1").body
+    assert BOM not in replay and b"id: 3\nevent: update\ndata: c\n\n" in replay
+    assert all(BOM not in (e.raw or b"") for e in r.store.events("s"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_bom_goes_in_front_of_a_prefix(inline: bool) -> None:
+    r = resumer()
+    miss = decide(r, "s", "unknown")
+    out = stream_of(r, miss, [BOM + b"id: 1\nevent: update\ndata: a\n\n", ev(2), ev(3)])
+    assert out == BOM + miss.prefix + b"id: 1\nevent: update\ndata: a\n\n" + ev(2) + ev(3)
+    d = decide(r, "s", "1", inline=inline)
+    if not inline:  # a replay, then the restored retry in front of the upstream's next response
+        d = decide(r, "s", "3")
+    assert d.prefix
+    assert stream_of(r, d, [BOM, ev(4)]) == BOM + d.prefix + ev(4)
+
+
+def test_bom_that_comes_after_the_prefix_went_out_is_dropped() -> None:
+    r = resumer()
+    miss = decide(r, "s", "unknown")
+    relay = r.open(miss)
+    assert relay.feed(b"\xef\xbb") == miss.prefix  # (the prefix goes with the upstream's first bytes)
+    assert relay.feed(b"\xbfid: 1\ndata: 1\n\n") + relay.close() == ev(1)
 
 
 def test_session_key_separates_sessions_urls_and_credentials() -> None:

@@ -136,6 +136,22 @@ def test_gzip_sse_response_is_decoded() -> None:
     assert b"".join(o for o in outs if isinstance(o, bytes)) == b"id: 1\ndata: a\n\n"
 
 
+def test_a_body_that_stops_decoding_loses_nothing_the_relay_held() -> None:
+    import gzip
+
+    addon = script.SSEResume()
+    body = gzip.compress(b"id: 1\ndata: a\n\nid: 2\ndata: par")
+    with taddons.context(addon):
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        flow.response = tutils.tresp(content=None)
+        flow.response.headers["content-type"] = "text/event-stream"
+        flow.response.headers["content-encoding"] = "gzip"
+        addon.responseheaders(flow)
+        outs = run([body[:-8], b"not gzip", b"more", b""], flow)  # (the gzip trailer replaced by other bytes)
+    assert b"".join(o for o in outs if isinstance(o, bytes)) == b"id: 1\ndata: a\n\nid: 2\ndata: parnot gzipmore"
+
+
 def test_unknown_encoding_passes_through_untouched() -> None:
     addon = script.SSEResume()
     with taddons.context(addon):

@@ -32,6 +32,10 @@ def test_render_events_pretty_prints_json_and_shows_fields() -> None:
     ]
 
 
+def test_render_events_shows_nothing_for_a_leading_bom() -> None:
+    assert render_events(b"\xef\xbb\xbfevent: update\ndata: a\n\n").splitlines() == ["#1  type: update", "a"]
+
+
 def test_transcript_keeps_the_most_recent_whole_pieces() -> None:
     t = Transcript(10)
     for piece in (b"aaaa", b"bbbb", b"cccc"):
