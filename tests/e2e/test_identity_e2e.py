@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import httpx_sse
 import pytest
+import redis as redis_client
 
 from harness import Mitmdump, RedisServer
 
@@ -137,13 +138,25 @@ def wait_for_hit(url: str, headers: dict[str, str], last_event_id: str) -> list[
             return got
 
 
-def attack(proxy: Mitmdump, path: str, header: str, value: str, session: dict[str, str]) -> None:
-    url = proxy.url + path
+def attack(
+    proxy: Mitmdump,
+    path: str,
+    header: str,
+    value: str,
+    session: dict[str, str],
+    later: Mitmdump | None = None,
+    stored: Callable[[], None] | None = None,
+) -> None:
+    """Alice reads 1-3 through ``proxy``; then she, and mallory with her own key, resume after 1 through ``later``
+    (another proxy on the same store, once ``stored`` returns), or the same proxy."""
     kept = "sse_keep_upstream=true" in proxy.args
     alice = {header: value.format(key="alice-7f3a91"), **session}
     mallory = {header: value.format(key="mallory-c04d2e"), **session}
-    outcome, got = read_sse(url, alice, 3)
+    outcome, got = read_sse(proxy.url + path, alice, 3)
     assert (outcome, got) == ("kept" if kept else "", [{"user": "alice", "n": n} for n in (1, 2, 3)])
+    if stored is not None:
+        stored()
+    url = (later or proxy).url + path
     # The history holds alice's events after her id 1: her own reconnect is served them...
     assert wait_for_hit(url, alice, "1") == [{"user": "alice", "n": 2}, {"user": "alice", "n": 3}]
     # ...and mallory, who guesses the id with her own key, gets nothing of alice's: her request is not in
@@ -183,3 +196,29 @@ def test_a_header_named_by_the_option_separates_users(tmp_path: Path, keyed_upst
     """``sse_identity_headers`` adds a header the built-in patterns do not match."""
     with Mitmdump(tmp_path, keyed_upstream, ["sse_identity_headers=x-customer"]) as p:
         attack(p, "/feed/custom", "X-Customer", "{key}", {})
+
+
+def test_another_key_on_another_proxy_sharing_the_redis_store(
+    tmp_path: Path, keyed_upstream: int, redis: RedisServer
+) -> None:
+    """Two proxies on one Redis: what alice left through one is in Redis, and through the other only she gets it.
+
+    Redis's keys name no credential or session id (they are keyed digests).
+    """
+    client = redis_client.Redis(port=redis.port)
+    before = set(client.scan_iter("*:ev"))
+
+    def in_redis() -> None:  # alice's three events written behind to Redis by the first proxy
+        deadline = time.monotonic() + 20
+        while not any(client.zcard(k) >= 3 for k in set(client.scan_iter("*:ev")) - before):
+            assert time.monotonic() < deadline, "alice's events never reached Redis"
+            time.sleep(0.05)
+
+    options = [f"sse_store={redis.url}", "sse_store_secret=identity test secret"]
+    with Mitmdump(tmp_path, keyed_upstream, options) as first, Mitmdump(tmp_path, keyed_upstream, options) as second:
+        session = {"mcp-session-id": "shared-session"}
+        attack(first, "/feed/two-proxies", "X-API-Key", "{key}", session, later=second, stored=in_redis)
+    names = b" ".join(client.scan_iter("*"))
+    assert b"sse-resume:" in names
+    assert b"alice-7f3a91" not in names and b"mallory-c04d2e" not in names and b"shared-session" not in names
+    client.close()
