@@ -55,6 +55,9 @@ DEFAULT_IDENTITY_HEADERS: Final[tuple[str, ...]] = (
 
 MAX_PATTERNS: Final = 256
 MAX_PATTERN_LENGTH: Final = 256
+MAX_CACHED: Final = 1024
+"""Header names whose verdict a rule remembers (matching a name costs microseconds; names repeat); then it starts
+over, so names invented by a client cannot grow it."""
 NEVER: Final = frozenset({"last-event-id"})
 """Headers that never count, whatever a pattern says: a client's position changes with every reconnect."""
 
@@ -110,9 +113,10 @@ def _bytes(value: str | bytes) -> bytes:
 
 
 class IdentityRule:
-    """Which request headers tell users apart (see the module's docstring). Immutable; build one per setting."""
+    """Which request headers tell users apart (see the module's docstring). Its patterns are fixed: build one per
+    setting."""
 
-    __slots__ = ("_exclude", "_include", "patterns", "session_header")
+    __slots__ = ("_cache", "_exclude", "_include", "patterns", "session_header")
 
     def __init__(self, patterns: Iterable[str] = (), session_header: str = "mcp-session-id") -> None:
         """``patterns``: those of ``sse_identity_headers`` (added to the built-in ones; ``!pattern`` excludes).
@@ -124,6 +128,7 @@ class IdentityRule:
         self._include = _compile(include)
         self._exclude = _compile(p[1:] for p in self.patterns if p.startswith("!"))
         self.session_header = session_header.lower()
+        self._cache: dict[bytes, bool] = {}  # lower-cased name -> counts, at most MAX_CACHED
 
     def counts(self, name: str | bytes) -> bool:
         """True when a header of this name is part of a request's identity (the name in any case)."""
@@ -139,9 +144,15 @@ class IdentityRule:
         ``<length of name>:<lower-cased name>=<value>``, sorted. Runtime complexity: O(headers).
         """
         out = []
+        cache = self._cache
         for name, value in headers:
             n = _bytes(name).lower()  # (bytes.lower() changes ASCII letters only, as header names compare)
-            if self.counts(n):
+            counts = cache.get(n)
+            if counts is None:
+                if len(cache) >= MAX_CACHED:
+                    cache.clear()
+                counts = cache[n] = self.counts(n)
+            if counts:
                 out.append(b"%d:%b=%b" % (len(n), n, _bytes(value)))
         out.sort()
         return out

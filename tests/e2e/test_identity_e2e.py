@@ -163,6 +163,9 @@ def attack(
     # alice's history, so it goes upstream with mallory's key, and she reads her own events after her id 1.
     outcome, got = read_sse(url, {**mallory, "last-event-id": "1"}, 5)
     assert (outcome.split(";")[0], got) == ("miss", [{"user": "mallory", "n": n} for n in (2, 3, 4, 5, 6)])
+    assert kept or "sse-resume: session" in (later or proxy).output  # the logs name sessions by digests...
+    for p in {proxy, later or proxy}:
+        assert "alice-7f3a91" not in p.output and "mallory-c04d2e" not in p.output  # ...never by credentials
 
 
 # Real servers' credential headers, and how their values look; the upstream finds the key in any of them.

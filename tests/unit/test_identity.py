@@ -12,6 +12,7 @@ from sse_resume_core import ConfigError
 from sse_resume_core._config import merge
 from sse_resume_core._identity import (
     DEFAULT_IDENTITY_HEADERS,
+    MAX_CACHED,
     MAX_PATTERNS,
     IdentityRule,
     check_patterns,
@@ -224,3 +225,14 @@ def test_joined_parts_are_not_split_parts() -> None:
     assert session_key(None, *URL, ["a", "b"]) != session_key(None, *URL, ["a\x00b"])
     h = [("X-API-Key", "a\x00b")]
     assert key(h) != key([("X-API-Key", "a"), ("X-API-Key", "b")])
+
+
+def test_invented_header_names_cannot_grow_the_rule() -> None:
+    rule = IdentityRule()
+    expected = key([("X-API-Key", "alice")], rule)
+    for n in range(3 * MAX_CACHED):
+        assert rule.credentials([(f"x-invented-{n}", "v"), (f"x-invented-{n}-key", "v")]) == [
+            b"%d:x-invented-%d-key=v" % (len(f"x-invented-{n}-key"), n)
+        ]
+        assert len(rule._cache) <= MAX_CACHED
+    assert key([("X-API-Key", "alice")], rule) == expected  # (verdicts after a start-over are the same)
