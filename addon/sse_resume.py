@@ -24,7 +24,7 @@ import shlex
 import ssl
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Optional
@@ -36,9 +36,10 @@ from mitmproxy.utils import typecheck
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._config import DEFAULT, ConfigError, Settings, effective, load_file, section_values, shown
 from sse_resume_core._decode import Decoder
+from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, request_identity
 from sse_resume_core._keep import Backoff
 from sse_resume_core._mcp import treatment
-from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest, session_key
+from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest
 from sse_resume_core._view import render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 
@@ -53,8 +54,16 @@ SSE_TYPE = "text/event-stream"
 RESULT_HEADER = "sse-resume"
 
 # option name -> (type, help). Defaults come from the Settings model, so there is one source of truth.
-OPTIONS: dict[str, tuple[type, str]] = {
+OPTIONS: dict[str, tuple[Any, str]] = {
     "session_header": (str, "Request header that names the client's session (MCP: mcp-session-id)."),
+    "identity_headers": (
+        Sequence[str],
+        "Request headers that tell users apart, besides the built-in ones: names or patterns (* and ?), any case. "
+        "A request reads only the history of requests with the same URL, session header and values of these "
+        "headers. '!pattern' takes the headers it matches out of the built-in ones. Built in: "
+        + ", ".join(DEFAULT_IDENTITY_HEADERS)
+        + ".",
+    ),
     "max_event_history": (int, "Events kept per session for replay and deduplication; oldest evicted first."),
     "event_ttl": (int, "Seconds an event is kept; a session idle this long is dropped whole."),
     "support_replay": (
@@ -320,6 +329,7 @@ class SSEResume:
         self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
         self._metrics_at: tuple[str, int] | None = None
         self._secret: bytes | None = None  # the key of session digests shared by proxies (with a Redis store)
+        self._identity = IdentityRule()  # which headers tell users apart (see _session_of)
         self._closing: set[asyncio.Task[None]] = set()  # stores and keepers closing after a change of settings
         self.keeper: Keeper | None = None  # keep mode's server, while keep mode is on and the proxy runs
         # URLs seen answering text/event-stream: keep mode also keeps GETs to them that do not say they want SSE
@@ -383,6 +393,7 @@ class SSEResume:
             self._replace_store(self._make_store(settings))  # a new mode or place starts a new history
         elif limits != self.store.limits:
             self.store.reconfigure(limits)
+        self._identity = IdentityRule(settings.identity_headers, settings.session_header)
         self._secret = None
         if settings.store != "memory":
             # Shared by every proxy on the store (a memory store keeps the process's own random key). A BLAKE2b
@@ -552,15 +563,14 @@ class SSEResume:
     # -- hooks -----------------------------------------------------------------------------------------------
 
     def _session_of(self, request: http.Request) -> str:
-        h = request.headers
-        credentials = [h.get(name, "") for name in ("authorization", "cookie")]
-        return session_key(
-            h.get(self.settings.session_header),
+        """The request's identity: the one key of its history, its replays and the kept streams it may attach to."""
+        return request_identity(
             request.scheme,
             request.host,
             request.port,
             request.path,
-            credentials,
+            request.headers.fields,
+            self._identity,
             self._secret,
         )
 

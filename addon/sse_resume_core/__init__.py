@@ -14,11 +14,13 @@ from sse_resume_core._history import (
     SessionInfo,
     StoredEvent,
 )
+from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, request_identity
 from sse_resume_core._parser import DEFAULT_MAX_SIZE, Block, BlockKind, SSEParser, parse
 from sse_resume_core._resume import Decision, Outcome, Relay, Resumer, digest, session_key
 from sse_resume_core._store import HistoryStore
 
 __all__ = [
+    "DEFAULT_IDENTITY_HEADERS",
     "DEFAULT_MAX_SIZE",
     "Block",
     "BlockKind",
@@ -28,6 +30,7 @@ __all__ = [
     "HistoryLimits",
     "HistoryStats",
     "HistoryStore",
+    "IdentityRule",
     "MemoryHistory",
     "Outcome",
     "Recorded",
@@ -39,5 +42,6 @@ __all__ = [
     "StoredEvent",
     "digest",
     "parse",
+    "request_identity",
     "session_key",
 ]

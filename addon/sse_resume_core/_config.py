@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sse_resume_core._history import HistoryLimits
+from sse_resume_core._identity import check_patterns
 
 __all__ = ["ConfigError", "Settings", "effective", "load_file", "merge", "section_values", "shown"]
 
@@ -44,6 +45,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     session_header: str = Field("mcp-session-id", description="request header naming the client's session")
+    identity_headers: tuple[str, ...] = Field((), description="header name patterns added to the identity's")
     max_event_history: int = Field(1000, ge=1, le=10_000_000, description="events held per session")
     event_ttl: int = Field(300, ge=1, le=7 * 86400, description="seconds an event (and an idle session) is held")
     support_replay: bool = Field(True, description="keep payloads and replay them (false: ids only)")
@@ -92,6 +94,11 @@ class Settings(BaseModel):
         if not _TOKEN.match(value):
             raise ValueError("must be an HTTP header name, such as mcp-session-id")
         return value.lower()
+
+    @field_validator("identity_headers")
+    @classmethod
+    def _identity_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_patterns(value)
 
     def limits(self) -> HistoryLimits:
         return HistoryLimits(

@@ -19,14 +19,13 @@ connection). Its output is block-aligned: a block is handed on once complete, so
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from sse_resume_core._history import Found, StoredEvent
+from sse_resume_core._identity import digest, session_key  # (here too, where they used to live)
 from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
 from sse_resume_core._parser import Block, BlockKind, SSEParser, plain_event_id, single_event_id
 from sse_resume_core._store import HistoryStore
@@ -36,9 +35,6 @@ __all__ = ["Decision", "Outcome", "Relay", "RelayStats", "ResumeStats", "Resumer
 
 Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
 
-# Digests are keyed with a secret of this process, so a digest in a log or a key cannot be checked against guessed
-# session ids or credentials (and nothing keyed by it outlives the process).
-_DIGEST_KEY: Final = secrets.token_bytes(32)
 BATCH: Final = 1024  # events a relay records at once, at most (see Relay.flush)
 BIG_CHUNK: Final = 64 * 1024  # bytes: a larger chunk is not held for a batch, but recorded with what is pending
 MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remembered, least recent dropped
@@ -46,34 +42,6 @@ _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
 _OVERSIZE: Final = BlockKind.OVERSIZE
 _BOM: Final = BlockKind.BOM
-
-
-def digest(value: str | bytes, size: int = 12, secret: bytes | None = None) -> str:
-    """A short, stable, non-reversible name for a value, for logs and keys (never the value itself).
-
-    Keyed with ``secret``, or with this process's own secret when none is given.
-    """
-    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-    return hashlib.blake2b(data, digest_size=size, key=secret or _DIGEST_KEY).hexdigest()
-
-
-def session_key(
-    session_id: str | None,
-    scheme: str,
-    host: str,
-    port: int,
-    path: str,
-    credentials: Iterable[str] = (),
-    secret: bytes | None = None,
-) -> str:
-    """The history a request belongs to: its session id (if any), the upstream URL and a digest of credentials.
-
-    Credentials (``Authorization``, ``Cookie`` values) always count, so a client that presents another's session
-    id without its credentials gets a different, empty history; two users never share one. Proxies that share a
-    history must share the ``secret`` too (a shared store provides one).
-    """
-    parts = [session_id or "", scheme.lower(), host.lower(), str(port), path, *credentials]
-    return digest("\x00".join(parts).encode("utf-8", "surrogateescape"), 16, secret)
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,6 +287,28 @@ def test_long_store_secrets_key_the_session_digests() -> None:
         assert other._session_of(sse_flow().request) != keys[0]
 
 
+def test_credential_headers_and_the_option_make_the_session() -> None:
+    """The shell hands every header to the core's identity rule, and the option's patterns with it."""
+
+    def session(addon: object, headers: dict[str, str]) -> str:
+        flow = sse_flow()
+        for name, value in headers.items():
+            flow.request.headers[name] = value
+        return addon._session_of(flow.request)  # type: ignore[attr-defined,no-any-return]
+
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        alice = session(addon, {"X-API-Key": "alice"})
+        assert alice == session(addon, {"x-api-key": "alice", "user-agent": "other"})
+        assert alice != session(addon, {"X-API-Key": "mallory"}) != session(addon, {})
+        assert session(addon, {"X-Tenant": "a"}) == session(addon, {"X-Tenant": "b"})
+        tctx.configure(addon, sse_identity_headers=["x-tenant", "!x-api-key"])
+        assert session(addon, {"X-Tenant": "a"}) != session(addon, {"X-Tenant": "b"})
+        assert session(addon, {"X-API-Key": "alice"}) == session(addon, {"X-API-Key": "mallory"})
+        with pytest.raises(exceptions.OptionsError, match="sse_identity_headers"):
+            tctx.configure(addon, sse_identity_headers=["x tenant"])
+
+
 # -- what the addon shows: the SSE content view, flow annotations, commands and metrics ----------------------
 
 
