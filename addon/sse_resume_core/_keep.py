@@ -58,13 +58,10 @@ class Backoff:
 
 @dataclass(slots=True)
 class KeepStats:
+    """What the keeper reads to decide on the next try (whether a connection was made, whether it progressed)."""
+
     recorded: int = 0
-    duplicates: int = 0
-    assigned: int = 0
-    """Events given a proxy-made id."""
-    oversize: int = 0
-    discarded: int = 0
-    """Unfinished blocks at the end of an upstream connection (the upstream resends them when it resumes)."""
+    """Events recorded into the history."""
     connections: int = 0
     """Upstream connections read, the first included."""
 
@@ -136,7 +133,6 @@ class KeptFeed:
             if block.retry is not None:
                 self.retry = block.retry
             if kind is BlockKind.OVERSIZE:
-                self.stats.oversize += 1
                 out.append(Delivery(raw, False))
                 continue
             event_id = block.id
@@ -147,16 +143,13 @@ class KeptFeed:
                 if not is_proxy_id(event_id):
                     self.upstream_id = event_id
                 if event_id in self._seen:
-                    self.stats.duplicates += 1
                     continue
             elif event_id is None and self.assign_ids:
                 event_id = f"{PROXY_ID_PREFIX}{self.stream}.{next(_ids)}"
                 raw = b"id: %s\n%s" % (event_id.encode(), raw)
-                self.stats.assigned += 1
             elif event_id == "":
                 self.upstream_id = None  # the upstream reset its ids: resume without one
             if self.store.record(self.session, self.stream, event_id, raw) is Recorded.DUPLICATE:
-                self.stats.duplicates += 1
                 continue
             self.stats.recorded += 1
             if event_id and self.window:
@@ -172,6 +165,4 @@ class KeptFeed:
 
         A client would discard it too; a resumable upstream sends it again whole.
         """
-        if self._parser.held():
-            self.stats.discarded += 1
         self._parser = SSEParser(self.max_event_bytes)
