@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
-from sse_resume_core._parser import plain_event_id_py
+from sse_resume_core._parser import COMPILED, plain_event_id, plain_event_id_py
 from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
@@ -236,11 +236,19 @@ def _random_event(rng: random.Random, n: int) -> bytes:
     return (b"id" + sep + raw_id + b"\n" if eid is not None else b"") + data + b"\n"
 
 
-@pytest.fixture(params=["as built", "python"])
+@pytest.fixture(
+    params=[
+        "python",
+        # Without the C part the relay reads ids in Python already: the case is skipped, not run twice.
+        pytest.param("c", marks=pytest.mark.skipif(not COMPILED, reason="the C part is not built")),
+    ]
+)
 def id_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The relay's hot path reading ids as built (in C where the extension is), and in Python."""
+    """The relay's hot path reading ids in Python, and in C where the extension is built."""
     if request.param == "python":
         monkeypatch.setattr(_resume, "plain_event_id", plain_event_id_py)
+    else:
+        assert vars(_resume)["plain_event_id"] is plain_event_id is not plain_event_id_py  # C, as the relay runs it
 
 
 @pytest.mark.parametrize("seed", range(30))
