@@ -4,8 +4,10 @@
    and for a baseline that scans a list the way the MCP SDKs' example event stores do.
 2. Bytes per event in ids-only mode beyond the id string itself (tracemalloc).
 3. zlib on stored payloads (per event, with and without a preset dictionary): bytes saved against time spent.
+4. Memory per event under load: 10,000 sessions x 1,000 events with the default limits, in full and ids-only
+   mode, each in its own process (tests/unit/memory_probe.py; the unit tests run it at a tenth of the scale).
 
-    python benchmarks/bench_history.py [--sizes 100,10000,1000000]
+    python benchmarks/bench_history.py [--sizes 100,10000,1000000] [--load-sessions 10000]
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import argparse
 import functools
 import gc
 import json
+import subprocess
 import sys
 import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 
 AFTER = 10  # events listed after the id looked up
+PROBE = Path(__file__).resolve().parents[1] / "tests" / "unit" / "memory_probe.py"
 
 
 def payload(n: int) -> bytes:
@@ -139,13 +144,32 @@ def compression(n: int = 5000) -> None:
         )
 
 
+def memory_under_load(sessions: int) -> None:
+    """Both modes at once, each in its own process: tracemalloc sees one history each, and nothing else."""
+    print(f"memory per event: {sessions:,} sessions x 1,000 events, default limits")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, PROBE, mode, f"--sessions={sessions}", "--summary"], stdout=subprocess.PIPE, text=True
+        )
+        for mode in ("full", "ids-only")
+    ]
+    for proc in procs:
+        out = proc.communicate()[0]
+        if proc.returncode:
+            raise SystemExit(f"{PROBE.name} failed (exit status {proc.returncode})")
+        print(f"  {out.strip()}")
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--sizes", default="100,10000,1000000")
+    args.add_argument("--load-sessions", type=int, default=10_000, help="sessions of the memory run (0: skip it)")
     opts = args.parse_args()
     lookups([int(s) for s in opts.sizes.split(",")])
     ids_only_memory()
     compression()
+    if opts.load_sessions:
+        memory_under_load(opts.load_sessions)
 
 
 if __name__ == "__main__":

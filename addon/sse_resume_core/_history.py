@@ -116,7 +116,6 @@ class HistoryStats:
     """Counters a caller can export. ``stored`` and ``evicted`` only grow."""
 
     stored: int = 0
-    duplicates: int = 0
     evicted: dict[EvictionReason, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     events: int = 0
     sessions: int = 0
@@ -261,7 +260,6 @@ class MemoryHistory:
         cost = EVENT_OVERHEAD
         if event_id:
             if event_id in st.by_id:
-                self.stats.duplicates += 1
                 return Recorded.DUPLICATE
             cost += ID_OVERHEAD + len(event_id)
         raws = s.raws

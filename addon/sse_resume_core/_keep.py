@@ -58,13 +58,10 @@ class Backoff:
 
 @dataclass(slots=True)
 class KeepStats:
+    """What the keeper reads to decide on the next try (whether a connection was made, whether it progressed)."""
+
     recorded: int = 0
-    duplicates: int = 0
-    assigned: int = 0
-    """Events given a proxy-made id."""
-    oversize: int = 0
-    discarded: int = 0
-    """Unfinished blocks at the end of an upstream connection (the upstream resends them when it resumes)."""
+    """Events recorded into the history."""
     connections: int = 0
     """Upstream connections read, the first included."""
 
@@ -139,7 +136,6 @@ class KeptFeed:
             if block.retry is not None:
                 self.retry = block.retry
             if kind is BlockKind.OVERSIZE:
-                self.stats.oversize += 1
                 out.append(Delivery(raw, False))
                 continue
             if kind is BlockKind.BOM:
@@ -147,7 +143,6 @@ class KeptFeed:
                 # same response: a BOM there would be part of the next field's name. Their streams have none.
                 continue
             if kind is BlockKind.UNFINISHED:  # (from ended(): its retry counted, the rest is never delivered)
-                self.stats.discarded += 1
                 continue
             event_id = block.id
             if kind is BlockKind.EMPTY and event_id is None:
@@ -157,16 +152,13 @@ class KeptFeed:
                 if not is_proxy_id(event_id):
                     self.upstream_id = event_id
                 if event_id in self._seen:
-                    self.stats.duplicates += 1
                     continue
             elif event_id is None and self.assign_ids:
                 event_id = f"{PROXY_ID_PREFIX}{self.stream}.{next(_ids)}"
                 raw = b"id: %s\n%s" % (event_id.encode(), raw)
-                self.stats.assigned += 1
             elif event_id == "":
                 self.upstream_id = None  # the upstream reset its ids: resume without one
             if self.store.record(self.session, self.stream, event_id, raw) is Recorded.DUPLICATE:
-                self.stats.duplicates += 1
                 continue
             self.stats.recorded += 1
             if event_id and self.window:

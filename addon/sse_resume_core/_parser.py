@@ -96,11 +96,6 @@ class Block:
     retry: int | None = None
     last_event_id: str = ""
 
-    @property
-    def dispatched(self) -> bool:
-        """True when this block dispatched an event."""
-        return self.kind is BlockKind.EVENT
-
 
 # Frozen dataclasses set each field with object.__setattr__ in __init__, which costs about a microsecond per
 # block here. The parser builds them by installing a ready __dict__ instead: same class, same semantics.

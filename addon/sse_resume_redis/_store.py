@@ -139,7 +139,6 @@ class StoreHealth:
     """Failed exchanges (writes or lookups): timeouts, refused connections, errors."""
     dropped: int = 0
     """Writes given up because too many waited for an unavailable Redis."""
-    lookups: int = 0
     fallbacks: int = 0
     """Lookups answered by the local history alone because Redis did not answer in time."""
     queued: int = 0
@@ -239,7 +238,6 @@ class RedisHistory(MemoryHistory):
         if not event_id:
             return None
         self.start()
-        self.health.lookups += 1
         if self._down:  # the writer task probes Redis and clears this when it answers again
             self.health.fallbacks += 1
             return self.lookup(session, event_id)

@@ -1,8 +1,13 @@
 """What a user sees, end to end: saved flows read back, the metrics endpoint of a running mitmdump, and mitmweb
-showing an SSE flow in the content view (the screenshot in docs/ is taken here)."""
+showing an SSE flow in the content view.
+
+The screenshot in docs/images is taken here: the test writes it into its temporary directory, and copies it into
+the directory ``SSE_RESUME_SCREENSHOTS`` names, when set (``./dev screenshots`` sets it to docs/images).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +18,7 @@ from mitmproxy.http import HTTPFlow
 from mitmproxy.io import FlowReader
 from mitmproxy.test import taddons
 
-from harness import ROOT, EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_port
+from harness import EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_port
 from test_sse_resume import script
 
 
@@ -71,15 +76,13 @@ def test_mitmweb_shows_sse_flow_in_content_view(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     web_port = free_port()
-    shot = ROOT / "docs" / "images" / "mitmweb-sse.png"
+    shot = tmp_path / "mitmweb-sse.png"
     options = ["web_password=sse-test", f"web_port={web_port}", "web_host=127.0.0.1", "web_open_browser=false"]
     with upstream(tmp_path, interval=0.05) as up, Mitmdump(tmp_path, up, options, tool="mitmweb") as proxy:
         wait_port(web_port)
         body = httpx.get(f"{proxy.url}/sse/mcp?end_after=3&pad=12", headers={"accept": "text/event-stream"}).content
         assert body.count(b"\n\n") == 3
-        time.sleep(0.5)
-        flows = httpx.get(f"http://127.0.0.1:{web_port}/flows?token=sse-test").json()
-        flow_id = next(f["id"] for f in flows if f["request"]["path"].startswith("/sse/mcp"))
+        flow_id = _finished_flow(web_port, "/sse/mcp")
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=shutil.which("chromium") or "/usr/bin/chromium",
@@ -90,11 +93,32 @@ def test_mitmweb_shows_sse_flow_in_content_view(tmp_path: Path) -> None:
                 page.goto(f"http://127.0.0.1:{web_port}/?token=sse-test#/flows/{flow_id}/response")
                 page.get_by_text("#3  id: 3").wait_for(timeout=20_000)
                 assert page.get_by_text("SSE", exact=True).count() >= 1  # the view picked automatically
-                shot.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(shot))
             finally:
                 browser.close()
         details = httpx.get(f"http://127.0.0.1:{web_port}/flows/{flow_id}/response/content/sse.json?token=sse-test")
         rendered = details.json()
         assert rendered["view_name"] == "SSE" and '"n": 3' in rendered["text"]
-    assert shot.stat().st_size > 10_000
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 10_000
+    if os.environ.get("SSE_RESUME_SCREENSHOTS"):  # a deliberate step: the tests never touch tracked files
+        target = Path(os.environ["SSE_RESUME_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target / shot.name)
+
+
+def _finished_flow(web_port: int, path: str, timeout: float = 20) -> str:
+    """The id of the flow of ``path`` once mitmweb lists it with its response body (the addon's transcript, set
+    when the stream ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        flows = httpx.get(f"http://127.0.0.1:{web_port}/flows?token=sse-test").json()
+        done = [
+            f["id"]
+            for f in flows
+            if f["request"]["path"].startswith(path) and (f.get("response") or {}).get("contentLength")
+        ]
+        if done:
+            return str(done[0])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mitmweb lists no finished flow of {path}")
+        time.sleep(0.05)  # (polling a condition, with a deadline)

@@ -70,6 +70,8 @@ def test_sessions_stay_apart_across_proxies(pair: tuple[Mitmdump, Mitmdump]) -> 
     time.sleep(0.3)
     out, _ = curl(second.url + path, "-i", "-H", "mcp-session-id: mallory", "-H", "Last-Event-ID: 3", max_time=1)
     assert "sse-resume: miss" in out.lower()  # mallory's session holds nothing, whatever alice's holds
+    out, ids = curl(second.url + path, "-i", "-H", "mcp-session-id: alice", "-H", "Last-Event-ID: 3", max_time=1)
+    assert "sse-resume: hit" in out.lower() and ids[:3] == ["4", "5", "6"], out  # while alice's reached this proxy
 
 
 def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Path, upstream_port: int) -> None:

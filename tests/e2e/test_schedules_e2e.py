@@ -68,15 +68,15 @@ def read_some(url: str, last_event_id: str, count: int, lose_in_flight: bool) ->
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    resume=st.booleans(),
-    drop_after=st.sampled_from([0, 0, 3, 5]),
+    # An upstream that starts at 1 and drops after k events never gets past k (documented): one that does not
+    # resume never drops. (Drawn as pairs, so that no example is another with a drop_after that is not used.)
+    upstream=st.sampled_from([(False, 0), (True, 0), (True, 3), (True, 5)]),
     reads=st.lists(st.tuples(st.integers(min_value=1, max_value=4), st.booleans()), max_size=4),
 )
 def test_real_proxy_every_event_once_in_order(
-    proxy: Mitmdump, resume: bool, drop_after: int, reads: list[tuple[int, bool]]
+    proxy: Mitmdump, upstream: tuple[bool, int], reads: list[tuple[int, bool]]
 ) -> None:
-    if not resume:
-        drop_after = 0  # an upstream that starts at 1 and drops after k events never gets past k (documented)
+    resume, drop_after = upstream
     query = f"interval=0.01&resume={int(resume)}&drop_after={drop_after}&count={TOTAL}"
     url = f"{proxy.url}/sse/schedule-{uuid.uuid4().hex[:8]}?{query}"
     received: list[int] = []

@@ -50,11 +50,16 @@ def test_other_settings_by_option_name(tmp_path: Path) -> None:
 
 
 def test_command_line_wins_over_file_and_file_over_defaults(tmp_path: Path) -> None:
-    values = load_file(write(tmp_path, TASK_YAML.replace("event_ttl: 300", "event_ttl: 60")))
-    settings = merge(values, {"event_ttl": 10, "max_event_history": 1000, "support_replay": True})
+    text = TASK_YAML.replace("event_ttl: 300", "event_ttl: 60").replace(
+        "max_event_history: 1000", "max_event_history: 50"
+    )
+    settings = merge(
+        load_file(write(tmp_path, text)), {"event_ttl": 10, "max_event_history": 1000, "support_replay": True}
+    )
     # event_ttl differs from its default on the command line: it wins. max_event_history and support_replay
-    # are at their defaults there, so the file speaks for them.
-    assert (settings.event_ttl, settings.support_replay) == (10, False)
+    # are at their defaults there, so the file speaks for them; dedupe_window is in the file only.
+    assert (settings.event_ttl, settings.max_event_history, settings.support_replay) == (10, 50, False)
+    assert merge({}, {}).max_event_history == 1000  # (the default the file overrode)
 
 
 @pytest.mark.parametrize(

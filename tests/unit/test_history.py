@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import memory_probe
 import pytest
 
 from sse_resume_core import HistoryLimits, HistoryStore, MemoryHistory, Recorded
@@ -94,7 +95,7 @@ def test_id_recorded_once_per_stream_even_from_two_connections() -> None:
     assert h.record("a", s, "2", ev(2)) is Recorded.DUPLICATE
     assert h.record("a", s, "3", ev(3)) is Recorded.NEW
     assert [e.id for e in h.events("a")] == ["1", "2", "3"]
-    assert h.snapshot().duplicates == 1
+    assert h.snapshot().stored == 3
     h._check()
 
 
@@ -349,29 +350,31 @@ def test_random_operations_keep_invariants(seed: int, replay: bool) -> None:
 # -- memory -----------------------------------------------------------------------------------------------------
 
 
+MEMORY_SESSIONS = 1_000
+MEMORY_MAX_BYTES = memory_probe.DEFAULT_MAX_BYTES // 10
+
+
 def test_event_history_memory() -> None:
-    """10,000 sessions x 1,000 events: traced memory stays within the byte cap; bytes per event printed.
+    """1,000 sessions x 1,000 events under a tenth of the default byte cap: the cap binds (as it does at full
+    scale, which benchmarks/bench_history.py runs), traced memory stays within it, and the estimate errs high.
 
     Both modes run at once, each in its own process (see tests/unit/memory_probe.py for how memory is traced).
     """
     probe = Path(__file__).with_name("memory_probe.py")
     procs = [
-        subprocess.Popen([sys.executable, probe, mode], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, probe, mode, f"--sessions={MEMORY_SESSIONS}", f"--max-bytes={MEMORY_MAX_BYTES}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for mode in ("full", "ids-only")
     ]
-    results = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
+    results = [json.loads(proc.communicate(timeout=600)[0]) for proc in procs]
     assert [p.returncode for p in procs] == [0, 0]
     for r in results:
-        payload = r["payload_bytes"] if r["mode"] == "full" else 0
-        per_event = r["traced_bytes"] / r["events"]
-        print(
-            f"\n{r['mode']}: {r['events']:,} events held in {r['sessions']:,} sessions after {r['stored']:,} "
-            f"recorded; traced {r['traced_bytes'] / 2**20:.1f} MiB = {per_event:.0f} bytes/event "
-            f"({per_event - r['id_bytes'] - payload:.0f} beyond the id and payload objects); "
-            f"accounted {r['accounted_bytes'] / 2**20:.1f} MiB of a {r['max_bytes'] / 2**20:.0f} MiB cap; "
-            f"evicted {r['evicted']}"
-        )
-        assert r["stored"] == 10_000 * 1_000
+        print("\n" + memory_probe.summary(r))
+        assert r["max_bytes"] == MEMORY_MAX_BYTES
+        assert r["stored"] == MEMORY_SESSIONS * 1_000
         assert r["all_held_were_traced"]
         assert r["traced_bytes"] <= r["max_bytes"]
         assert r["accounted_bytes"] <= r["max_bytes"]

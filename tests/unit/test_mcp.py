@@ -31,8 +31,11 @@ def test_protocol_versions(version: str | None, expected: str) -> None:
     assert treatment(version) == expected
 
 
-def test_versions_are_data() -> None:
-    assert set(PROTOCOL_VERSIONS.values()) <= {"serve", "pass"}
+def test_versions_are_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new version is one line in the table: it rules that version and those after it, nothing before.
+    monkeypatch.setitem(PROTOCOL_VERSIONS, "2027-01-01", "serve")
+    assert (treatment("2027-01-01"), treatment("2027-06-01")) == ("serve", "serve")
+    assert (treatment("2026-07-28"), treatment("2026-12-31")) == ("pass", "pass")
 
 
 def test_version_without_resumption_passes_untouched() -> None:
