@@ -55,7 +55,8 @@ HOP_BY_HOP: Final = frozenset(
         TICKET_HEADER,
     }
 )
-DROP_FROM_STREAM: Final = HOP_BY_HOP | {"content-encoding"}  # the keeper sends streams decoded
+HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)  # upstream headers are kept as bytes
+DROP_FROM_STREAM: Final = HOP_BY_HOP_BYTES | {b"content-encoding"}  # the keeper sends streams decoded
 SSE_TYPE: Final = "text/event-stream"
 
 
@@ -185,7 +186,7 @@ class KeptStream:
         self.request = request
         self.post = request.method != "GET"
         self.clients: list[_Client] = []
-        self.headers: list[tuple[str, str]] = []  # the upstream's first response headers, as sent to clients
+        self.headers: list[tuple[bytes, bytes]] = []  # the upstream's first response headers, as sent to clients
         self.status = 200
         self.task: asyncio.Task[None] | None = None
         self.finished = False  # the upstream ended the stream for good (a POST stream's end): nothing follows
@@ -534,8 +535,7 @@ class Keeper:
                     stream = KeptStream(self, feed, request.resumed(upstream_id))
                     self.streams[stream.key] = stream
                     self.stats.kept += 1
-                    headers = [("content-type", SSE_TYPE), ("cache-control", "no-cache")]
-                    stream.headers = headers
+                    stream.headers = [(b"content-type", SSE_TYPE.encode()), (b"cache-control", b"no-cache")]
                     stream.start(None)
                 self._respond(client, stream.status, stream.headers, report.outcome)
                 self._replay(client, report.note, replay)
@@ -588,8 +588,8 @@ class Keeper:
             upstream_id=upstream_id,
         )
 
-    def _respond(self, client: _Client, status: int, headers: list[tuple[str, str]], outcome: str) -> None:
-        head = [*headers, ("sse-resume", f"{outcome}; kept" if outcome != "kept" else "kept")]
+    def _respond(self, client: _Client, status: int, headers: list[tuple[bytes, bytes]], outcome: str) -> None:
+        head = [*headers, (b"sse-resume", f"{outcome}; kept".encode() if outcome != "kept" else b"kept")]
         client.writer.write(client.conn.send(h11.Response(status_code=status, headers=head, reason=_reason(status))))
 
     def _comment(self, client: _Client, note: str) -> None:
@@ -603,7 +603,7 @@ class Keeper:
     async def _relay_plain(self, client: _Client, response: Upstream) -> None:
         """Not a stream to keep (an error, a JSON answer): pass it on as it came."""
         try:
-            keep = HOP_BY_HOP - {"content-length"}
+            keep = HOP_BY_HOP_BYTES - {b"content-length"}
             headers = [(k, v) for k, v in response.headers if k.lower() not in keep]
             writer = client.writer
             status = response.status

@@ -47,13 +47,13 @@ class Upstream:
         self._writer = writer
         self.status: int = head.status_code
         self.reason: bytes = bytes(head.reason)
-        self.headers: list[tuple[str, str]] = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers.raw_items()
-        ]
+        self.headers: list[tuple[bytes, bytes]] = [(bytes(k), bytes(v)) for k, v in head.headers.raw_items()]
+        """The response's headers, the bytes as they came (names in their own case)."""
 
     def header(self, name: str) -> str:
-        name = name.lower()
-        return next((v for k, v in self.headers if k.lower() == name), "")
+        """The first value of header ``name``, its bytes read as Latin-1 (for comparisons; "" when absent)."""
+        key = name.lower().encode()
+        return next((v.decode("latin-1") for k, v in self.headers if k.lower() == key), "")
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body, as it comes: each piece is all that one socket read completed. Ends at the body's end;
@@ -86,10 +86,23 @@ class Upstream:
         self._writer.transport.abort()
 
 
+def wire(text: str) -> bytes:
+    """The bytes of a header value or target that mitmproxy gave as text.
+
+    mitmproxy decodes header bytes as UTF-8 with ``surrogateescape`` (any byte that is not UTF-8 becomes a lone
+    surrogate); encoding the same way gives back exactly the bytes the client sent.
+    """
+    return text.encode("utf-8", "surrogateescape")
+
+
 async def open_upstream(
     method: str, url: str, headers: list[tuple[str, str]], body: bytes, tls: ssl.SSLContext | None
 ) -> Upstream:
-    """Send one request and read the response head. Raises :class:`UpstreamError`."""
+    """Send one request and read the response head. Raises :class:`UpstreamError`.
+
+    ``headers`` are as mitmproxy gives them (text decoded from the client's bytes, see :func:`wire`); they go
+    upstream as the bytes the client sent, whatever they are.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UpstreamError(f"cannot fetch {parts.scheme or '?'}:// URLs")
@@ -109,13 +122,13 @@ async def open_upstream(
         raise UpstreamError(f"cannot connect: {e or type(e).__name__}") from None
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     try:
-        sent = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
-        if not any(k.lower() == "host" for k, _ in sent):
-            sent.insert(0, ("Host", parts.netloc.rpartition("@")[2]))
+        sent = [(wire(k), wire(v)) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+        if not any(k.lower() == b"host" for k, _ in sent):
+            sent.insert(0, (b"Host", wire(parts.netloc.rpartition("@")[2])))
         if body or method in ("POST", "PUT", "PATCH"):
-            sent.append(("Content-Length", str(len(body))))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        out = conn.send(h11.Request(method=method, target=target, headers=sent))
+            sent.append((b"Content-Length", b"%d" % len(body)))
+        target = wire((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        out = conn.send(h11.Request(method=wire(method), target=target, headers=sent))
         if body:
             out += conn.send(h11.Data(data=body))
         out += conn.send(h11.EndOfMessage())

@@ -1,0 +1,259 @@
+"""Keep mode against hostile traffic, through a real mitmdump: header bytes that are not ASCII, an event far
+larger than ``sse_max_event_bytes``, POST streams that end, upstreams whose bytes must never reach the log.
+
+The upstreams here are written by hand on asyncio (raw HTTP bytes, so a test controls every byte), in the test's
+own event loop; the clients are raw sockets. Events are read with httpx-sse's decoder or compared as bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from harness import Mitmdump, free_port
+
+Handler = Callable[["Exchange"], Awaitable[None]]
+
+
+def sse_events(body: bytes) -> list[ServerSentEvent]:
+    """The events in ``body`` with data, as a spec-following client (httpx-sse) reads them."""
+    lines, decoder = SSELineDecoder(), SSEDecoder()
+    events = []
+    for line in [*lines.decode(body.decode("utf-8", "replace")), *lines.flush()]:
+        event = decoder.decode(line)
+        if event is not None and event.data:
+            events.append(event)
+    return events
+
+
+def addon_noise(log: str) -> list[str]:
+    """The addon's tracebacks and internal errors in a mitmdump log.
+
+    mitmproxy itself logs a CancelledError traceback for every client connection still open at SIGTERM (with no
+    addon at all): a traceback counts only when one of its frames or its task is the addon's.
+    """
+    entries = re.split(r"\n(?=\[\d)", log)  # an entry: a timestamped line and the lines under it
+    trouble = ("Traceback", "destroyed but it is pending", "never retrieved")
+    return [
+        entry
+        for entry in entries
+        if "read() called while" in entry
+        or "sse-resume: internal error" in entry
+        or (any(word in entry for word in trouble) and "sse_resume" in entry)
+    ]
+
+
+# -- a hand-written upstream ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    """One request to the hand-written upstream: its head as received, its body, and the connection."""
+
+    head: bytes
+    body: bytes
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def header(self, name: bytes) -> bytes | None:
+        for line in self.head.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def chunk(self, data: bytes) -> None:
+        await self.send(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+@dataclass
+class HandUpstream:
+    """An HTTP/1.1 server on 127.0.0.1 that gives each request to ``handler`` (the same for every request)."""
+
+    handler: Handler
+    exchanges: list[Exchange] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                exchange = Exchange(head, b"", reader, writer)
+                length = int(exchange.header(b"content-length") or b"0")
+                exchange.body = await reader.readexactly(length)
+                self.exchanges.append(exchange)
+                await self.handler(exchange)
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def hand_upstream(port: int, handler: Handler) -> AsyncIterator[HandUpstream]:
+    upstream = HandUpstream(handler)
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", port)
+    try:
+        yield upstream
+    finally:
+        upstream.done.set()
+        server.close()
+        for exchange in upstream.exchanges:
+            exchange.writer.transport.abort()
+
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+
+
+# -- a raw client --------------------------------------------------------------------------------------------------
+
+
+class RawClient:
+    """One HTTP/1.1 request written byte for byte; the response head kept raw, the body de-chunked."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.head = b""
+        self.status = 0
+        self.body = bytearray()
+        self.ended = False
+        self._chunked = False
+        self._left = 0  # bytes left of the current chunk
+
+    @classmethod
+    async def open(cls, port: int, request: bytes) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        writer.write(request)
+        client.head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        client.status = int(client.head.split(b" ", 2)[1])
+        client._chunked = b"chunked" in (client.header(b"transfer-encoding") or b"").lower()
+        return client
+
+    def header(self, name: bytes) -> bytes | None:
+        for line in self.head.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+    async def read_some(self, size: int = 65536) -> bytes:
+        """The next piece of the body, at most ``size`` bytes (b"" at its end)."""
+        if self.ended:
+            return b""
+        if not self._chunked:
+            data = await self.reader.read(size)
+        else:
+            if not self._left:
+                line = await self.reader.readuntil(b"\r\n")
+                self._left = int(line.split(b";")[0], 16)
+                if not self._left:
+                    await self.reader.readuntil(b"\r\n")
+                    self.ended = True
+                    return b""
+            data = await self.reader.read(min(size, self._left))
+            self._left -= len(data)
+            if data and not self._left:
+                await self.reader.readexactly(2)
+        if not data:
+            self.ended = True
+        self.body += data
+        return data
+
+    async def read_until(self, done: Callable[[bytes], bool], timeout: float = 30, pace: float = 0) -> None:
+        """Read until ``done(body)`` or the end of the body. ``pace``: seconds between reads (a slow reader)."""
+
+        async def reading() -> None:
+            while not self.ended and not done(bytes(self.body)):
+                await self.read_some()
+                if pace:
+                    await asyncio.sleep(pace)  # the reader's speed, not a wait for anything
+
+        await asyncio.wait_for(reading(), timeout)
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+def get(path: bytes, *headers: bytes) -> bytes:
+    lines = [b"GET " + path + b" HTTP/1.1", b"Host: 127.0.0.1", b"Accept: text/event-stream", *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def keep_proxy(tmp: Path, port: int, *options: str) -> Mitmdump:
+    return Mitmdump(tmp, port, ["sse_keep_upstream=true", *options])
+
+
+MAX_EVENT = 64 * 1024  # sse_max_event_bytes of the shared proxy: a client is dropped past 8 times this queued
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mitmdump, int]]:
+    """One keep-mode mitmdump for the module, and the port its upstream is to listen on (each test starts its
+    own hand-written upstream there)."""
+    port = free_port()
+    with keep_proxy(tmp_path_factory.mktemp("hostile"), port, f"sse_max_event_bytes={MAX_EVENT}") as p:
+        yield p, port
+
+
+# -- 1. header bytes that are not ASCII ------------------------------------------------------------------------------
+
+# UTF-8 (what browsers send for a cookie set by script), and bytes that are not UTF-8 at all (Latin-1).
+COOKIE = b"sid=caf\xc3\xa9; legacy=\xe9t\xe9"
+LAST_ID = b"\xc3\xa9v\xc3\xa9nement-7"
+SESSION = b"s\xc3\xa9ssion-\xff"
+RESPONSE_HEADERS = [(b"X-Latin", b"caf\xe9 cr\xe8me"), (b"X-Utf8", b"\xe2\x9c\x93 ok")]
+
+
+@pytest.mark.parametrize("side", ["request", "response", "both"])
+def test_non_ascii_header_bytes_are_served_and_pass_as_they_came(proxy: tuple[Mitmdump, int], side: str) -> None:
+    mitmdump, port = proxy
+    request_side = side in ("request", "both")
+    response_side = side in ("response", "both")
+
+    async def upstream(exchange: Exchange) -> None:
+        extra = b"".join(b"%s: %s\r\n" % pair for pair in RESPONSE_HEADERS) if response_side else b""
+        await exchange.send(SSE_HEAD + extra + b"\r\n")
+        for n in (1, 2, 3):
+            await exchange.chunk(b"id: %d\ndata: event %d\n\n" % (n, n))
+        await upstream_done.wait()
+
+    upstream_done = asyncio.Event()
+    headers = [b"Cookie: " + COOKIE, b"Last-Event-ID: " + LAST_ID, b"mcp-session-id: " + SESSION]
+
+    async def scenario() -> tuple[RawClient, list[Exchange]]:
+        async with hand_upstream(port, upstream) as hand:
+            path = b"/sse/headers-" + side.encode()
+            client = await RawClient.open(mitmdump.port, get(path, *(headers if request_side else [])))
+            if client.status == 200:
+                await client.read_until(lambda body: b"data: event 3\n\n" in body)
+            else:
+                await client.read_until(lambda body: False)
+            client.abort()
+            upstream_done.set()
+            return client, hand.exchanges
+
+    client, exchanges = asyncio.run(scenario())
+    log = mitmdump.output
+    assert client.status == 200, (client.head, bytes(client.body), log)
+    assert [e.data for e in sse_events(bytes(client.body))] == ["event 1", "event 2", "event 3"]
+    assert b"kept" in (client.header(b"sse-resume") or b"")
+    assert addon_noise(log) == []
+    (exchange,) = exchanges  # one upstream request, read by the keeper
+    if request_side:
+        assert exchange.header(b"cookie") == COOKIE
+        assert exchange.header(b"last-event-id") == LAST_ID  # unknown to the proxy: forwarded as it came
+        assert exchange.header(b"mcp-session-id") == SESSION
+    if response_side:
+        for name, value in RESPONSE_HEADERS:
+            assert client.header(name) == value, client.head
