@@ -497,11 +497,15 @@ class Keeper:
         try:
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if eof.done() and not eof.cancelled() and eof.exception() is None:
-                conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
-            eof.cancel()
             client.finish("client gone")
             stream.detach(client)
+            if not eof.done():
+                # The read must be over before the connection is read again (for mitmproxy's next request):
+                # a cancelled read still waits for data until its task runs, and a second read would fail.
+                eof.cancel()
+                await asyncio.wait([eof])  # (a cancellation of this task still goes through)
+            if not eof.cancelled() and eof.exception() is None:
+                conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
 
     async def _open(self, ticket: _Ticket, client: _Client) -> KeptStream | None:
         """Answer the ticket's request: attach to a kept stream, start one, or relay the upstream's answer."""

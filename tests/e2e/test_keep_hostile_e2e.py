@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
@@ -257,3 +258,56 @@ def test_non_ascii_header_bytes_are_served_and_pass_as_they_came(proxy: tuple[Mi
     if response_side:
         for name, value in RESPONSE_HEADERS:
             assert client.header(name) == value, client.head
+
+
+# -- 2. POST streams that end, and shutdown ----------------------------------------------------------------------------
+
+
+def test_post_streams_that_end_and_shutdown_log_no_traceback(tmp_path: Path) -> None:
+    """MCP-like calls (each a POST answered with an SSE stream that ends), then SIGTERM with kept streams open (one
+    with its client attached, one whose client went away): nothing in the log but the usual lines."""
+    port = free_port()
+    proxy = keep_proxy(tmp_path, port)
+
+    async def upstream(exchange: Exchange) -> None:
+        await exchange.send(SSE_HEAD + b"\r\n")
+        if exchange.head.startswith(b"POST"):
+            call = exchange.body.decode()
+            await exchange.chunk(b'id: %s-1\ndata: {"progress": 1}\n\n' % call.encode())
+            await exchange.chunk(b'id: %s-2\ndata: {"result": "%s"}\n\n' % (call.encode(), call.encode()))
+            await exchange.send(b"0\r\n\r\n")
+            return
+        for n in range(1, 4):
+            await exchange.chunk(b"id: %d\ndata: live %d\n\n" % (n, n))
+        await hand_done.wait()  # a live stream: open until the end of the test
+
+    hand_done = asyncio.Event()
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
+
+    async def scenario() -> list[list[str]]:
+        results = []
+        async with hand_upstream(port, upstream), httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
+            for call in ("initialize", "tools-list", "tools-call"):
+                response = await client.post("/mcp", headers=headers, content=call.encode())
+                assert response.status_code == 200 and response.headers["sse-resume"] == "kept"
+                results.append([e.data for e in sse_events(response.content)])
+            attached = await RawClient.open(proxy.port, get(b"/sse/attached"))
+            await attached.read_until(lambda body: b"live 1" in body)
+            away = await RawClient.open(proxy.port, get(b"/sse/away"))
+            await away.read_until(lambda body: b"live 1" in body)
+            away.abort()  # its kept stream reads on while the client is away
+            await asyncio.to_thread(proxy.stop)  # SIGTERM while both kept streams are open
+            attached.abort()
+            hand_done.set()
+        return results
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        proxy.stop()
+    log = proxy.output
+    for call, events in zip(("initialize", "tools-list", "tools-call"), results, strict=True):
+        assert events == ['{"progress": 1}', f'{{"result": "{call}"}}'], events
+    assert proxy.proc.returncode == 0, log
+    assert "kept stream" in log and "ended: proxy shutting down" in log  # the shutdown did reach the keeper
+    assert addon_noise(log) == []
