@@ -29,6 +29,7 @@ import h11
 from sse_resume_core._decode import Decoder
 from sse_resume_core._history import MemoryHistory, StoredEvent
 from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
+from sse_resume_core._logsafe import safe_traceback
 from sse_resume_core._resume import ResumeStats, digest
 from sse_resume_core._view import Transcript
 from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
@@ -314,7 +315,7 @@ class KeptStream:
                         "sse-resume: kept stream %s.%s: upstream broke (%s)",
                         feed.session[:12],
                         feed.stream,
-                        e,
+                        e if isinstance(e, UpstreamError) else f"undecodable body: {type(e).__name__}",
                     )
                 finally:
                     response.close()
@@ -336,8 +337,10 @@ class KeptStream:
             if response is not None:
                 response.close()
             raise
-        except Exception:
-            log.exception("sse-resume: internal error in kept stream %s.%s", feed.session[:12], feed.stream)
+        except Exception as e:
+            log.error(
+                "sse-resume: internal error in kept stream %s.%s\n%s", feed.session[:12], feed.stream, safe_traceback(e)
+            )
             self.stop("internal error")
 
     def _linger(self) -> None:
@@ -463,8 +466,8 @@ class Keeper:
             pass
         except asyncio.CancelledError:
             pass
-        except Exception:
-            log.exception("sse-resume: internal error in the keeper")
+        except Exception as e:
+            log.error("sse-resume: internal error in the keeper\n%s", safe_traceback(e))
         finally:
             self._handlers.discard(task)
             writer.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,10 @@ class RawClient:
         client.head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
         client.status = int(client.head.split(b" ", 2)[1])
         client._chunked = b"chunked" in (client.header(b"transfer-encoding") or b"").lower()
+        length = client.header(b"content-length")
+        if length is not None and not client._chunked:
+            client.body += await reader.readexactly(int(length))
+            client.ended = True
         return client
 
     def header(self, name: bytes) -> bytes | None:
@@ -311,3 +316,68 @@ def test_post_streams_that_end_and_shutdown_log_no_traceback(tmp_path: Path) -> 
     assert proxy.proc.returncode == 0, log
     assert "kept stream" in log and "ended: proxy shutting down" in log  # the shutdown did reach the keeper
     assert addon_noise(log) == []
+
+
+# -- 3. logs: no upstream bytes, no ids that link sessions ---------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_upstream_bytes_never_reach_the_log(proxy: tuple[Mitmdump, int]) -> None:
+    """An upstream that breaks its HTTP framing in the body (a chunk header that is an SSE line) and in the head
+    (a header line without a colon): the log says what broke, with sizes and digests, never the bytes."""
+    mitmdump, port = proxy
+
+    async def upstream(exchange: Exchange) -> None:
+        if b"/sse/badhead" in exchange.head:
+            await exchange.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nSECRET-TOKEN-in-a-head\r\n\r\n")
+            return
+        await exchange.send(SSE_HEAD + b"\r\n")
+        await exchange.chunk(b"id: 1\ndata: fine\n\n")
+        await exchange.send(b"data: SECRET-PAYLOAD-in-a-body\r\n\r\n")  # no chunk size: the framing breaks
+        await upstream_done.wait()
+
+    upstream_done = asyncio.Event()
+
+    async def scenario() -> tuple[RawClient, RawClient]:
+        async with hand_upstream(port, upstream):
+            body = await RawClient.open(mitmdump.port, get(b"/sse/badbody?retry=50"))
+            await body.read_until(lambda data: b"data: fine" in data)
+            await asyncio.to_thread(wait_for, lambda: "upstream broke" in mitmdump.output)
+            body.abort()
+            head = await RawClient.open(mitmdump.port, get(b"/sse/badhead"))
+            await head.read_until(lambda data: False)
+            await asyncio.to_thread(wait_for, lambda: "unreachable" in mitmdump.output)
+            upstream_done.set()
+            return body, head
+
+    body, head = asyncio.run(scenario())
+    log = mitmdump.output
+    assert body.status == 200 and head.status == 502
+    assert "illegal chunk header after" in log and "illegal header line after" in log  # what broke, and sizes
+    assert "SECRET" not in log, [line for line in log.splitlines() if "SECRET" in line]
+    assert b"SECRET" not in bytes(head.body)  # nor in the 502's explanation to the client
+    assert addon_noise(log) == []
+
+
+def test_id_digests_in_log_lines_do_not_link_sessions(tmp_path: Path, upstream_port: int) -> None:
+    """The same Last-Event-ID in two sessions: two unrelated digests in the log; in one session, the same one."""
+    from harness import read_events
+
+    event_id = "ID-SECRET-0042"
+    with Mitmdump(tmp_path, upstream_port) as plain:
+        for session in ("alice", "bob", "alice"):
+            headers = {"accept": "text/event-stream", "last-event-id": event_id, "mcp-session-id": session}
+            read_events(f"{plain.url}/sse?interval=0.02", 1, headers)
+        wait_for(lambda: plain.output.count(", id ") >= 3)
+        log = plain.output
+    digests = re.findall(r"sse-resume: session \w+: miss \(.*\), id (\w+)", log)
+    assert len(digests) == 3, log
+    alice, bob, alice_again = digests
+    assert alice == alice_again and alice != bob
+    assert event_id not in log
