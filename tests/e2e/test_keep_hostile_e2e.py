@@ -176,16 +176,20 @@ class RawClient:
         self.body += data
         return data
 
-    async def read_until(self, done: Callable[[bytes], bool], timeout: float = 30, pace: float = 0) -> None:
-        """Read until ``done(body)`` or the end of the body. ``pace``: seconds between reads (a slow reader)."""
+    async def read_until(self, marker: bytes | None, timeout: float = 30, pace: float = 0) -> None:
+        """Read until the body holds ``marker`` (None: until its end). ``pace``: seconds between reads, for a
+        slow reader (the reader's speed, not a wait for anything)."""
 
         async def reading() -> None:
-            while not self.ended and not done(bytes(self.body)):
-                await self.read_some()
+            while not self.ended:
+                data = await self.read_some()
+                if marker is not None and marker in self.body[-(len(data) + len(marker)) :]:
+                    return
                 if pace:
-                    await asyncio.sleep(pace)  # the reader's speed, not a wait for anything
+                    await asyncio.sleep(pace)
 
-        await asyncio.wait_for(reading(), timeout)
+        if marker is None or marker not in self.body:
+            await asyncio.wait_for(reading(), timeout)
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -242,9 +246,9 @@ def test_non_ascii_header_bytes_are_served_and_pass_as_they_came(proxy: tuple[Mi
             path = b"/sse/headers-" + side.encode()
             client = await RawClient.open(mitmdump.port, get(path, *(headers if request_side else [])))
             if client.status == 200:
-                await client.read_until(lambda body: b"data: event 3\n\n" in body)
+                await client.read_until(b"data: event 3\n\n")
             else:
-                await client.read_until(lambda body: False)
+                await client.read_until(None)
             client.abort()
             upstream_done.set()
             return client, hand.exchanges
@@ -297,9 +301,9 @@ def test_post_streams_that_end_and_shutdown_log_no_traceback(tmp_path: Path) -> 
                 assert response.status_code == 200 and response.headers["sse-resume"] == "kept"
                 results.append([e.data for e in sse_events(response.content)])
             attached = await RawClient.open(proxy.port, get(b"/sse/attached"))
-            await attached.read_until(lambda body: b"live 1" in body)
+            await attached.read_until(b"live 1")
             away = await RawClient.open(proxy.port, get(b"/sse/away"))
-            await away.read_until(lambda body: b"live 1" in body)
+            await away.read_until(b"live 1")
             away.abort()  # its kept stream reads on while the client is away
             await asyncio.to_thread(proxy.stop)  # SIGTERM while both kept streams are open
             attached.abort()
@@ -347,11 +351,11 @@ def test_upstream_bytes_never_reach_the_log(proxy: tuple[Mitmdump, int]) -> None
     async def scenario() -> tuple[RawClient, RawClient]:
         async with hand_upstream(port, upstream):
             body = await RawClient.open(mitmdump.port, get(b"/sse/badbody?retry=50"))
-            await body.read_until(lambda data: b"data: fine" in data)
+            await body.read_until(b"data: fine")
             await asyncio.to_thread(wait_for, lambda: "upstream broke" in mitmdump.output)
             body.abort()
             head = await RawClient.open(mitmdump.port, get(b"/sse/badhead"))
-            await head.read_until(lambda data: False)
+            await head.read_until(None)
             await asyncio.to_thread(wait_for, lambda: "unreachable" in mitmdump.output)
             upstream_done.set()
             return body, head
@@ -381,3 +385,88 @@ def test_id_digests_in_log_lines_do_not_link_sessions(tmp_path: Path, upstream_p
     alice, bob, alice_again = digests
     assert alice == alice_again and alice != bob
     assert event_id not in log
+
+
+# -- 4. an event far larger than sse_max_event_bytes -----------------------------------------------------------------
+
+
+def big_event(size: int) -> bytes:
+    """An event of about ``size`` bytes, of numbered data lines: any piece of it parses as an event of its own."""
+    line = b"data: %08d " + b"x" * 985 + b"\n"
+    return b"".join(line % n for n in range(size // len(line))) + b"\n"
+
+
+SMALL_1, SMALL_3 = b"id: 1\ndata: before\n\n", b"id: 3\ndata: after\n\n"
+
+
+def test_an_oversize_event_reaches_a_slow_client_whole(proxy: tuple[Mitmdump, int]) -> None:
+    """A 32 MiB event (512 times sse_max_event_bytes) sent at once, read by a slow client: the client gets the
+    upstream's bytes exactly, the event whole (it is too large to keep, so the proxy passes it on no faster than
+    the client reads)."""
+    mitmdump, port = proxy
+    event = big_event(32 * 1024 * 1024)
+    sent = SMALL_1 + event + SMALL_3
+
+    async def upstream(exchange: Exchange) -> None:
+        await exchange.send(SSE_HEAD + b"\r\n")
+        for start in range(0, len(sent), 256 * 1024):
+            exchange.writer.write(
+                b"%x\r\n%s\r\n" % (len(sent[start : start + 256 * 1024]), sent[start : start + 256 * 1024])
+            )
+        await exchange.writer.drain()
+        await upstream_done.wait()
+
+    upstream_done = asyncio.Event()
+
+    async def scenario() -> RawClient:
+        async with hand_upstream(port, upstream):
+            client = await RawClient.open(mitmdump.port, get(b"/sse/big-slow"))
+            await client.read_until(b"data: after\n\n", timeout=120, pace=0.002)
+            client.abort()
+            upstream_done.set()
+            return client
+
+    client = asyncio.run(scenario())
+    assert client.status == 200 and not client.ended
+    body = bytes(client.body)
+    assert len(body) == len(sent) and body == sent, (len(body), len(sent))
+    assert [e.data for e in sse_events(body)][::2] == ["before", "after"]
+
+
+def test_a_resume_during_an_oversize_event_starts_at_the_next_event_and_says_so(proxy: tuple[Mitmdump, int]) -> None:
+    """The client goes in the middle of an oversize event and comes back while it is still coming: it must not
+    get the event's tail (it would read it as an event); it gets a comment saying what it missed, then the next
+    events."""
+    mitmdump, port = proxy
+    event = big_event(2 * 1024 * 1024)
+    half = len(event) // 2
+    go_on = asyncio.Event()
+
+    async def upstream(exchange: Exchange) -> None:
+        await exchange.send(SSE_HEAD + b"\r\n")
+        await exchange.chunk(SMALL_1 + event[:half])
+        await go_on.wait()  # until the client is back
+        await exchange.chunk(event[half:] + SMALL_3)
+        await go_on.wait()
+        await upstream_done.wait()
+
+    upstream_done = asyncio.Event()
+
+    async def scenario() -> tuple[RawClient, RawClient]:
+        async with hand_upstream(port, upstream):
+            first = await RawClient.open(mitmdump.port, get(b"/sse/big-resume"))
+            await first.read_until(b"data: %08d" % 100)  # well into the oversize event
+            first.abort()
+            back = await RawClient.open(mitmdump.port, get(b"/sse/big-resume", b"Last-Event-ID: 1"))
+            go_on.set()
+            await back.read_until(b"data: after\n\n")
+            back.abort()
+            upstream_done.set()
+            return first, back
+
+    _, back = asyncio.run(scenario())
+    assert back.status == 200 and b"kept" in (back.header(b"sse-resume") or b"")
+    body = bytes(back.body)
+    assert [e.data for e in sse_events(body)] == ["after"], body[:300]
+    assert b"x" * 100 not in body  # nothing of the oversize event
+    assert b": sse-resume: " in body and b"too large" in body  # and the client is told

@@ -1,11 +1,16 @@
-"""Keep mode's sans-I/O part: the feed of a kept stream, and the backoff between upstream tries."""
+"""Keep mode: the feed of a kept stream and the backoff between upstream tries (sans-I/O), and the keeper's
+handling of header bytes (in process, on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sse_resume_core import HistoryLimits, MemoryHistory
-from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, KeptFeed, is_proxy_id
+from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, Delivery, KeptFeed, is_proxy_id
 
 
 def feed_of(**kw: object) -> tuple[MemoryHistory, KeptFeed]:
@@ -102,3 +107,111 @@ def test_oversize_events_pass_live_and_are_not_recorded() -> None:
     big = b"id: 9\ndata: " + b"x" * 200 + b"\n\n"
     assert delivered(feed, big, b"id: 10\ndata: ok\n\n") == big + b"id: 10\ndata: ok\n\n"
     assert [e.id for e in store.events("s")] == ["10"] and feed.stats.oversize >= 1
+
+
+# -- oversize events: where they end -------------------------------------------------------------------------------
+
+
+def _oversize_runs(deliveries: list[Delivery]) -> list[bytes]:
+    """The oversize events in ``deliveries``, each rebuilt from its pieces (checking that ``more`` is set on
+    every piece but the last of each event)."""
+    events: list[bytes] = []
+    current: list[bytes] | None = None
+    for d in deliveries:
+        if not d.oversize:
+            assert current is None, "a block inside an unfinished oversize event"
+            continue
+        current = (current or []) + [d.raw]
+        if not d.more:
+            events.append(b"".join(current))
+            current = None
+    assert current is None
+    return events
+
+
+BIG = b"id: 5\ndata: " + b"y" * 300 + b"\ndata: " + b"z" * 300 + b"\n\n"
+
+
+@pytest.mark.parametrize("step", [len(BIG) + 40, 64, 7, 1])
+@pytest.mark.parametrize("ends", [b"\n\n", b"\r\n\r\n", b"\r\r"])
+def test_an_oversize_event_says_where_it_ends_however_it_is_cut(step: int, ends: bytes) -> None:
+    big = BIG[:-2] + ends
+    stream = b"id: 4\ndata: a\n\n" + big + b"id: 6\ndata: b\n\n"
+    store, feed = feed_of(max_event_bytes=64)
+    out = [d for start in range(0, len(stream), step) for d in feed.feed(stream[start : start + step])]
+    assert b"".join(d.raw for d in out) == stream  # every byte, once, in order
+    assert _oversize_runs(out) == [big]
+    assert not feed.open_oversize
+    assert [e.id for e in store.events("s")] == ["4", "6"]
+
+
+def test_an_oversize_event_is_open_until_its_end_and_a_new_connection_closes_it() -> None:
+    _, feed = feed_of(max_event_bytes=64)
+    (piece,) = feed.feed(BIG[:200])
+    assert piece.oversize and piece.more and feed.open_oversize
+    (piece,) = feed.feed(BIG[200:400])
+    assert piece.more
+    feed.ended()  # the upstream broke in the middle of it
+    feed.connected()
+    assert not feed.open_oversize
+    assert [d.oversize for d in feed.feed(b"id: 9\ndata: c\n\n")] == [False]
+
+
+# -- the keeper with header bytes that are not ASCII (fuzzed) --------------------------------------------------------
+
+_value = st.binary(min_size=1, max_size=40).map(
+    lambda b: bytes(c if c >= 0x80 or 0x21 <= c <= 0x7E else 0x61 + c % 26 for c in b)
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cookie=_value, last_id=_value, session=_value, back=_value)
+def test_fuzzed_header_bytes_pass_through_the_keeper_both_ways(
+    cookie: bytes, last_id: bytes, session: bytes, back: bytes
+) -> None:
+    """Any header bytes a client or an upstream may send (UTF-8 or not): the keeper serves the request, the
+    upstream gets the client's bytes and the client the upstream's, exactly."""
+    from mitmproxy.http import Headers
+
+    from sse_resume_core._resume import ResumeStats
+    from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
+
+    last_id = b"v" + last_id  # (never a proxy-made id)
+    sent = Headers(
+        [(b"Accept", b"text/event-stream"), (b"Cookie", cookie), (b"Last-Event-ID", last_id), (b"X-S", session)]
+    )
+
+    async def example() -> tuple[bytes, bytes]:
+        seen: list[bytes] = []
+
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Back: %s\r\n" % back
+            writer.write(head + b"Content-Length: 15\r\n\r\nid: 1\ndata: a\n\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        keeper = Keeper(MemoryHistory(HistoryLimits()), KeepSettings(), ResumeStats())
+        keeper.start()
+        try:
+            request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", tuple(sent.items(multi=True)))
+            token = keeper.admit("s", request, last_id.decode("utf-8", "surrogateescape"))
+            assert token is not None
+            while keeper._server is None:  # the keeper listens from a task it started at once
+                await asyncio.sleep(0)
+            reader, writer = await asyncio.open_connection("127.0.0.1", keeper.port)
+            writer.write(b"GET /sse HTTP/1.1\r\nHost: k\r\nx-sse-resume-keep: %s\r\n\r\n" % token.encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.close()
+            return head, seen[0] if seen else b""
+        finally:
+            await keeper.aclose()
+            server.close()
+
+    head, upstream_head = asyncio.run(example())
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"\r\nX-Back: %s\r\n" % back in head
+    for name, value in ((b"Cookie", cookie), (b"Last-Event-ID", last_id), (b"X-S", session)):
+        assert b"\r\n%s: %s\r\n" % (name, value) in upstream_head, (name, upstream_head)
