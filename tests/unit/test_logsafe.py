@@ -42,7 +42,6 @@ def test_id_digests_are_stable_in_a_session_and_unrelated_across_sessions() -> N
     assert id_digest("session-a", "42") == id_digest("session-a", "42")
     assert id_digest("session-a", "42") != id_digest("session-b", "42")
     assert id_digest("session-a", "42") != id_digest("session-a", "43")
-    assert "42" not in id_digest("session-a", "42")
 
 
 def test_h11_errors_are_described_without_the_upstreams_bytes() -> None:
