@@ -38,8 +38,9 @@ from sse_resume_core._config import DEFAULT, ConfigError, Settings, effective, l
 from sse_resume_core._decode import Decoder
 from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, request_identity
 from sse_resume_core._keep import Backoff
+from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
 from sse_resume_core._mcp import treatment
-from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats, digest
+from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats
 from sse_resume_core._view import render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 
@@ -577,8 +578,10 @@ class SSEResume:
     async def request(self, flow: http.HTTPFlow) -> None:
         try:
             await self._request(flow)
-        except Exception:
-            log.exception("sse-resume: internal error on request %s; passing it through untouched", flow.id)
+        except Exception as e:
+            log.error(
+                "sse-resume: internal error on request %s; passing it through untouched\n%s", flow.id, safe_traceback(e)
+            )
             self._flows.pop(flow.id, None)
 
     async def _request(self, flow: http.HTTPFlow) -> None:
@@ -609,7 +612,7 @@ class SSEResume:
             state.session[:12],
             decision.outcome,
             decision.note,
-            digest(last_event_id, 6),
+            id_digest(state.session, last_event_id),
         )
         if decision.body:
             flow.response = http.Response.make(
@@ -667,8 +670,12 @@ class SSEResume:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         try:
             self._responseheaders(flow)
-        except Exception:
-            log.exception("sse-resume: internal error on response %s; passing it through untouched", flow.id)
+        except Exception as e:
+            log.error(
+                "sse-resume: internal error on response %s; passing it through untouched\n%s",
+                flow.id,
+                safe_traceback(e),
+            )
             self._flows.pop(flow.id, None)
             if flow.response is not None and is_sse(flow.response):
                 flow.response.stream = True
@@ -705,7 +712,11 @@ class SSEResume:
             try:
                 decoder = Decoder(encoding)
             except (ValueError, ImportError):
-                log.warning("sse-resume: %s: cannot decode %r; passing the stream through", flow.id, encoding)
+                log.warning(
+                    "sse-resume: %s: cannot decode Content-Encoding %s; passing the stream through",
+                    flow.id,
+                    _shown_encoding(encoding),
+                )
                 response.stream = True
                 del self._flows[flow.id]
                 return
@@ -750,8 +761,8 @@ class SSEResume:
         self._finish(flow)
         try:
             self._lifecycle(flow)
-        except Exception:
-            log.exception("sse-resume: internal error on the session lifecycle of %s", flow.id)
+        except Exception as e:
+            log.error("sse-resume: internal error on the session lifecycle of %s\n%s", flow.id, safe_traceback(e))
 
     def _lifecycle(self, flow: http.HTTPFlow) -> None:
         """An ended session (a successful DELETE, or a 404 for its id) takes its history with it at once."""
@@ -791,8 +802,8 @@ class SSEResume:
                 flow.response.raw_content = relay.transcript.value()
             if relay is not None or state.decision is not None:
                 self._annotate(flow, state)
-        except Exception:
-            log.exception("sse-resume: internal error annotating %s", flow.id)
+        except Exception as e:
+            log.error("sse-resume: internal error annotating %s\n%s", flow.id, safe_traceback(e))
 
     def _annotate(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """Say on the flow, in words and as data, what the addon did with it."""
@@ -996,15 +1007,23 @@ def _log_failure(flow_id: str, state: FlowState, relay: Relay) -> None:
     """Say once per flow that the relay failed (it passes everything through from then on)."""
     state.failed = True
     log.error(
-        "sse-resume: internal error relaying %s (session %s); passing the rest through",
+        "sse-resume: internal error relaying %s (session %s); passing the rest through%s",
         flow_id,
         state.session[:12],
-        exc_info=relay.failed,
+        "\n" + safe_traceback(relay.failed) if relay.failed is not None else "",
     )
 
 
 def _endpoint(request: http.Request) -> tuple[str, str, int, str]:
     return (request.scheme, request.host, request.port, request.path.partition("?")[0])
+
+
+ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd", "compress", "identity"})
+
+
+def _shown_encoding(value: str) -> str:
+    """A Content-Encoding for a log line: a registered name as it is, anything else as a size and digest."""
+    return repr(value) if value in ENCODINGS else f"({withheld(value)})"
 
 
 def _show_id(event_id: str | None, limit: int = 40) -> str:

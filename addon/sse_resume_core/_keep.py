@@ -20,6 +20,8 @@ from sse_resume_core._history import Recorded
 from sse_resume_core._parser import Block, BlockKind, SSEParser
 from sse_resume_core._store import HistoryStore
 
+_OVERSIZE: Final = BlockKind.OVERSIZE
+
 __all__ = ["PROXY_ID_PREFIX", "Backoff", "KeepStats", "KeptFeed", "is_proxy_id"]
 
 PROXY_ID_PREFIX: Final = "sse-resume."
@@ -69,16 +71,24 @@ class KeepStats:
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A block for the attached clients. ``recorded`` is True when the history holds it (a returning client
-    gets it from there); comments and oversize pieces are only delivered live."""
+    gets it from there); comments and oversize pieces are only delivered live.
+
+    ``oversize``: a piece of an event larger than ``max_event_bytes``; ``more``: the event goes on after this
+    piece (a client that starts reading here would read the rest as an event of its own). The piece that ends
+    an oversize event can be empty: it only says the event is over.
+    """
 
     raw: bytes
     recorded: bool
+    oversize: bool = False
+    more: bool = False
 
 
 class KeptFeed:
     """The events of one kept stream, across every upstream connection that feeds it."""
 
     __slots__ = (
+        "_open",
         "_parser",
         "_seen",
         "_seen_order",
@@ -118,26 +128,46 @@ class KeptFeed:
         self._parser = SSEParser(max_event_bytes)
         self._seen: set[str] = set()  # ids recorded lately, for an upstream that resends what history evicted
         self._seen_order: deque[str] = deque()
+        self._open = False  # the last piece handed on left an oversize event unfinished
+
+    @property
+    def open_oversize(self) -> bool:
+        """An oversize event is under way: some of it was handed on, the rest is still to come."""
+        return self._open
 
     def connected(self) -> None:
         """A new upstream connection starts: its bytes start a stream of their own."""
         self.stats.connections += 1
         self._parser = SSEParser(self.max_event_bytes)
+        self._open = False
 
     def feed(self, chunk: bytes) -> list[Delivery]:
         """Take bytes from the upstream; return the blocks for the clients, in order."""
-        return self._take(self._parser.feed(chunk))
+        if not chunk:
+            return []
+        parser = self._parser
+        blocks = parser.feed(chunk)
+        # Nothing held and yet not idle: the parser is inside an oversize block, handing its bytes on as they
+        # come (only the last block of a feed can be such an unfinished piece).
+        still_open = not parser.idle and parser.pending == 0 and bool(blocks) and blocks[-1].kind is _OVERSIZE
+        return self._take(blocks, still_open)
 
-    def _take(self, blocks: list[Block]) -> list[Delivery]:
+    def _take(self, blocks: list[Block], still_open: bool = False) -> list[Delivery]:
         out: list[Delivery] = []
-        for block in blocks:
+        if self._open and not (blocks and blocks[0].kind is _OVERSIZE):
+            out.append(Delivery(b"", False, True))  # the event ended exactly where the last chunk did
+            self._open = False
+        last = len(blocks) - 1
+        for n, block in enumerate(blocks):
             kind = block.kind
             raw = block.raw
             if block.retry is not None:
                 self.retry = block.retry
-            if kind is BlockKind.OVERSIZE:
-                out.append(Delivery(raw, False))
+            if kind is _OVERSIZE:
+                self._open = still_open and n == last
+                out.append(Delivery(raw, False, True, self._open))
                 continue
+            self._open = False
             if kind is BlockKind.BOM:
                 # Clients get the proxy's own bytes (replays, comments) and later upstream connections in the
                 # same response: a BOM there would be part of the next field's name. Their streams have none.
@@ -172,7 +202,9 @@ class KeptFeed:
     def ended(self) -> list[Delivery]:
         """The upstream connection ended (cleanly or not): return the blocks its last bytes complete (a final
         CR ends a line then). An unfinished block is dropped, never delivered: a client would discard it too,
-        and a resumable upstream sends it again whole; its ``retry`` lines still count, as for a client.
+        and a resumable upstream sends it again whole; its ``retry`` lines still count, as for a client. An
+        oversize event under way is broken off, not ended (the keeper tells its clients).
         """
         parser, self._parser = self._parser, SSEParser(self.max_event_bytes)
+        self._open = False
         return self._take(parser.close())

@@ -29,6 +29,7 @@ import h11
 from sse_resume_core._decode import Decoder
 from sse_resume_core._history import MemoryHistory, StoredEvent
 from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
+from sse_resume_core._logsafe import safe_traceback
 from sse_resume_core._resume import ResumeStats, digest
 from sse_resume_core._view import Transcript
 from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
@@ -41,7 +42,12 @@ TICKET_HEADER: Final = "x-sse-resume-keep"
 TICKET_TTL: Final = 60.0  # seconds a ticket waits for mitmproxy's connection
 MAX_HEAD: Final = 256 * 1024  # the largest request head the keeper reads from mitmproxy (bodies are not kept)
 MAX_REPORTS: Final = 100_000  # reports of flows in progress, a bound in case mitmproxy never ends one
-SLOW_CLIENT: Final = 8 * 1024 * 1024  # bytes queued for a client that does not read: it is dropped, and resumes
+SLOW_CLIENT: Final = 256 * 1024  # the least that may be queued for a client (see KeepSettings.client_buffer)
+TOO_SLOW: Final = b": sse-resume: client too slow: this response ends here; reconnect with Last-Event-ID to resume\n\n"
+SKIPPED: Final = (
+    b": sse-resume: an event too large to keep (over sse_max_event_bytes) was under way when this response "
+    b"began: the rest of it was skipped\n\n"
+)
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
@@ -55,7 +61,8 @@ HOP_BY_HOP: Final = frozenset(
         TICKET_HEADER,
     }
 )
-DROP_FROM_STREAM: Final = HOP_BY_HOP | {"content-encoding"}  # the keeper sends streams decoded
+HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)  # upstream headers are kept as bytes
+DROP_FROM_STREAM: Final = HOP_BY_HOP_BYTES | {b"content-encoding"}  # the keeper sends streams decoded
 SSE_TYPE: Final = "text/event-stream"
 
 
@@ -113,6 +120,15 @@ class KeepSettings:
     tls: ssl.SSLContext | None = None
     """How upstream certificates are checked (None: the system's default)."""
 
+    @property
+    def client_buffer(self) -> int:
+        """Bytes queued for a client, at most: eight of the largest events kept (8 MiB by default).
+
+        Past it, at an event boundary, the client's response ends with a comment saying so (it resumes from
+        history); inside an event too large to keep, the stream waits for the client instead (see
+        :meth:`KeptStream._hold_back`)."""
+        return max(SLOW_CLIENT, 8 * self.max_event_bytes)
+
 
 @dataclass(slots=True)
 class _Ticket:
@@ -137,40 +153,53 @@ class KeeperStats:
 class _Client:
     """One client response (a connection from mitmproxy) fed by a kept stream."""
 
-    __slots__ = ("closed", "conn", "done", "report", "writer")
+    __slots__ = ("big", "bound", "closed", "conn", "done", "report", "skipping", "writer")
 
-    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport) -> None:
+    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport, bound: int) -> None:
         self.conn = conn
         self.writer = writer
         self.report = report
+        self.bound = bound  # bytes queued at most, at an event boundary
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.closed = False
+        self.big = False  # in the middle of an oversize event: more of it must follow before anything else
+        self.skipping = False  # attached in the middle of an oversize event: nothing of it is sent
+
+    def queued(self) -> int:
+        return self.writer.transport.get_write_buffer_size()
 
     def send(self, data: bytes) -> bool:
-        """Write ``data`` as one chunk; False when the client is gone or too slow (then it is closed)."""
+        """Write ``data`` as one chunk; False when the client is gone or too slow (then it is closed).
+
+        Too slow is checked only at an event boundary (not while :attr:`big`): the response then ends there,
+        with a comment saying why, and the client resumes from history."""
         if self.closed:
             return False
         if self.writer.transport.is_closing():
             self.finish("client gone")
             return False
-        if self.writer.transport.get_write_buffer_size() > SLOW_CLIENT:
-            self.finish("client too slow: dropped (it resumes from history when it returns)")
-            self.writer.transport.abort()
+        if not self.big and self.queued() > self.bound:
+            self.finish("client too slow: response ended (it resumes from history)", clean=True, say=TOO_SLOW)
             return False
+        if not data:
+            return True
         self.writer.write(self.conn.send(h11.Data(data=data)))
         transcript = self.report.transcript
         if transcript is not None:
             transcript.add(data)
         return True
 
-    def finish(self, why: str, clean: bool = False) -> None:
-        """Stop feeding this client; ``clean`` ends its response properly (the client then reconnects)."""
+    def finish(self, why: str, clean: bool = False, say: bytes = b"") -> None:
+        """Stop feeding this client; ``clean`` ends its response properly (the client then reconnects), after
+        the comment ``say``. Ended in the middle of an oversize event, the client drops that event unfinished."""
         if self.closed:
             return
         self.closed = True
         self.report.ended = why
         if clean and not self.writer.transport.is_closing():
             with contextlib.suppress(h11.LocalProtocolError):
+                if say and not self.big:
+                    self.writer.write(self.conn.send(h11.Data(data=say)))
                 self.writer.write(self.conn.send(h11.EndOfMessage()))
         if not self.done.done():
             self.done.set_result(why)
@@ -185,7 +214,7 @@ class KeptStream:
         self.request = request
         self.post = request.method != "GET"
         self.clients: list[_Client] = []
-        self.headers: list[tuple[str, str]] = []  # the upstream's first response headers, as sent to clients
+        self.headers: list[tuple[bytes, bytes]] = []  # the upstream's first response headers, as sent to clients
         self.status = 200
         self.task: asyncio.Task[None] | None = None
         self.finished = False  # the upstream ended the stream for good (a POST stream's end): nothing follows
@@ -194,6 +223,7 @@ class KeptStream:
         self._away_events = 0
         self._away_bytes = 0
         self._grace: asyncio.TimerHandle | None = None
+        self._open_big = False  # an oversize event is being passed on: a client attaching now skips its rest
 
     @property
     def key(self) -> tuple[str, str]:
@@ -203,6 +233,7 @@ class KeptStream:
         self.task = asyncio.get_running_loop().create_task(self._run(response))
 
     def attach(self, client: _Client) -> None:
+        client.skipping = self._open_big
         self.clients.append(client)
         self._away_since = None
         if self._grace is not None:
@@ -242,7 +273,9 @@ class KeptStream:
         """Hand blocks to the clients; while none is attached, count what is buffered. False: bounds exceeded."""
         if not deliveries:
             return True
-        if self.clients:
+        was_open = self._open_big
+        self._open_big = deliveries[-1].more  # (only the last piece can leave an oversize event open)
+        if self.clients and not was_open and not any(d.oversize for d in deliveries):
             # One write per upstream read, however many events it held: the client's chunks need not match.
             data = deliveries[0].raw if len(deliveries) == 1 else b"".join(d.raw for d in deliveries)
             events = sum(d.recorded for d in deliveries)
@@ -252,12 +285,65 @@ class KeptStream:
                 else:
                     self.detach(client)
             return True
+        if self.clients:
+            for client in list(self.clients):
+                if not self._hand(client, deliveries):
+                    self.detach(client)
+            return True
         if self._away_since is None:
             return True
         settings = self.keeper.settings
         self._away_events += sum(d.recorded for d in deliveries)
         self._away_bytes += sum(len(d.raw) for d in deliveries if d.recorded)
         return self._away_events <= settings.max_events and self._away_bytes <= settings.max_bytes
+
+    @staticmethod
+    def _hand(client: _Client, deliveries: list[Delivery]) -> bool:
+        """Hand blocks that include oversize pieces to one client, so that it gets each event whole or not at
+        all: a client that attached in the middle of one skips its rest and is told."""
+        for d in deliveries:
+            if d.oversize and client.skipping:
+                if not d.more:
+                    client.skipping = False
+                    if not client.send(SKIPPED):
+                        return False
+                continue
+            if not client.send(d.raw):
+                return False
+            client.report.delivered += d.recorded
+            if d.oversize:
+                client.big = d.more
+        return True
+
+    async def _hold_back(self) -> None:
+        """Inside an oversize event, which is not recorded and so reaches clients only live, wait until each
+        client that is receiving it has taken what is queued for it before reading on: the upstream is then
+        read no faster than those clients read. One that takes nothing for the grace time is dropped (it
+        discards the unfinished event; nothing more can be said to it)."""
+        grace = self.keeper.settings.grace
+        for client in [c for c in self.clients if c.big and c.queued() > c.bound]:
+            try:
+                await asyncio.wait_for(client.writer.drain(), grace)
+            except (TimeoutError, ConnectionError):
+                client.finish(f"client took nothing for {grace:g} s in the middle of an event too large to keep")
+                client.writer.transport.abort()
+                self.detach(client)
+
+    def _broke_open(self) -> None:
+        """The upstream connection ended inside an oversize event: its clients cannot get the rest of it (the
+        next connection starts afresh), so those receiving it are ended (they drop the unfinished event and
+        resume), and those skipping it are told it is over."""
+        if not self._open_big:
+            return
+        self._open_big = False
+        for client in list(self.clients):
+            if client.big:
+                client.finish("upstream broke in the middle of an event too large to keep", clean=True)
+                self.detach(client)
+            elif client.skipping:
+                client.skipping = False
+                if not client.send(SKIPPED):
+                    self.detach(client)
 
     async def _run(self, response: Upstream | None) -> None:
         feed = self.feed
@@ -307,17 +393,20 @@ class KeptStream:
                             self.keeper.stats.buffer_full += 1
                             self.stop("client away and the kept stream reached its bounds")
                             return
+                        if self._open_big:
+                            await self._hold_back()
                     clean = True
                 except (UpstreamError, ValueError, zlib.error) as e:
                     log.info(
                         "sse-resume: kept stream %s.%s: upstream broke (%s)",
                         feed.session[:12],
                         feed.stream,
-                        e,
+                        e if isinstance(e, UpstreamError) else f"undecodable body: {type(e).__name__}",
                     )
                 finally:
                     response.close()
                     response = None
+                self._broke_open()
                 self._deliver(feed.ended())  # what its last bytes complete (a final CR ends a line)
                 progressed = feed.stats.recorded > recorded
                 if self.post and (clean or not feed.upstream_id):
@@ -335,8 +424,10 @@ class KeptStream:
             if response is not None:
                 response.close()
             raise
-        except Exception:
-            log.exception("sse-resume: internal error in kept stream %s.%s", feed.session[:12], feed.stream)
+        except Exception as e:
+            log.error(
+                "sse-resume: internal error in kept stream %s.%s\n%s", feed.session[:12], feed.stream, safe_traceback(e)
+            )
             self.stop("internal error")
 
     def _linger(self) -> None:
@@ -462,8 +553,8 @@ class Keeper:
             pass
         except asyncio.CancelledError:
             pass
-        except Exception:
-            log.exception("sse-resume: internal error in the keeper")
+        except Exception as e:
+            log.error("sse-resume: internal error in the keeper\n%s", safe_traceback(e))
         finally:
             self._handlers.discard(task)
             writer.close()
@@ -478,13 +569,17 @@ class Keeper:
             if ticket is None:
                 writer.write(_simple(conn, 403, b"sse-resume keeper: unknown ticket\n"))
                 return
-            client = _Client(conn, writer, ticket.report)
+            client = _Client(conn, writer, ticket.report, self.settings.client_buffer)
             stream = await self._open(ticket, client)
             if stream is not None:
                 await self._follow(stream, client, conn, reader)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
-            await writer.drain()
+            try:  # what is queued (a too slow client's last events) is bounded: wait for it a grace time
+                await asyncio.wait_for(writer.drain(), self.settings.grace)
+            except TimeoutError:
+                writer.transport.abort()
+                return
             conn.start_next_cycle()
 
     @staticmethod
@@ -496,11 +591,15 @@ class Keeper:
         try:
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if eof.done() and not eof.cancelled() and eof.exception() is None:
-                conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
-            eof.cancel()
             client.finish("client gone")
             stream.detach(client)
+            if not eof.done():
+                # The read must be over before the connection is read again (for mitmproxy's next request):
+                # a cancelled read still waits for data until its task runs, and a second read would fail.
+                eof.cancel()
+                await asyncio.wait([eof])  # (a cancellation of this task still goes through)
+            if not eof.cancelled() and eof.exception() is None:
+                conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
 
     async def _open(self, ticket: _Ticket, client: _Client) -> KeptStream | None:
         """Answer the ticket's request: attach to a kept stream, start one, or relay the upstream's answer."""
@@ -534,8 +633,7 @@ class Keeper:
                     stream = KeptStream(self, feed, request.resumed(upstream_id))
                     self.streams[stream.key] = stream
                     self.stats.kept += 1
-                    headers = [("content-type", SSE_TYPE), ("cache-control", "no-cache")]
-                    stream.headers = headers
+                    stream.headers = [(b"content-type", SSE_TYPE.encode()), (b"cache-control", b"no-cache")]
                     stream.start(None)
                 self._respond(client, stream.status, stream.headers, report.outcome)
                 self._replay(client, report.note, replay)
@@ -588,8 +686,8 @@ class Keeper:
             upstream_id=upstream_id,
         )
 
-    def _respond(self, client: _Client, status: int, headers: list[tuple[str, str]], outcome: str) -> None:
-        head = [*headers, ("sse-resume", f"{outcome}; kept" if outcome != "kept" else "kept")]
+    def _respond(self, client: _Client, status: int, headers: list[tuple[bytes, bytes]], outcome: str) -> None:
+        head = [*headers, (b"sse-resume", f"{outcome}; kept".encode() if outcome != "kept" else b"kept")]
         client.writer.write(client.conn.send(h11.Response(status_code=status, headers=head, reason=_reason(status))))
 
     def _comment(self, client: _Client, note: str) -> None:
@@ -603,7 +701,7 @@ class Keeper:
     async def _relay_plain(self, client: _Client, response: Upstream) -> None:
         """Not a stream to keep (an error, a JSON answer): pass it on as it came."""
         try:
-            keep = HOP_BY_HOP - {"content-length"}
+            keep = HOP_BY_HOP_BYTES - {b"content-length"}
             headers = [(k, v) for k, v in response.headers if k.lower() not in keep]
             writer = client.writer
             status = response.status

@@ -1,11 +1,11 @@
-"""Keep mode's sans-I/O part: the feed of a kept stream, and the backoff between upstream tries."""
+"""Keep mode: the feed of a kept stream and the backoff between upstream tries (sans-I/O)."""
 
 from __future__ import annotations
 
 import pytest
 
 from sse_resume_core import HistoryLimits, MemoryHistory
-from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, KeptFeed, is_proxy_id
+from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._parser import MAX_RETRY
 
 
@@ -149,3 +149,51 @@ def test_a_bom_never_reaches_the_clients_nor_the_history() -> None:
         b"id: 1\nevent: update\ndata: a\n\n",
         b"id: 2\nevent: update\ndata: b\n\n",
     ]
+
+
+# -- oversize events: where they end -------------------------------------------------------------------------------
+
+
+def _oversize_runs(deliveries: list[Delivery]) -> list[bytes]:
+    """The oversize events in ``deliveries``, each rebuilt from its pieces (checking that ``more`` is set on
+    every piece but the last of each event)."""
+    events: list[bytes] = []
+    current: list[bytes] | None = None
+    for d in deliveries:
+        if not d.oversize:
+            assert current is None, "a block inside an unfinished oversize event"
+            continue
+        current = (current or []) + [d.raw]
+        if not d.more:
+            events.append(b"".join(current))
+            current = None
+    assert current is None
+    return events
+
+
+BIG = b"id: 5\ndata: " + b"y" * 300 + b"\ndata: " + b"z" * 300 + b"\n\n"
+
+
+@pytest.mark.parametrize("step", [len(BIG) + 40, 64, 7, 1])
+@pytest.mark.parametrize("ends", [b"\n\n", b"\r\n\r\n", b"\r\r"])
+def test_an_oversize_event_says_where_it_ends_however_it_is_cut(step: int, ends: bytes) -> None:
+    big = BIG[:-2] + ends
+    stream = b"id: 4\ndata: a\n\n" + big + b"id: 6\ndata: b\n\n"
+    store, feed = feed_of(max_event_bytes=64)
+    out = [d for start in range(0, len(stream), step) for d in feed.feed(stream[start : start + step])]
+    assert b"".join(d.raw for d in out) == stream  # every byte, once, in order
+    assert _oversize_runs(out) == [big]
+    assert not feed.open_oversize
+    assert [e.id for e in store.events("s")] == ["4", "6"]
+
+
+def test_an_oversize_event_is_open_until_its_end_and_a_new_connection_closes_it() -> None:
+    _, feed = feed_of(max_event_bytes=64)
+    (piece,) = feed.feed(BIG[:200])
+    assert piece.oversize and piece.more and feed.open_oversize
+    (piece,) = feed.feed(BIG[200:400])
+    assert piece.more
+    feed.ended()  # the upstream broke in the middle of it
+    feed.connected()
+    assert not feed.open_oversize
+    assert [d.oversize for d in feed.feed(b"id: 9\ndata: c\n\n")] == [False]

@@ -1,0 +1,114 @@
+"""The keeper (sse_resume_keep._keeper), in process: its server and its upstream client on loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sse_resume_core import HistoryLimits, MemoryHistory
+
+# -- the keeper with header bytes that are not ASCII (fuzzed) --------------------------------------------------------
+
+_value = st.binary(min_size=1, max_size=40).map(
+    lambda b: bytes(c if c >= 0x80 or 0x21 <= c <= 0x7E else 0x61 + c % 26 for c in b)
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cookie=_value, last_id=_value, session=_value, back=_value)
+def test_fuzzed_header_bytes_pass_through_the_keeper_both_ways(
+    cookie: bytes, last_id: bytes, session: bytes, back: bytes
+) -> None:
+    """Any header bytes a client or an upstream may send (UTF-8 or not): the keeper serves the request, the
+    upstream gets the client's bytes and the client the upstream's, exactly."""
+    from mitmproxy.http import Headers
+
+    from sse_resume_core._resume import ResumeStats
+    from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
+
+    last_id = b"v" + last_id  # (never a proxy-made id)
+    sent = Headers(
+        [(b"Accept", b"text/event-stream"), (b"Cookie", cookie), (b"Last-Event-ID", last_id), (b"X-S", session)]
+    )
+
+    async def example() -> tuple[bytes, bytes]:
+        seen: list[bytes] = []
+
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Back: %s\r\n" % back
+            writer.write(head + b"Content-Length: 15\r\n\r\nid: 1\ndata: a\n\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        keeper = Keeper(MemoryHistory(HistoryLimits()), KeepSettings(), ResumeStats())
+        keeper.start()
+        try:
+            request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", tuple(sent.items(multi=True)))
+            token = keeper.admit("s", request, last_id.decode("utf-8", "surrogateescape"))
+            assert token is not None
+            while keeper._server is None:  # the keeper listens from a task it started at once
+                await asyncio.sleep(0)
+            reader, writer = await asyncio.open_connection("127.0.0.1", keeper.port)
+            writer.write(b"GET /sse HTTP/1.1\r\nHost: k\r\nx-sse-resume-keep: %s\r\n\r\n" % token.encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.close()
+            return head, seen[0] if seen else b""
+        finally:
+            await keeper.aclose()
+            server.close()
+
+    head, upstream_head = asyncio.run(example())
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"\r\nX-Back: %s\r\n" % back in head
+    for name, value in ((b"Cookie", cookie), (b"Last-Event-ID", last_id), (b"X-S", session)):
+        assert b"\r\n%s: %s\r\n" % (name, value) in upstream_head, (name, upstream_head)
+
+
+def test_a_client_that_takes_nothing_of_an_oversize_event_is_dropped_after_the_grace_time() -> None:
+    """While an oversize event is under way the keeper waits for its clients; one that reads nothing at all is
+    dropped after sse_keep_grace seconds, and the kept stream reads on."""
+    from sse_resume_core._resume import ResumeStats
+    from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
+
+    big = b"data: " + b"x" * (16 * 1024 * 1024) + b"\n\n"
+
+    async def example() -> tuple[str, bool]:
+        sent = asyncio.Event()
+
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + big + b"data: after\n\n")
+            await writer.drain()  # returns once the keeper has read it all: it did read on
+            sent.set()
+            await asyncio.Event().wait()  # the connection stays open
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        keeper = Keeper(MemoryHistory(HistoryLimits()), KeepSettings(grace=0.5, max_event_bytes=64), ResumeStats())
+        keeper.start()
+        try:
+            request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", (("Accept", "text/event-stream"),))
+            token = keeper.admit("s", request, None)
+            assert token is not None
+            report = keeper._reports[token]
+            while keeper._server is None:
+                await asyncio.sleep(0)
+            _, writer = await asyncio.open_connection("127.0.0.1", keeper.port, limit=1024)
+            cast(asyncio.Transport, writer.transport).pause_reading()  # a client that reads nothing
+            writer.write(b"GET /sse HTTP/1.1\r\nHost: k\r\nx-sse-resume-keep: %s\r\n\r\n" % token.encode())
+            await asyncio.wait_for(sent.wait(), 30)
+            writer.transport.abort()
+            return report.ended, any(keeper.streams)
+        finally:
+            await keeper.aclose()
+            server.close()
+
+    ended, still_kept = asyncio.run(example())
+    assert "took nothing for 0.5 s" in ended, ended
+    assert still_kept  # the stream went on without it

@@ -1,0 +1,56 @@
+"""What log lines may say about data: tracebacks without messages, id digests that do not link sessions."""
+
+from __future__ import annotations
+
+import h11
+
+from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
+from sse_resume_keep._upstream import broken
+
+
+def _raise_chained() -> None:
+    key, value = "-".join(["SECRET", "KEY"]), "-".join(["SECRET", "VALUE"])  # (not in the source lines shown)
+    empty: dict[str, str] = {}
+    try:
+        empty[key]
+    except KeyError as e:
+        raise ValueError(value) from e
+
+
+def test_a_traceback_keeps_frames_and_types_and_withholds_messages() -> None:
+    try:
+        _raise_chained()
+    except ValueError as e:
+        text = safe_traceback(e)
+    assert "SECRET-VALUE" not in text and "SECRET-KEY" not in text
+    assert "KeyError (message withheld: 12 characters" in text
+    assert "ValueError (message withheld: 12 characters" in text
+    assert "direct cause" in text and "_raise_chained" in text and text.startswith("Traceback")
+
+
+def test_an_exception_without_a_message_is_named_alone() -> None:
+    assert safe_traceback(RuntimeError()) == "RuntimeError"
+    assert safe_traceback(h11.RemoteProtocolError("x")).startswith("h11._util.RemoteProtocolError (message withheld")
+
+
+def test_withheld_text_is_a_size_and_a_digest() -> None:
+    assert withheld("abc").startswith("3 characters, digest ") and "abc" not in withheld("abc")
+    assert withheld("abc") == withheld("abc") != withheld("abd")
+
+
+def test_id_digests_are_stable_in_a_session_and_unrelated_across_sessions() -> None:
+    assert id_digest("session-a", "42") == id_digest("session-a", "42")
+    assert id_digest("session-a", "42") != id_digest("session-b", "42")
+    assert id_digest("session-a", "42") != id_digest("session-a", "43")
+
+
+def test_h11_errors_are_described_without_the_upstreams_bytes() -> None:
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(b"HTTP/1.1 200 OK\r\nSECRET-TOKEN\r\n\r\n")
+    try:
+        conn.next_event()
+    except h11.RemoteProtocolError as e:
+        text = broken(e, 33)
+    assert text.startswith("illegal header line after 33 bytes") and "SECRET" not in text
