@@ -16,7 +16,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
@@ -63,25 +63,17 @@ def wait_for[T](condition: Callable[[], T], timeout: float, what: str | Callable
         time.sleep(every)
 
 
-async def async_wait_for[T](condition: Callable[[], T], timeout: float, what: str, every: float = 0.02) -> T:
-    """:func:`wait_for` inside an event loop: ``condition`` runs in a thread (it may block, as a scrape does)."""
+async def async_wait_for[T](condition: Callable[[], T], timeout: float, what: str, every: float = 0.01) -> T:
+    """:func:`wait_for` inside an event loop, which runs on between two polls. ``condition`` must not block (a
+    scrape does: run :func:`wait_for` in a thread for that, with ``asyncio.to_thread``)."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await asyncio.to_thread(condition)
+        value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout} s for {what}")
         await asyncio.sleep(every)
-
-
-async def async_wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Await ``condition()`` until it is true; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout} s for {what}")
-        await asyncio.sleep(0.01)
 
 
 STARTED_GROUPS: set[int] = set()  # every process group the harness started, checked at the end of the run
@@ -247,6 +239,12 @@ class Mitmdump(Process):
         assert self.metrics, "started without metrics=True"
         return scrape(self.metrics).get(name, 0.0)
 
+    def recorded_more(self, events: int) -> Callable[[], bool]:
+        """A condition: this proxy has recorded ``events`` more events than it had when this was called (for a
+        proxy whose other streams are over: a count cannot tell one stream's events from another's)."""
+        at_least = self.metric("sse_resume_events_recorded_total") + events
+        return lambda: self.metric("sse_resume_events_recorded_total") >= at_least
+
     def wait_metric(self, name: str, at_least: float, timeout: float = 20) -> float:
         """Wait until the metric ``name`` reaches ``at_least``; return its value then."""
         seen = [0.0]
@@ -344,12 +342,19 @@ class ClientDecoder:
 
 
 def read_events(
-    url: str, count: int, headers: dict[str, str] | None = None, timeout: float = 20, linger: float = 0
+    url: str,
+    count: int,
+    headers: dict[str, str] | None = None,
+    timeout: float = 20,
+    linger: float = 0,
+    until: Callable[[], object] | None = None,
 ) -> tuple[httpx.Response, list[tuple[str | None, str]]]:
     """Read ``count`` events (id, data) from ``url`` with a real HTTP client, then hang up.
 
-    With ``linger``, stay connected that many seconds without reading before hanging up: what the proxy sends
-    meanwhile is lost with the connection, as when a network drops with events in flight.
+    With ``until``, stay connected without reading until ``until()`` holds (the proxy has recorded what the test
+    needs, say) before hanging up: what the proxy sends meanwhile is lost with the connection, as when a network
+    drops with events in flight. ``linger`` does the same for a number of seconds, for a test that needs no more
+    than that the client stops reading for a while.
     """
     got: list[tuple[str | None, str]] = []
     decoder = ClientDecoder()
@@ -359,6 +364,8 @@ def read_events(
                 got.append((event.id, event.data))
                 if len(got) >= count:
                     time.sleep(linger)  # a client's behaviour (it stops reading), not a wait for something
+                    if until is not None:
+                        wait_for(until, timeout, "the condition to hang up on")
                     return response, got
     return response, got
 
