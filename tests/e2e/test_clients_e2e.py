@@ -19,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
     tmp = tmp_path_factory.mktemp("proxy")
-    with Mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}"]) as p:
+    with Mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}"], metrics=True) as p:
         yield p
 
 
@@ -39,10 +39,12 @@ def test_http2_client_resumes_like_http1(proxy: Mitmdump) -> None:
 
 def test_http2_client_gets_a_replay_response(proxy: Mitmdump) -> None:
     url = f"{https(proxy)}/sse/h2-hit?interval=0.01&hang_after=6"
+    seen_all = proxy.recorded_more(2 + 6)
     curl(url, "-k", "--http2", stop_after=2)
-    # curl hung up after 2 events; the proxy may have relayed a few more before it noticed. Stay connected a
-    # while without reading (as a dropped network would) to be sure it saw all six.
-    read_events(f"{proxy.url}/sse/h2-hit?interval=0.01&hang_after=6", 1, linger=0.3)
+    # curl hung up after 2 events; the proxy may have relayed a few more before it noticed. Stay connected
+    # without reading (as a dropped network would) until it has recorded all six of a second stream too (or
+    # more of the first): then it holds events after 2.
+    read_events(f"{proxy.url}/sse/h2-hit?interval=0.01&hang_after=6", 1, until=seen_all)
     out, ids = curl(url, "-k", "--http2", "-i", "-H", "Accept: text/event-stream", "-H", "Last-Event-Id: 2")
     assert out.startswith("HTTP/2 200") and "sse-resume: hit" in out, out
     assert ids[:4] == ["3", "4", "5", "6"], out
