@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import time
+import socket
 from pathlib import Path
 
-import pytest
-
-from harness import ROOT, Process, free_port, wait_port
+from harness import ROOT, Process, curl, free_port, wait_for, wait_port
 
 
 def test_dev_demo_serves_numbered_events_and_cleans_up(tmp_path: Path) -> None:
@@ -23,18 +19,18 @@ def test_dev_demo_serves_numbered_events_and_cleans_up(tmp_path: Path) -> None:
     try:
         wait_port(upstream_port, demo.proc, timeout=120)
         wait_port(proxy_port, demo.proc, timeout=120)
-        out = subprocess.run(
-            ["curl", "-sN", "--max-time", "3", f"http://127.0.0.1:{proxy_port}/sse"],
-            capture_output=True,
-            check=False,
-        ).stdout.decode()
-        ids = [int(n) for n in re.findall(r"^id: (\d+)$", out, re.M)]
-        assert ids[:3] == [1, 2, 3], out
-        assert ids == list(range(1, len(ids) + 1))
-        assert 3 <= len(ids) <= 20  # "a few per second", for about three seconds
+        # curl -N, as the README has it; five events, however long a loaded machine takes to send them.
+        out, ids = curl(f"http://127.0.0.1:{proxy_port}/sse", stop_after=5, max_time=60)
+        assert ids[:5] == ["1", "2", "3", "4", "5"], out
     finally:
         demo.stop()
-    time.sleep(0.2)
-    for port in (upstream_port, proxy_port):  # both the proxy and the demo upstream are gone
-        with pytest.raises(OSError):
-            wait_port(port, timeout=0.3)
+    # Both the proxy and the demo upstream go, and their ports with them.
+    wait_for(lambda: not any(listening(port) for port in (upstream_port, proxy_port)), 20, "the demo's ports to close")
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
