@@ -6,6 +6,7 @@ Every process runs in its own process group and is killed with it, so a test run
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import os
@@ -16,10 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
 import httpx
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # not exported; httpx-sse is pinned below 0.5 for it
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -45,13 +48,32 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise TimeoutError(f"nothing listening on {port} after {timeout} s")
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail, naming ``what``, if it does not within ``timeout`` seconds."""
+def wait_for[T](condition: Callable[[], T], timeout: float, what: str | Callable[[], str], every: float = 0.02) -> T:
+    """Poll ``condition`` until it returns something true, and return that; fail naming ``what`` after ``timeout``.
+
+    Tests wait for conditions, never for time: the pause between two polls only spaces the polls out.
+    """
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        value = condition()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"still waiting for {what} after {timeout} s")
-        time.sleep(0.02)
+            raise TimeoutError(f"waited {timeout} s for {what() if callable(what) else what}")
+        time.sleep(every)
+
+
+async def async_wait_for[T](condition: Callable[[], T], timeout: float, what: str, every: float = 0.01) -> T:
+    """:func:`wait_for` inside an event loop, which runs on between two polls. ``condition`` must not block (a
+    scrape does: run :func:`wait_for` in a thread for that, with ``asyncio.to_thread``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {what}")
+        await asyncio.sleep(every)
 
 
 STARTED_GROUPS: set[int] = set()  # every process group the harness started, checked at the end of the run
@@ -178,8 +200,10 @@ class Mitmdump(Process):
         extra: Sequence[str] = (),
         tool: str = "mitmdump",
         upstream_scheme: str = "http",  # "regular": a regular (forward) proxy instead of a reverse one
+        metrics: bool = False,  # serve the addon's Prometheus metrics on a port of its own (``self.metrics``)
     ) -> None:
         self.port = free_port()
+        self.metrics = free_port() if metrics else 0
         args: list[str | os.PathLike[str]] = [
             BIN / tool,
             *extra,
@@ -194,7 +218,7 @@ class Mitmdump(Process):
             "--set",
             "connection_strategy=lazy",
         ]
-        for option in options:
+        for option in [*options, *([f"sse_metrics_port={self.metrics}"] if metrics else [])]:
             args += ["--set", option]
         super().__init__(args, tmp / f"mitmdump-{self.port}.log")
         wait_port(self.port, self.proc)
@@ -203,10 +227,34 @@ class Mitmdump(Process):
         deadline = time.monotonic() + 30
         while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+        if metrics:
+            wait_port(self.metrics, self.proc)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def metric(self, name: str) -> float:
+        """One of the addon's metrics now (0 when it has no sample yet); the proxy must have ``metrics=True``."""
+        assert self.metrics, "started without metrics=True"
+        return scrape(self.metrics).get(name, 0.0)
+
+    def recorded_more(self, events: int) -> Callable[[], bool]:
+        """A condition: this proxy has recorded ``events`` more events than it had when this was called (for a
+        proxy whose other streams are over: a count cannot tell one stream's events from another's)."""
+        at_least = self.metric("sse_resume_events_recorded_total") + events
+        return lambda: self.metric("sse_resume_events_recorded_total") >= at_least
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 20) -> float:
+        """Wait until the metric ``name`` reaches ``at_least``; return its value then."""
+        seen = [0.0]
+
+        def reached() -> bool:
+            seen[0] = self.metric(name)
+            return seen[0] >= at_least
+
+        wait_for(reached, timeout, lambda: f"{name} >= {at_least} (it is {seen[0]})")
+        return seen[0]
 
 
 def numbers(events: list[tuple[str | None, str]] | list[tuple[str, str]]) -> list[int]:
@@ -214,26 +262,111 @@ def numbers(events: list[tuple[str | None, str]] | list[tuple[str, str]]) -> lis
     return [json.loads(data)["n"] for _, data in events]
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as a client saw it: the id field of its own block (None without one), the last event id after it
+    (what EventSource reports, and sends back on reconnecting), its data."""
+
+    id: str | None
+    last_event_id: str
+    data: str
+
+
+class ClientDecoder:
+    """The clients' SSE decoding: httpx-sse's line decoder and event decoder, fed the body's bytes as they come.
+
+    An independent implementation, so that the addon's own parser never judges its own output. Where httpx-sse
+    departs from the WHATWG rules, this says so and does what the rules say:
+
+    - It does not strip a leading byte order mark: stripped here, once, at the start of the body.
+    - It dispatches blocks that have no data line (an id-only or a retry-only block; and, once an id was seen,
+      every blank line, as after a comment: its issue #35). The rules dispatch no event without a data line, so
+      here such a block is no event; only its id and retry count.
+    - It does not report comments: collected here from the lines it splits, in ``comments``.
+    - Its decoder's last event id starts empty on each connection; a client's carries over from the last one
+      (``last_event_id`` given here), until a block sets it.
+    """
+
+    def __init__(self, last_event_id: str = "") -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # SSE is always UTF-8
+        self._lines = SSELineDecoder()
+        self._events = SSEDecoder()
+        self._started = False  # past the first character of the body (and its BOM, if any)
+        self._data_lines = 0  # data lines in the block being read
+        self._has_id = False  # the block being read has an id field (httpx-sse reads its value)
+        self.last_event_id = last_event_id
+        self.retry: int | None = None  # the latest reconnection time the stream set, in ms
+        self.comments: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        return self._decode(self._text.decode(chunk))
+
+    def close(self) -> list[Event]:
+        """The end of the body: a block without its blank line is dropped, as the rules say."""
+        events = self._decode(self._text.decode(b"", final=True))
+        for line in self._lines.flush():
+            self._line(line)  # not a blank line (the decoder holds back no other): nothing dispatches
+        return events
+
+    def _decode(self, text: str) -> list[Event]:
+        if not text:
+            return []
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+            if not text:
+                return []
+        return [event for line in self._lines.decode(text) if (event := self._line(line)) is not None]
+
+    def _line(self, line: str) -> Event | None:
+        if line.startswith(":"):
+            self.comments.append(line.encode())
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data_lines += 1
+        elif name == "id" and "\0" not in value:  # (an id with NUL in it is ignored, by the rules and httpx-sse)
+            self._has_id = True
+        sse = self._events.decode(line)
+        if line:
+            return None
+        # A blank line: the end of a block. httpx-sse made an event of it or not; the rules decide what it is.
+        has_id, data_lines = self._has_id, self._data_lines
+        self._has_id, self._data_lines = False, 0
+        if has_id:  # (httpx-sse makes no event of a block whose only field is an empty id: the id is "" then)
+            self.last_event_id = sse.id if sse is not None else ""
+        if sse is not None and sse.retry is not None:
+            self.retry = sse.retry
+        if sse is None or not data_lines:
+            return None  # no data line: not an event, though httpx-sse may have made one of it
+        return Event(self.last_event_id if has_id else None, self.last_event_id, sse.data)
+
+
 def read_events(
-    url: str, count: int, headers: dict[str, str] | None = None, timeout: float = 20, linger: float = 0
+    url: str,
+    count: int,
+    headers: dict[str, str] | None = None,
+    timeout: float = 20,
+    linger: float = 0,
+    until: Callable[[], object] | None = None,
 ) -> tuple[httpx.Response, list[tuple[str | None, str]]]:
     """Read ``count`` events (id, data) from ``url`` with a real HTTP client, then hang up.
 
-    With ``linger``, stay connected that many seconds without reading before hanging up: what the proxy sends
-    meanwhile is lost with the connection, as when a network drops with events in flight.
+    With ``until``, stay connected without reading until ``until()`` holds (the proxy has recorded what the test
+    needs, say) before hanging up: what the proxy sends meanwhile is lost with the connection, as when a network
+    drops with events in flight. ``linger`` does the same for a number of seconds, for a test that needs no more
+    than that the client stops reading for a while.
     """
-    from sse_resume_core import SSEParser
-
     got: list[tuple[str | None, str]] = []
-    parser = SSEParser()
+    decoder = ClientDecoder()
     with httpx.Client(timeout=timeout) as client, client.stream("GET", url, headers=headers) as response:
-        for chunk in response.iter_raw():
-            for block in parser.feed(chunk):
-                if block.data is not None:
-                    got.append((block.id, block.data))
-                    if len(got) >= count:
-                        time.sleep(linger)
-                        return response, got
+        for chunk in response.iter_bytes():
+            for event in decoder.feed(chunk):
+                got.append((event.id, event.data))
+                if len(got) >= count:
+                    time.sleep(linger)  # a client's behaviour (it stops reading), not a wait for something
+                    if until is not None:
+                        wait_for(until, timeout, "the condition to hang up on")
+                    return response, got
     return response, got
 
 
@@ -250,35 +383,37 @@ class EventSourceClient:
         self.comments: list[bytes] = []
 
     def run(self, count: int, timeout: float = 30, max_connections: int = 200) -> list[tuple[str, str]]:
-        from sse_resume_core import SSEParser
-
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=httpx.Timeout(5, read=timeout)) as client:
             for _ in range(max_connections):
                 headers = dict(self.headers)
                 if self.last_event_id:
                     headers["last-event-id"] = self.last_event_id
-                parser = SSEParser()
+                decoder = ClientDecoder(self.last_event_id)
                 try:
                     with client.stream("GET", self.url, headers=headers) as response:
                         self.outcomes.append(response.headers.get("sse-resume", ""))
-                        for chunk in response.iter_raw():
-                            for block in parser.feed(chunk):
-                                if block.raw.startswith(b":"):
-                                    self.comments.append(block.raw)
-                                if block.retry is not None:
-                                    self.retry_ms = block.retry
-                                self.last_event_id = parser.last_event_id
-                                if block.data is not None:
-                                    self.events.append((block.last_event_id, block.data))
-                                    if len(self.events) >= count:
-                                        return self.events
+                        for chunk in response.iter_bytes():
+                            events = decoder.feed(chunk)
+                            self._take(decoder)
+                            for event in events:
+                                self.events.append((event.last_event_id, event.data))
+                                if len(self.events) >= count:
+                                    self.last_event_id = event.last_event_id  # the one it has, not any later
+                                    return self.events
                 except (httpx.TransportError, httpx.RemoteProtocolError):
                     pass
                 if time.monotonic() > deadline:
                     break
-                time.sleep(self.retry_ms / 1000)
+                time.sleep(self.retry_ms / 1000)  # EventSource's reconnection delay: its behaviour, not a wait
         return self.events
+
+    def _take(self, decoder: ClientDecoder) -> None:
+        self.last_event_id = decoder.last_event_id
+        if decoder.retry is not None:
+            self.retry_ms = decoder.retry
+        self.comments += decoder.comments
+        decoder.comments.clear()
 
 
 def curl(url: str, *args: str, stop_after: int = 0, max_time: float = 10) -> tuple[str, list[str]]:
@@ -366,11 +501,9 @@ class RawSSE:
     """
 
     def __init__(self) -> None:
-        from sse_resume_core import SSEParser
-
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.parser = SSEParser()
+        self.decoder = ClientDecoder()
         self.events: list[tuple[str | None, str]] = []  # (id, data) of each event received
         self.comments: list[bytes] = []
         self.ended = False
@@ -416,13 +549,13 @@ class RawSSE:
         """Read and parse until ``done(self)`` holds after an event, or the body ends."""
         while not self.ended:
             data = await self.read_chunk()
-            for block in self.parser.feed(data) if data else self.parser.close():
-                if block.raw.startswith(b":"):
-                    self.comments.append(block.raw)
-                if block.data is not None:
-                    self.events.append((block.id, block.data))
-                    if done(self):
-                        return
+            events = self.decoder.feed(data) if data else self.decoder.close()
+            self.comments += self.decoder.comments
+            self.decoder.comments.clear()
+            for event in events:
+                self.events.append((event.id, event.data))
+                if done(self):
+                    return
 
     async def read_all(self) -> None:
         await self.read_until(lambda _: False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mitmdump]:
     tmp = tmp_path_factory.mktemp("proxy")
-    with Mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}"]) as p:
+    with Mitmdump(tmp, upstream_port, [f"confdir={tmp / 'conf'}"], metrics=True) as p:
         yield p
 
 
@@ -38,10 +39,12 @@ def test_http2_client_resumes_like_http1(proxy: Mitmdump) -> None:
 
 def test_http2_client_gets_a_replay_response(proxy: Mitmdump) -> None:
     url = f"{https(proxy)}/sse/h2-hit?interval=0.01&hang_after=6"
+    seen_all = proxy.recorded_more(2 + 6)
     curl(url, "-k", "--http2", stop_after=2)
-    # curl hung up after 2 events; the proxy may have relayed a few more before it noticed. Stay connected a
-    # while without reading (as a dropped network would) to be sure it saw all six.
-    read_events(f"{proxy.url}/sse/h2-hit?interval=0.01&hang_after=6", 1, linger=0.3)
+    # curl hung up after 2 events; the proxy may have relayed a few more before it noticed. Stay connected
+    # without reading (as a dropped network would) until it has recorded all six of a second stream too (or
+    # more of the first): then it holds events after 2.
+    read_events(f"{proxy.url}/sse/h2-hit?interval=0.01&hang_after=6", 1, until=seen_all)
     out, ids = curl(url, "-k", "--http2", "-i", "-H", "Accept: text/event-stream", "-H", "Last-Event-Id: 2")
     assert out.startswith("HTTP/2 200") and "sse-resume: hit" in out, out
     assert ids[:4] == ["3", "4", "5", "6"], out
@@ -55,12 +58,18 @@ def kept(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterat
         yield p
 
 
-def test_http2_client_in_keep_mode(kept: Mitmdump) -> None:
-    url = f"{https(kept)}/sse/h2-kept?interval=0.02"
-    out, first = curl(url, "-k", "--http2", "-i", "-H", "Accept: text/event-stream", stop_after=3)
-    assert out.startswith("HTTP/2 200") and "sse-resume: kept" in out, out
-    assert first[:3] == ["1", "2", "3"]
-    out, ids = curl(url, "-k", "--http2", "-i", "-H", "Last-Event-Id: 3", stop_after=20)
+def test_http2_client_in_keep_mode(tmp_path: Path, upstream_port: int) -> None:
+    # A proxy of its own: the only stream it records is this test's, so its count of recorded events says which.
+    options = [f"confdir={tmp_path / 'conf'}", "sse_keep_upstream=true"]
+    with Mitmdump(tmp_path, upstream_port, options, metrics=True) as kept:
+        url = f"{https(kept)}/sse/h2-kept?interval=0.02"
+        out, first = curl(url, "-k", "--http2", "-i", "-H", "Accept: text/event-stream", stop_after=3)
+        assert out.startswith("HTTP/2 200") and "sse-resume: kept" in out, out
+        assert first[:3] == ["1", "2", "3"]
+        # The proxy reads on while the client is away. Come back once it has recorded event 4: before that,
+        # "up-to-date; kept" is the right answer, and not the one this test is about.
+        kept.wait_metric("sse_resume_events_recorded_total", 4)
+        out, ids = curl(url, "-k", "--http2", "-i", "-H", "Last-Event-Id: 3", stop_after=20)
     assert out.startswith("HTTP/2 200") and "sse-resume: hit; kept" in out, out
     assert ids == [str(n) for n in range(4, 24)], out  # the replay, then live events, in one response
 

@@ -7,12 +7,22 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from harness import ROOT, EventSourceClient, Mitmdump, Process, curl, free_port, numbers, read_events, start_upstream
+from harness import (
+    ROOT,
+    EventSourceClient,
+    Mitmdump,
+    Process,
+    curl,
+    free_port,
+    numbers,
+    read_events,
+    start_upstream,
+    wait_for,
+)
 
 FAULT = ROOT / "tests" / "e2e" / "fault_addon.py"
 
@@ -26,11 +36,13 @@ def test_upstream_killed_and_restarted_the_client_stream_goes_on(tmp_path: Path)
             client = EventSourceClient(f"{proxy.url}/sse/restart")
 
             def kill_and_restart() -> None:
-                while len(client.events) < 10:
-                    time.sleep(0.01)
+                wait_for(lambda: len(client.events) >= 10, 30, "10 events before the kill", every=0.005)
                 first.proc.send_signal(signal.SIGKILL)  # no goodbye: the connection just dies
                 first.stop()
-                time.sleep(1.0)  # meanwhile the client's reconnects get 502 from the proxy, and retry
+                # The upstream stays down until the client's reconnects have met it down, twice: each gets 502
+                # from the proxy, and the client retries.
+                answered = len(client.outcomes)
+                wait_for(lambda: len(client.outcomes) >= answered + 2, 30, "two reconnects while it is down")
                 second.append(start_upstream(tmp_path, port))
 
             killer = threading.Thread(target=kill_and_restart)
@@ -70,7 +82,7 @@ def test_client_killed_mid_event_loses_nothing(tmp_path: Path, upstream_port: in
 
 def test_internal_error_while_relaying_is_logged_once_and_traffic_flows(tmp_path: Path, upstream_port: int) -> None:
     options = ["fault_record_at=5"]
-    with Mitmdump(tmp_path, upstream_port, options, extra=["-s", str(FAULT)]) as proxy:
+    with Mitmdump(tmp_path, upstream_port, options, extra=["-s", str(FAULT)], metrics=True) as proxy:
         url = f"{proxy.url}/sse/fault?end_after=30&interval=0.01"
         response = httpx.get(url, timeout=10)
         assert response.status_code == 200
@@ -78,7 +90,7 @@ def test_internal_error_while_relaying_is_logged_once_and_traffic_flows(tmp_path
         assert ids == [str(n) for n in range(1, 31)]  # the failing write and everything after: passed through
         # The addon recovers for the next stream: resumption works again.
         url = f"{proxy.url}/sse/after-fault?hang_after=6"
-        read_events(url, 3, linger=0.5)
+        read_events(url, 3, until=proxy.recorded_more(6))
         hit = httpx.get(url, headers={"accept": "text/event-stream", "last-event-id": "3"})
         assert hit.headers.get("sse-resume") == "hit"
         assert [line[4:] for line in hit.text.splitlines() if line.startswith("id: ")] == ["4", "5", "6"]
@@ -91,9 +103,9 @@ def test_internal_error_while_relaying_is_logged_once_and_traffic_flows(tmp_path
 
 
 def test_internal_error_deciding_passes_the_request_through(tmp_path: Path, upstream_port: int) -> None:
-    with Mitmdump(tmp_path, upstream_port, ["fault_decide_id=3"], extra=["-s", str(FAULT)]) as proxy:
+    with Mitmdump(tmp_path, upstream_port, ["fault_decide_id=3"], extra=["-s", str(FAULT)], metrics=True) as proxy:
         url = f"{proxy.url}/sse/decide-fault?hang_after=6"
-        read_events(url, 3, linger=0.5)
+        read_events(url, 3, until=proxy.recorded_more(6))
         out, ids = curl(url, "-i", "-H", "Last-Event-ID: 3", stop_after=2)
         assert "sse-resume" not in out.lower()  # untouched: the upstream itself resumed from 3
         assert ids[:2] == ["4", "5"], out

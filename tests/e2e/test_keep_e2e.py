@@ -17,17 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import Mitmdump, RawSSE, curl, free_port, numbers, scrape, start_upstream
-from sse_resume_core import SSEParser
+from harness import ClientDecoder, Mitmdump, RawSSE, curl, free_port, numbers, scrape, start_upstream, wait_for
 
 SSE = {"accept": "text/event-stream"}
+RECORDED = "sse_resume_events_recorded_total"
 
 
 def keep_proxy(tmp: Path, upstream: int, *options: str, extra: tuple[str, ...] = ()) -> Mitmdump:
-    metrics = free_port()
-    proxy = Mitmdump(tmp, upstream, ["sse_keep_upstream=true", f"sse_metrics_port={metrics}", *options], extra=extra)
-    proxy.metrics = metrics  # type: ignore[attr-defined]
-    return proxy
+    """A proxy in keep mode, with its metrics. Its kept streams are read on for 30 s after their clients leave, so
+    a test that waits for a count of recorded events starts a proxy of its own: then the count is its stream's."""
+    return Mitmdump(tmp, upstream, ["sse_keep_upstream=true", *options], extra=extra, metrics=True)
+
+
+async def recorded(proxy: Mitmdump, at_least: int) -> None:
+    """Wait until ``proxy`` has recorded ``at_least`` events (the client is away meanwhile: nothing reads)."""
+    await asyncio.to_thread(proxy.wait_metric, RECORDED, at_least)
 
 
 @pytest.fixture(scope="module")
@@ -61,32 +65,33 @@ def read_and_hang_up(port: int, path: str, count: int, headers: dict[str, str] |
     return asyncio.run(scenario())
 
 
-def test_client_away_gets_every_event_in_one_response(proxy: Mitmdump, upstream_port: int) -> None:
+def test_client_away_gets_every_event_in_one_response(tmp_path: Path, upstream_port: int) -> None:
     # resume=0: the upstream cannot resume at all; only the proxy, which read on, can fill the gap.
     path = "/sse/away?interval=0.05&resume=0"
 
-    async def scenario() -> tuple[RawSSE, RawSSE]:
+    async def scenario(proxy: Mitmdump) -> tuple[RawSSE, RawSSE]:
         first = await read(proxy.port, path, 5, {"x-test": "away"})
         first.abort()
-        await asyncio.sleep(1.0)  # ~20 events go by while the client is away
+        await recorded(proxy, 25)  # 20 events go by while the client is away
         second = await read(proxy.port, path, 40, {"x-test": "away", "last-event-id": first.events[-1][0] or ""})
         second.abort()
         return first, second
 
-    first, second = asyncio.run(scenario())
+    with keep_proxy(tmp_path, upstream_port, "sse_assign_ids=true") as proxy:
+        first, second = asyncio.run(scenario(proxy))
     assert numbers(first.events) == [1, 2, 3, 4, 5]
     assert second.headers["sse-resume"] == "hit; kept"
     assert numbers(second.events) == list(range(6, 46)), numbers(second.events)  # replay, then live: no gap
     assert len(requests_to(upstream_port, "away")) == 1  # one upstream request, read on by the proxy
 
 
-def test_silent_upstream_replay_latency(proxy: Mitmdump, upstream_port: int) -> None:
+def test_silent_upstream_replay_latency(tmp_path: Path, upstream_port: int) -> None:
     path = "/sse/quiet?interval=0.01&hang_after=8"  # eight events, then silence for an hour
 
-    async def scenario() -> list[float]:
+    async def scenario(proxy: Mitmdump) -> list[float]:
         first = await read(proxy.port, path, 3, {"x-test": "quiet"})
         first.abort()
-        await asyncio.sleep(0.3)
+        await recorded(proxy, 8)  # all the upstream will ever send
         latencies = []
         for _ in range(5):
             start = time.monotonic()
@@ -98,12 +103,14 @@ def test_silent_upstream_replay_latency(proxy: Mitmdump, upstream_port: int) -> 
             again.abort()
         return sorted(latencies)
 
-    latencies = asyncio.run(scenario())
+    with keep_proxy(tmp_path, upstream_port, "sse_assign_ids=true") as proxy:
+        latencies = asyncio.run(scenario(proxy))
     print(
         f"\nkeep mode, upstream silent: first replayed event after {latencies[2] * 1000:.1f} ms (median of 5), "
         f"max {latencies[-1] * 1000:.1f} ms"
     )
-    assert latencies[-1] < 1.0  # the upstream was silent: only the proxy can have answered
+    # The upstream sent nothing after 8 and was asked once: only the proxy can have answered (the latency above is
+    # a figure, not a bound: the machine's load decides it).
     assert len(requests_to(upstream_port, "quiet")) == 1
 
 
@@ -116,6 +123,8 @@ def test_upstream_killed_and_restarted_client_stream_goes_on(tmp_path: Path) -> 
             nonlocal upstream
             sse = await read(proxy.port, "/sse/restart?retry=200", 10)
             upstream.stop()  # every open stream is cut
+            # The outage's length, a part of the scenario (the proxy's tries meet a closed port meanwhile), not a
+            # wait for anything: the test holds whatever its length.
             await asyncio.sleep(0.5)
             upstream = start_upstream(tmp_path, port, 0.05)
             await asyncio.wait_for(sse.read_until(lambda s: len(s.events) >= 40), 20)
@@ -126,7 +135,7 @@ def test_upstream_killed_and_restarted_client_stream_goes_on(tmp_path: Path) -> 
             sse = asyncio.run(scenario())
         finally:
             upstream.stop()
-        metrics = scrape(proxy.metrics)  # type: ignore[attr-defined]
+        metrics = scrape(proxy.metrics)
     assert numbers(sse.events) == list(range(1, 41))  # one response, no gap, no repeat
     assert not sse.ended
     assert metrics["sse_resume_upstream_reconnects_total"] >= 1
@@ -145,7 +154,7 @@ def test_upstream_gone_for_good_ends_the_response_cleanly(tmp_path: Path) -> Non
             return sse, time.monotonic() - start
 
         sse, took = asyncio.run(scenario())
-        metrics = scrape(proxy.metrics)  # type: ignore[attr-defined]
+        metrics = scrape(proxy.metrics)
         log = proxy.output
     assert sse.ended  # the chunked terminator: a clean end, so the client reconnects by itself
     assert numbers(sse.events)[:3] == [1, 2, 3]
@@ -154,20 +163,21 @@ def test_upstream_gone_for_good_ends_the_response_cleanly(tmp_path: Path) -> Non
     print(f"\nupstream gone: response ended {took:.2f} s later")
 
 
-def test_assigned_ids_resume_and_never_reach_upstream(proxy: Mitmdump, upstream_port: int) -> None:
+def test_assigned_ids_resume_and_never_reach_upstream(tmp_path: Path, upstream_port: int) -> None:
     # No ids from the upstream, and a connection it drops every 7 events.
     path = "/sse/noids?interval=0.05&ids=0&drop_after=7&retry=100"
 
-    async def scenario() -> tuple[RawSSE, RawSSE]:
+    async def scenario(proxy: Mitmdump) -> tuple[RawSSE, RawSSE]:
         first = await read(proxy.port, path, 10, {"x-test": "noids"})
         first.abort()
-        await asyncio.sleep(0.5)
+        await recorded(proxy, 12)  # a couple more while the client is away
         last = first.events[-1][0] or ""
         second = await read(proxy.port, path, 10, {"x-test": "noids", "last-event-id": last})
         second.abort()
         return first, second
 
-    first, second = asyncio.run(scenario())
+    with keep_proxy(tmp_path, upstream_port, "sse_assign_ids=true") as proxy:
+        first, second = asyncio.run(scenario(proxy))
     ids = [i for i, _ in first.events + second.events]
     assert all(i and i.startswith("sse-resume.") for i in ids), ids
     assert len(set(ids)) == len(ids)
@@ -189,11 +199,11 @@ def test_reconnect_with_upstream_ids_dedupes_resent_events(proxy: Mitmdump, upst
 def test_grace_ends_a_kept_stream_nobody_came_back_for(tmp_path: Path, upstream_port: int) -> None:
     with keep_proxy(tmp_path, upstream_port, "sse_keep_grace=1") as proxy:
         read_and_hang_up(proxy.port, "/sse/grace?interval=0.05", 2)
-        time.sleep(0.3)
-        during = scrape(proxy.metrics)  # type: ignore[attr-defined]
-        time.sleep(1.5)
-        after = scrape(proxy.metrics)  # type: ignore[attr-defined]
-    assert during["sse_resume_kept_streams"] == 1
+        proxy.wait_metric(RECORDED, 5)  # read on after the client left...
+        during = scrape(proxy.metrics)
+        proxy.wait_metric("sse_resume_keep_grace_expired_total", 1)  # ...until the grace ran out
+        after = scrape(proxy.metrics)
+    assert during["sse_resume_kept_streams"] == 1 and during["sse_resume_keep_grace_expired_total"] == 0
     assert after["sse_resume_kept_streams"] == 0
     assert after["sse_resume_keep_grace_expired_total"] == 1
 
@@ -201,16 +211,18 @@ def test_grace_ends_a_kept_stream_nobody_came_back_for(tmp_path: Path, upstream_
 def test_kept_stream_stops_at_its_bounds_while_the_client_is_away(tmp_path: Path, upstream_port: int) -> None:
     with keep_proxy(tmp_path, upstream_port, "sse_keep_max_bytes=4096") as proxy:
 
-        async def scenario() -> RawSSE:
+        async def scenario() -> tuple[RawSSE, dict[str, float]]:
             sse = await read(proxy.port, "/sse/bounds?interval=0.005&pad=200", 2)
             sse.abort()
-            await asyncio.sleep(1.0)  # ~200 events of ~230 bytes: far past 4 KiB
+            # Events of ~230 bytes go by until the kept stream reaches its 4 KiB bound and stops.
+            await asyncio.to_thread(proxy.wait_metric, "sse_resume_keep_buffer_full_total", 1)
             back = await read(proxy.port, "/sse/bounds?interval=0.005&pad=200", 30, {"last-event-id": "2"})
+            # Counted while the client is still there: once it leaves, the new kept stream meets its bound too.
+            metrics = await asyncio.to_thread(scrape, proxy.metrics)
             back.abort()
-            return back
+            return back, metrics
 
-        back = asyncio.run(scenario())
-        metrics = scrape(proxy.metrics)  # type: ignore[attr-defined]
+        back, metrics = asyncio.run(scenario())
     assert metrics["sse_resume_keep_buffer_full_total"] == 1
     # What was read before the bound is replayed, then a new upstream request resumes after it: no gap.
     assert numbers(back.events) == list(range(3, 33))
@@ -224,7 +236,8 @@ def test_flow_view_shows_the_real_upstream(tmp_path: Path, upstream_port: int) -
     flows_file = tmp_path / "flows.mitm"
     with keep_proxy(tmp_path, upstream_port, extra=("-w", str(flows_file))) as proxy:
         read_and_hang_up(proxy.port, "/sse/view?interval=0.02", 5)
-        time.sleep(0.3)
+        # mitmdump prints a flow once it has ended (here: the client hung up), when it has also been saved.
+        wait_for(lambda: f"GET http://127.0.0.1:{upstream_port}/sse/view" in proxy.output, 20, "the flow's end")
     with flows_file.open("rb") as f:
         flows = [flow for flow in io.FlowReader(f).stream() if isinstance(flow, http.HTTPFlow)]
     (flow,) = [flow for flow in flows if flow.request.path.startswith("/sse/view")]
@@ -349,11 +362,11 @@ def test_regular_proxy_mode(tmp_path: Path, scheme: str) -> None:
     """A forward proxy (curl -x), plain HTTP and HTTPS through CONNECT: kept streams resume the same way."""
     with tls_upstream(tmp_path) if scheme == "https" else _plain_upstream(tmp_path) as (port, _):
         options = ["sse_keep_upstream=true", "ssl_insecure=true", f"confdir={tmp_path}"]
-        with Mitmdump(tmp_path, port, options, upstream_scheme="regular") as proxy:
+        with Mitmdump(tmp_path, port, options, upstream_scheme="regular", metrics=True) as proxy:
             url = f"{scheme}://127.0.0.1:{port}/sse/regular?interval=0.05"
             args = ["-x", proxy.url, "-k", "-H", "Accept: text/event-stream"]
             _, first = curl(url, *args, stop_after=3)
-            time.sleep(0.6)
+            proxy.wait_metric(RECORDED, 6)  # the kept stream reads on while the client is away
             out, again = curl(url, *args, "-i", "-H", f"Last-Event-ID: {first[2]}", stop_after=12)
     assert first[:3] == ["1", "2", "3"]
     assert "sse-resume: hit; kept" in out, out
@@ -418,26 +431,29 @@ def test_mcp_tool_result_that_arrives_while_the_client_is_away(tmp_path: Path) -
         )
         headers = {**accept, "mcp-session-id": init.headers["mcp-session-id"]}
         client.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        n = 4
         call = {
             "jsonrpc": "2.0",
             "id": 2,
             "method": "tools/call",
-            "params": {"name": "count", "arguments": {"n": 4, "delay": 0.2}, "_meta": {"progressToken": "p"}},
+            "params": {"name": "count", "arguments": {"n": n, "delay": 0.2}, "_meta": {"progressToken": "p"}},
         }
         first: list[tuple[str | None, dict[str, Any]]] = []
         with client.stream("POST", "/mcp", headers=headers, json=call) as response:
             assert response.headers["sse-resume"] == "kept"
-            parser = SSEParser()
-            for chunk in response.iter_raw():
-                first += [(b.id, json.loads(b.data)) for b in parser.feed(chunk) if b.data]
+            decoder = ClientDecoder()
+            for chunk in response.iter_bytes():
+                first += [(e.id, json.loads(e.data)) for e in decoder.feed(chunk) if e.data]
                 if len(first) >= 2:
                     break  # the client goes: the tool is still running
-        time.sleep(2.0)  # the rest of the call, result included, happens while nobody reads
+        # The rest of the call happens while nobody reads: the proxy records all the server sends for it (the
+        # initialize result, then the call's n progress notifications and n log messages, and its result).
+        proxy.wait_metric(RECORDED, 1 + 2 * n + 1)
         back = client.get(
             "/mcp", headers={**headers, "accept": "text/event-stream", "last-event-id": first[-1][0] or ""}
         )
-        parser = SSEParser()
-        rest = [(b.id, json.loads(b.data)) for b in parser.feed(back.content) + parser.close() if b.data]
+        decoder = ClientDecoder()
+        rest = [(e.id, json.loads(e.data)) for e in decoder.feed(back.content) + decoder.close() if e.data]
     assert all(event_id and event_id.startswith("sse-resume.") for event_id, _ in first + rest)
     messages = [m for _, m in first + rest]
     progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]

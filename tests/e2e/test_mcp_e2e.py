@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import Mitmdump, Process, free_port, wait_port
+from harness import Mitmdump, Process, async_wait_for, free_port, wait_port
 
 SERVER = Path(__file__).with_name("mcp_server.py")
 
@@ -77,7 +77,9 @@ def mcp_server(tmp: Path, event_store: bool = True) -> Iterator[int]:
         proc.stop()
 
 
-async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: float | None) -> dict[str, Any]:
+async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: int | None) -> dict[str, Any]:
+    """Call ``count(n)`` at ``url``; with ``cut_after``, cut the relay's connections once that many progress
+    notifications have come (mid-call: the server sends one every 0.25 s)."""
     from mcp.client.client import Client
 
     received: list[float] = []
@@ -93,7 +95,7 @@ async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: f
 
     async def cutter() -> None:
         assert relay is not None and cut_after is not None
-        await asyncio.sleep(cut_after)
+        await async_wait_for(lambda: len(received) >= cut_after, 60, f"{cut_after} progress notifications")
         relay.cut()
 
     async with Client(url, mode="legacy", logging_callback=on_log) as client:
@@ -108,11 +110,11 @@ async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: f
 
 
 def cut_call(proxy_port: int) -> dict[str, Any]:
-    """A tool call of 8 progress notifications through ``proxy_port``, its connection cut after 0.9 s."""
+    """A tool call of 8 progress notifications through ``proxy_port``, its connection cut after the third."""
 
     async def scenario() -> dict[str, Any]:
         async with CuttableRelay(proxy_port) as relay:
-            got = await call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=0.9)
+            got = await call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=3)
             got["cuts"] = relay.cuts
             return got
 
@@ -152,7 +154,7 @@ def test_two_sessions_in_parallel_and_delete_drops_history(tmp_path: Path) -> No
             async with CuttableRelay(proxy.port) as relay:
                 url = f"http://127.0.0.1:{relay.port}/mcp"
                 # Both calls are cut at once, mid-call; each resumes its own stream in its own session.
-                return list(await asyncio.gather(call_count(url, relay, 6, 0.8), call_count(url, None, 9, None)))
+                return list(await asyncio.gather(call_count(url, relay, 6, 3), call_count(url, None, 9, None)))
 
         six, nine = asyncio.run(scenario())
         sessions_after = metric(metrics, "sse_resume_sessions")
@@ -180,7 +182,7 @@ def test_without_event_store_a_cut_call_cannot_be_resumed(tmp_path: Path) -> Non
             async with CuttableRelay(proxy.port) as relay:
                 try:
                     return await asyncio.wait_for(
-                        call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=0.9), 20
+                        call_count(f"http://127.0.0.1:{relay.port}/mcp", relay, 8, cut_after=3), 20
                     )
                 except Exception as e:  # the SDK reports the broken stream in its own way
                     return {"error": repr(e)}

@@ -32,13 +32,14 @@ def test_saved_flows_and_metrics(tmp_path: Path) -> None:
         wait_port(metrics_port)
         before = scrape(metrics_port)
         url = f"{proxy.url}/sse/saved?hang_after=8"
-        read_events(url, 3, linger=0.5)  # fresh: 1-8 relayed, the client took 3 and hung up
+        recorded = lambda n: lambda: scrape(metrics_port)["sse_resume_events_recorded_total"] >= n  # noqa: E731
+        read_events(url, 3, until=recorded(8))  # fresh: 1-8 relayed, the client took 3 and hung up
         hit = httpx.get(url, headers={"accept": "text/event-stream", "last-event-id": "3"})
         assert hit.headers["sse-resume"] == "hit"
-        EventSourceClient(url, last_event_id="ancient-id").run(1, max_connections=1)
         dup_url = f"{proxy.url}/sse/dups?resume=0&hang_after=8"
-        read_events(dup_url, 3, linger=0.3)
+        read_events(dup_url, 3, until=recorded(8 + 8))  # the second stream this proxy records, 1-8 too
         EventSourceClient(dup_url, last_event_id="8").run(1, timeout=1.5, max_connections=1)
+        EventSourceClient(url, last_event_id="ancient-id").run(1, max_connections=1)  # last: it records more
         after = scrape(metrics_port)
     # mitmdump has stopped: the flows are written.
     assert after["sse_resume_replay_hits_total"] - before["sse_resume_replay_hits_total"] == 1

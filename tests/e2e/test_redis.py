@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from harness import RedisServer
+from harness import RedisServer, async_wait_for
 from sse_resume_core import HistoryLimits, Recorded
 from sse_resume_redis import RedisHistory, redact
 
@@ -41,13 +41,15 @@ def event(n: int) -> bytes:
 
 
 async def settled(*stores: RedisHistory) -> None:
-    """Wait until every queued write has reached Redis."""
-    for _ in range(200):
-        if all(not s.snapshot_health().queued for s in stores):
-            await asyncio.sleep(0.02)  # the batch in flight
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError("writes still queued")
+    """Wait until every queued write has reached Redis (``queued`` counts the batch in flight too)."""
+    await async_wait_for(lambda: all(not s.snapshot_health().queued for s in stores), 10, "queued writes")
+
+
+async def back_up(store: RedisHistory) -> None:
+    """Wait until ``store`` finds Redis answering again and has written all it held back."""
+    await async_wait_for(
+        lambda: store.snapshot_health().up and not store.snapshot_health().queued, 15, "Redis back, writes done"
+    )
 
 
 async def events_in_redis(store: RedisHistory, prefix: str) -> list[bytes]:
@@ -203,11 +205,7 @@ def test_redis_down_lookups_fall_back_writes_wait_and_land_when_it_returns(tmp_p
             assert not health.up and health.failures >= 1 and health.fallbacks >= 1
             assert health.queued >= 4  # the writes wait for Redis
             server = server.restart()  # empty: what was queued is written when it answers
-            for _ in range(300):
-                if a.snapshot_health().up and not a.snapshot_health().queued:
-                    break
-                await asyncio.sleep(0.05)
-            assert a.snapshot_health().up
+            await back_up(a)
             b = RedisHistory(server.url, timeout=0.5, prefix="p:")
             found = await b.find(S, "3")
             assert found is not None and [e.id for e in found.after] == ["4", "5"]
@@ -259,10 +257,7 @@ def test_slow_redis_never_holds_a_lookup_past_the_timeout(tmp_path: Path) -> Non
                 assert a.snapshot_health().fallbacks == 1 and not a.snapshot_health().up
             finally:
                 os.kill(server.proc.pid, signal.SIGCONT)
-            for _ in range(300):
-                if a.snapshot_health().up and not a.snapshot_health().queued:
-                    break
-                await asyncio.sleep(0.05)
+            await back_up(a)
             b = RedisHistory(server.url, timeout=1, prefix="slow:")
             found = await b.find(S, "1")
             assert found is not None and [e.id for e in found.after] == ["2"]  # the write waited, then landed

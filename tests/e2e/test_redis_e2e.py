@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,8 +18,16 @@ from harness import (
     numbers,
     read_events,
     scrape,
+    wait_for,
     wait_port,
 )
+
+WRITES = "sse_resume_store_writes_total"
+
+
+def written(proxy: Mitmdump, at_least: float) -> Callable[[], bool]:
+    """The condition that ``proxy`` has written ``at_least`` events to Redis, and has none left to write."""
+    return lambda: proxy.metric(WRITES) >= at_least and proxy.metric("sse_resume_store_queued") == 0
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,10 @@ def pair(
 ) -> Iterator[tuple[Mitmdump, Mitmdump]]:
     tmp = tmp_path_factory.mktemp("proxies")
     options = [f"sse_store={redis.url}", "sse_store_secret=shared by both"]
-    with Mitmdump(tmp, upstream_port, options) as first, Mitmdump(tmp, upstream_port, options) as second:
+    with (
+        Mitmdump(tmp, upstream_port, options, metrics=True) as first,
+        Mitmdump(tmp, upstream_port, options, metrics=True) as second,
+    ):
         yield first, second
 
 
@@ -52,8 +62,8 @@ def test_reconnect_to_another_proxy_resumes_without_a_duplicate(pair: tuple[Mitm
 def test_replay_from_history_written_by_the_other_proxy(pair: tuple[Mitmdump, Mitmdump]) -> None:
     first, second = pair
     path = "/sse/replay-elsewhere?hang_after=6"
-    read_events(first.url + path, 3, linger=0.5)  # 4-6 reach the first proxy, never this client
-    time.sleep(0.3)  # written behind to Redis
+    # 4-6 reach the first proxy, never this client, which hangs up once the proxy has written all six to Redis.
+    read_events(first.url + path, 3, until=written(first, first.metric(WRITES) + 6))
     hit = httpx.get(second.url + path, headers={"accept": "text/event-stream", "last-event-id": "3"})
     assert hit.headers.get("sse-resume") == "hit"
     assert [line[4:] for line in hit.text.splitlines() if line.startswith("id: ")] == ["4", "5", "6"]
@@ -66,8 +76,8 @@ def test_replay_from_history_written_by_the_other_proxy(pair: tuple[Mitmdump, Mi
 def test_sessions_stay_apart_across_proxies(pair: tuple[Mitmdump, Mitmdump]) -> None:
     first, second = pair
     path = "/sse/apart?hang_after=6"
-    read_events(first.url + path, 3, headers={"mcp-session-id": "alice"}, linger=0.5)
-    time.sleep(0.3)
+    before = first.metric(WRITES)
+    read_events(first.url + path, 3, headers={"mcp-session-id": "alice"}, until=written(first, before + 6))
     out, _ = curl(second.url + path, "-i", "-H", "mcp-session-id: mallory", "-H", "Last-Event-ID: 3", max_time=1)
     assert "sse-resume: miss" in out.lower()  # mallory's session holds nothing, whatever alice's holds
     out, ids = curl(second.url + path, "-i", "-H", "mcp-session-id: alice", "-H", "Last-Event-ID: 3", max_time=1)
@@ -93,11 +103,9 @@ def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Pa
             client = EventSourceClient(f"{proxy.url}/sse/outage?interval=0.02")
 
             def outage() -> None:
-                while len(client.events) < 20:
-                    time.sleep(0.01)
+                wait_for(lambda: len(client.events) >= 20, 60, "20 events before the outage", every=0.005)
                 redis.kill()
-                while len(client.events) < 60:
-                    time.sleep(0.01)
+                wait_for(lambda: len(client.events) >= 60, 60, "60 events before Redis is back", every=0.005)
                 restarted.append(redis.restart())
 
             t = threading.Thread(target=outage)
@@ -106,15 +114,18 @@ def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Pa
             t.join()
             assert numbers(events) == list(range(1, 151))  # no gap, no repeat
             assert client.outcomes == [""]  # one response from start to end: Redis never cut the stream
-            deadline = time.monotonic() + 10
-            while scrape(metrics)["sse_resume_store_up"] != 1 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            values = scrape(metrics)
-            assert values["sse_resume_store_up"] == 1
+            last = client.last_event_id
+
+            def caught_up() -> dict[str, float]:
+                """Redis is back, and every event recorded (the last one included) is written or given up."""
+                v = scrape(metrics)
+                done = v[WRITES] + v["sse_resume_store_dropped_writes_total"] >= v["sse_resume_events_recorded_total"]
+                ok = v["sse_resume_store_up"] == 1 and v["sse_resume_store_queued"] == 0 and done
+                return v if ok and v["sse_resume_events_recorded_total"] >= int(last) else {}
+
+            values = wait_for(caught_up, 20, "the proxy to write what it recorded to the restarted Redis")
             assert values["sse_resume_store_failures_total"] >= 1
             # Written again once Redis was back: the other proxy finds recent events of the stream.
-            time.sleep(0.5)
-            last = client.last_event_id
             headers = {"accept": "text/event-stream", "last-event-id": str(int(last) - 5)}
             with httpx.stream("GET", f"{other.url}/sse/outage?interval=0.02", headers=headers) as hit:
                 assert hit.headers.get("sse-resume") == "hit", hit.headers
@@ -130,9 +141,10 @@ def test_redis_killed_mid_stream_and_restarted_streams_keep_flowing(tmp_path: Pa
 
 def test_proxy_starts_and_serves_with_redis_down(tmp_path: Path, upstream_port: int) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    with Mitmdump(tmp_path, upstream_port, [f"sse_store={dead}", "sse_store_timeout=100"]) as proxy:
+    with Mitmdump(tmp_path, upstream_port, [f"sse_store={dead}", "sse_store_timeout=100"], metrics=True) as proxy:
         url = f"{proxy.url}/sse/down?hang_after=6"
-        _, got = read_events(url, 3, linger=0.5)
+        # The client hangs up once the proxy has recorded 4-6 (this proxy serves nothing else).
+        _, got = read_events(url, 3, until=lambda: proxy.metric("sse_resume_events_recorded_total") >= 6)
         assert [i for i, _ in got] == ["1", "2", "3"]
         hit = httpx.get(url, headers={"accept": "text/event-stream", "last-event-id": "3"})
         assert hit.headers.get("sse-resume") == "hit"  # this proxy's own history still serves
