@@ -521,9 +521,11 @@ class Keeper:
         try:
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if eof.done() and not eof.cancelled() and eof.exception() is None:
+            if not eof.done():
+                eof.cancel()
+                await asyncio.wait([eof])  # the read gives up first: the next request's read may start then
+            if not eof.cancelled() and eof.exception() is None:
                 conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
-            eof.cancel()
             client.finish("client gone")
             stream.detach(client)
 
