@@ -203,16 +203,20 @@ class Decoder:
         if b.is_finished():
             raise _Trailing
         # In steps: brotli stops growing its output once past the limit, which it may pass by up to as much again.
-        piece = b.process(data, output_buffer_limit=min(room, BROTLI_STEP) + 1)
+        # Output that reached the limit may have more behind it, whether or not brotli can take more input.
+        limit = min(room, BROTLI_STEP) + 1
+        piece = b.process(data, output_buffer_limit=limit)
         while True:
-            if piece:
-                out.append(piece)
-                room -= len(piece)
-                if room < 0:
-                    raise _Exceeded
-            if b.can_accept_more_data():  # all of ``data`` taken, and all it gave out
+            out.append(piece)
+            room -= len(piece)
+            if room < 0:
+                raise _Exceeded
+            if len(piece) < limit and b.can_accept_more_data():  # all of ``data`` taken, all it gave out
                 return
-            piece = b.process(b"", output_buffer_limit=min(room, BROTLI_STEP) + 1)
+            if not piece:  # (not expected: nothing came, yet brotli holds more)
+                raise _Exceeded
+            limit = min(room, BROTLI_STEP) + 1
+            piece = b.process(b"", output_buffer_limit=limit)
 
     def _zstd_decode(self, data: bytes, room: int, out: list[bytes]) -> None:
         z = self._zstd
