@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import itertools
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -31,8 +32,12 @@ from dataclasses import dataclass, field
 import brotli
 import httpx
 import pytest
-from backports import zstd
 from httpx_sse import connect_sse
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd  # (what mitmproxy installs before Python 3.14)
 
 from harness import Mitmdump, RssSampler, rss_kib
 from sse_resume_core._decode import ALLOWANCE, MAX_RATIO

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import gzip
 import random
+import sys
 import zlib
 from collections.abc import Callable
 
 import brotli
 import pytest
-from backports import zstd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd  # (what mitmproxy installs before Python 3.14)
 
 from sse_resume_core._decode import (
     ALLOWANCE,

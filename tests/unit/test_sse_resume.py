@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import itertools
 import logging
+import sys
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,13 +16,17 @@ from typing import cast
 
 import brotli
 import pytest
-from backports import zstd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import contentviews, exceptions
 from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
 from prometheus_client import CollectorRegistry, generate_latest
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd  # (what mitmproxy installs before Python 3.14)
 
 from sse_resume_core._decode import ALLOWANCE, MAX_RATIO
 
