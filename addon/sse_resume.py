@@ -35,7 +35,7 @@ from mitmproxy.utils import typecheck
 
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._config import DEFAULT, ConfigError, Settings, effective, load_file, section_values, shown
-from sse_resume_core._decode import Decoder
+from sse_resume_core._decode import Decoder, UnsupportedEncoding, decoder_for
 from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, request_identity
 from sse_resume_core._keep import Backoff
 from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
@@ -219,7 +219,7 @@ class FlowState:
     looks up string annotations.)
     """
 
-    __slots__ = ("answered", "decision", "failed", "keep", "last_event_id", "origin", "relay", "session")
+    __slots__ = ("answered", "decision", "failed", "keep", "last_event_id", "origin", "relay", "session", "stopped")
 
     def __init__(self, session: str) -> None:
         self.session = session
@@ -230,6 +230,7 @@ class FlowState:
         self.answered = False  # the addon made the response itself (a replay): later hooks leave it alone
         self.keep: str | None = None  # the keeper's ticket, when the keeper serves this flow
         self.origin: tuple[str, str, int, str | None] | None = None  # scheme, host, port, Host of a rerouted flow
+        self.stopped = ""  # why the addon ended the response early (a compressed body it could not decode)
 
 
 class SSEContentview(contentviews.Contentview):
@@ -703,59 +704,90 @@ class SSEResume:
             return
         if state is None:
             state = self._flows[flow.id] = FlowState(self._session_of(flow.request))
+        if response.status_code != 200:
+            response.stream = True  # (an error is not a stream: it goes out as it came, headers and body)
+            return
+        try:
+            decoder = decoder_for(response.headers.get("content-encoding"))
+        except UnsupportedEncoding:
+            log.warning(
+                "sse-resume: %s: cannot decode Content-Encoding %s; passing the stream through",
+                flow.id,
+                _shown_encoding(response.headers.get("content-encoding", "").strip().lower()),
+            )
+            response.stream = True
+            del self._flows[flow.id]
+            return
         decision = state.decision or Decision("fresh", state.session)
         if decision.outcome != "fresh":
             response.headers[RESULT_HEADER] = decision.outcome + ("; inline" if decision.outcome == "hit" else "")
-        decoder: Decoder | None = None
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
-            try:
-                decoder = Decoder(encoding)
-            except (ValueError, ImportError):
-                log.warning(
-                    "sse-resume: %s: cannot decode Content-Encoding %s; passing the stream through",
-                    flow.id,
-                    _shown_encoding(encoding),
-                )
-                response.stream = True
-                del self._flows[flow.id]
-                return
+        ends = False
+        if decoder is not None:
             del response.headers["content-encoding"]
             response.headers.pop("content-length", None)
-        if response.status_code != 200:
-            response.stream = True
-            return
+            if flow.request.http_version == "HTTP/1.1":
+                # Chunked, so that the addon can end the response early (a body that decodes past its bound, or
+                # not at all); and the connection closes after it, as the upstream's end still follows.
+                response.headers["transfer-encoding"] = "chunked"
+                response.headers["connection"] = "close"
+                ends = True
         state.relay = self.resumer.open(decision)
-        response.stream = self._callable(flow.id, state, decoder)
+        response.stream = self._callable(flow.id, state, decoder, ends)
 
     def _callable(
-        self, flow_id: str, state: FlowState, decoder: Decoder | None
+        self, flow_id: str, state: FlowState, decoder: Decoder | None, ends: bool = False
     ) -> Callable[[bytes], Iterable[bytes] | bytes]:
         relay = state.relay
         assert relay is not None
         relay.on_failure = functools.partial(_log_failure, flow_id, state)
         if decoder is None:
             return relay.pipe  # one call per chunk, nothing in between: the relay's hot path
+        end: list[bytes] = [b""] if ends else []  # an empty chunk ends a chunked HTTP/1 response
 
         def decoded(chunk: bytes) -> Iterable[bytes] | bytes:
-            data = chunk
+            if state.stopped:
+                return []  # the response has ended: the rest of the body is dropped, undecoded
             try:
-                data = decoder(chunk)
-            except Exception:
-                if not state.failed:
-                    log.warning(
-                        "sse-resume: %s: the %s body does not decode; forwarding it as is", flow_id, decoder.encoding
-                    )
-                    state.failed = True
-                    data = relay.close() + chunk  # what the relay held goes first: no byte is lost
-            if state.failed:
-                return data if data else []  # an empty bytes object would end an HTTP/1 response
-            if chunk:
-                return relay.pipe(data) if data else []
-            out = relay.feed(data) + relay.close()  # the end: what the decoder still held, then the relay's rest
-            return out if out else []
+                data = decoder.decode(chunk) if chunk else decoder.finish()
+                out = relay.feed(data) if data else b""
+                if decoder.error:
+                    return self._stop_decoding(flow_id, state, decoder, out, end, chunk)
+                if not chunk:
+                    out += relay.close()
+                return out if out else []  # an empty bytes object would end an HTTP/1 response
+            except Exception as e:  # not expected (the decoder and the relay do not raise): end the response
+                log.error(
+                    "sse-resume: internal error decoding %s; the response ends here\n%s", flow_id, safe_traceback(e)
+                )
+                state.stopped = "internal error"
+                state.failed = True
+                return end
 
         return decoded
+
+    @staticmethod
+    def _stop_decoding(
+        flow_id: str, state: FlowState, decoder: Decoder, out: bytes, end: list[bytes], chunk: bytes
+    ) -> list[bytes]:
+        """The body does not decode, or decodes past its bound: what decoded before is sent, then the end.
+
+        (A body that ended inside compressed data has ended anyway: that is only said.)"""
+        relay = state.relay
+        assert relay is not None
+        if not chunk:  # the clean end of a truncated body: all it held was decoded and relayed
+            log.info("sse-resume: %s: the %s body %s", flow_id, decoder.encoding, decoder.error)
+            out += relay.close()
+            return [out] if out else []
+        log.warning(
+            "sse-resume: %s: the %s body %s; the response ends here (%d bytes decoded)",
+            flow_id,
+            decoder.encoding,
+            decoder.error,
+            decoder.produced,
+        )
+        state.stopped = f"the {decoder.encoding} body {decoder.error}"
+        relay.flush()  # the events relayed are history; an event cut short is not sent
+        return [out, *end] if out else end
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -844,8 +876,12 @@ class SSEResume:
                 words.append(f"{relay.stats.oversize} oversize piece(s) passed through unrecorded")
             if relay.transcript is not None and relay.transcript.dropped:
                 facts["transcript_dropped_bytes"] = relay.transcript.dropped
-        if state.failed:
+        if state.stopped:
+            words.append(f"response ended: {state.stopped}")
+            facts["ended"] = state.stopped
+        elif state.failed:
             words.append("internal error: passed through untouched from then on")
+        if state.failed:
             facts["failed"] = True
         if relay is not None and relay.passthrough:
             facts["passthrough"] = relay.passthrough

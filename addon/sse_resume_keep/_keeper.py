@@ -18,7 +18,6 @@ import secrets
 import socket
 import ssl
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -26,7 +25,7 @@ from typing import Any, Final, Literal
 
 import h11
 
-from sse_resume_core._decode import Decoder
+from sse_resume_core._decode import Decoder, UnsupportedEncoding, decoder_for
 from sse_resume_core._history import MemoryHistory, StoredEvent
 from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._logsafe import safe_traceback
@@ -388,15 +387,29 @@ class KeptStream:
                     decoder = _decoder(response)
                     async for chunk in response.body():
                         if decoder is not None:
-                            chunk = decoder(chunk)
+                            chunk = decoder.decode(chunk)
                         if not self._deliver(feed.feed(chunk)):
                             self.keeper.stats.buffer_full += 1
                             self.stop("client away and the kept stream reached its bounds")
                             return
+                        if decoder is not None and decoder.error:
+                            # Corrupt, or a decompression bomb: not a break to reconnect after, the end.
+                            self._undecodable(decoder)
+                            return
                         if self._open_big:
                             await self._hold_back()
+                    if decoder is not None:
+                        decoder.finish()
+                        if decoder.error:  # the upstream ended inside compressed data: an end like any other
+                            log.info(
+                                "sse-resume: kept stream %s.%s: the %s body %s",
+                                feed.session[:12],
+                                feed.stream,
+                                decoder.encoding,
+                                decoder.error,
+                            )
                     clean = True
-                except (UpstreamError, ValueError, zlib.error) as e:
+                except (UpstreamError, ValueError) as e:
                     log.info(
                         "sse-resume: kept stream %s.%s: upstream broke (%s)",
                         feed.session[:12],
@@ -429,6 +442,18 @@ class KeptStream:
                 "sse-resume: internal error in kept stream %s.%s\n%s", feed.session[:12], feed.stream, safe_traceback(e)
             )
             self.stop("internal error")
+
+    def _undecodable(self, decoder: Decoder) -> None:
+        feed = self.feed
+        log.warning(
+            "sse-resume: kept stream %s.%s: the %s body %s; the stream ends here (%d bytes decoded)",
+            feed.session[:12],
+            feed.stream,
+            decoder.encoding,
+            decoder.error,
+            decoder.produced,
+        )
+        self.stop(f"the {decoder.encoding} body {decoder.error}")
 
     def _linger(self) -> None:
         """A finished stream stays findable for the grace time, so a returning client gets its end."""
@@ -760,14 +785,13 @@ def _is_sse_ok(response: Upstream) -> bool:
 
 
 def _decoder(response: Upstream) -> Decoder | None:
-    encoding = response.header("content-encoding").strip().lower()
-    return None if encoding in ("", "identity") else Decoder(encoding)
+    return decoder_for(response.header("content-encoding"))
 
 
 def _decodable(response: Upstream) -> bool:
     try:
         _decoder(response)
-    except (ValueError, ImportError):
+    except UnsupportedEncoding:
         return False
     return True
 
