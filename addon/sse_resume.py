@@ -337,6 +337,7 @@ class SSEResume:
         # URLs seen answering text/event-stream: keep mode also keeps GETs to them that do not say they want SSE
         self._sse_endpoints: OrderedDict[tuple[str, str, int, str], None] = OrderedDict()
         self._running = False
+        self._configured = False  # configure() ran once (the first follows the script's load)
         self.sources: dict[str, str] = dict.fromkeys(Settings.model_fields, DEFAULT)  # where each setting came from
 
     # -- options ---------------------------------------------------------------------------------------------
@@ -365,6 +366,7 @@ class SSEResume:
         options = ctx.options
         if self.keeper is not None and updated & TLS_OPTIONS:
             self.keeper.reconfigure(self._keep_settings())
+        first, self._configured = not self._configured, True
         if not any(name.startswith("sse_") for name in updated):
             return
         try:
@@ -374,11 +376,17 @@ class SSEResume:
             settings, sources = effective(
                 file_values, {name: getattr(options, f"sse_{name}") for name in OPTIONS}, block
             )
-        except ConfigError as e:
+            for option in FEATURES:
+                if getattr(settings, option) != Settings.model_fields[option].default:
+                    feature(option)  # a missing package is refused before anything changes
+        except (ConfigError, exceptions.OptionsError) as e:
+            if first and not self._running:
+                # The configure that follows the script's load, at startup: an error raised here reaches the user
+                # as a traceback ("error in script"); one logged is a clear line, and stops mitmproxy all the same
+                # ("Error logged during startup"). Later, a value is refused and the old one kept.
+                log.error("sse-resume: invalid option: %s", e)
+                return
             raise exceptions.OptionsError(str(e)) from None  # type: ignore[no-untyped-call]
-        for option in FEATURES:
-            if getattr(settings, option) != Settings.model_fields[option].default:
-                feature(option)  # a missing package is refused before anything changes
         self._apply(settings)
         self.sources = sources
 
@@ -948,7 +956,8 @@ class SSEResume:
     def clear_command(self, *sessions: str) -> str:
         """Forget the given sessions (keys or their first characters), or every session when none is given."""
         if not sessions:
-            return f"cleared {self.store.clear()} sessions"
+            n = self.store.clear()
+            return f"cleared {n} session{'s' if n != 1 else ''}"
         keys = [self._find_session(s) for s in sessions]
         for key in keys:
             self.store.drop_session(key)
@@ -967,7 +976,7 @@ class SSEResume:
         return "\n".join(rows)
 
     def _settings_line(self) -> str:
-        """The settings that differ from their defaults, with their sources, for the log at startup."""
+        """The settings given a value (by a file, config.yaml's sse: block or an option), with their sources."""
         from mitmproxy import ctx
 
         changed = [
@@ -976,7 +985,7 @@ class SSEResume:
             if self.sources.get(name, DEFAULT) != DEFAULT
         ]
         if ctx.options.sse_config:
-            changed.insert(0, f"sse_config={ctx.options.sse_config}")
+            changed.insert(0, f"sse_config={ctx.options.sse_config} (option)")
         if not changed:
             return "settings: all at their defaults (the command sse.settings lists them)"
         return f"settings: {', '.join(changed)}; every other at its default (the command sse.settings lists all)"

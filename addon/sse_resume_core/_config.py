@@ -19,6 +19,7 @@ option name without the ``sse_`` prefix::
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -164,7 +165,11 @@ def section_values(section: object, where: str) -> dict[str, Any]:
         raise ConfigError(_describe(e, f"{where}: sse.client_resilience.")) from None
     unknown = set(section) - set(Settings.model_fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) under sse: {', '.join(sorted(map(str, unknown)))}")
+        names = []
+        for name in sorted(map(str, unknown)):
+            close = difflib.get_close_matches(name, Settings.model_fields, n=1)
+            names.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ConfigError(f"{where}: unknown setting(s) under sse: {', '.join(names)}")
     values.update(section)
     return values
 

@@ -64,6 +64,7 @@ def test_an_invalid_set_value_stops_mitmdump_naming_it(tmp_path: Path, args: lis
     status, output = run_until_exit(tmp_path, args)
     assert status is not None and status != 0, output
     assert expected in output
+    assert "sse-resume: invalid option: " in output and "Traceback" not in output  # one clear line, no traceback
     assert "logged during startup, exiting" in output
 
 

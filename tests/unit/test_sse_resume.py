@@ -509,7 +509,7 @@ def test_commands() -> None:
         with pytest.raises(exceptions.CommandError, match="no session matches"):
             tctx.command(addon.history_command, "zzzz")
         assert tctx.command(addon.clear_command, key) == "cleared 1 session"
-        assert tctx.command(addon.clear_command) == "cleared 1 sessions"
+        assert tctx.command(addon.clear_command) == "cleared 1 session"
         assert addon.store.snapshot().sessions == 0
 
 
@@ -670,15 +670,29 @@ def test_config_yaml_sse_block_is_applied_below_the_file_and_options(tmp_path: P
         assert addon.sources["max_event_history"] == "option" and addon.sources["dedupe_window"] == "default"
 
 
-def test_a_bad_config_yaml_sse_block_names_its_source() -> None:
+@pytest.mark.parametrize(
+    ("block", "message"), [({"event_ttl": 0}, "config.yaml: sse.event_ttl: Input"), ({"ttl": 5}, "unknown setting")]
+)
+def test_a_bad_config_yaml_sse_block_names_its_source(
+    caplog: pytest.LogCaptureFixture, block: dict[str, object], message: str
+) -> None:
+    # At startup (the configure that follows the load) the error is one logged line, which stops mitmproxy.
+    with taddons.context() as tctx, caplog.at_level(logging.ERROR):
+        register_with_deferred(tctx, script.SSEResume(), sse=block)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("sse-resume: invalid option: config.yaml: "), errors
+    assert message in errors[0] and "Traceback" not in caplog.text
+
+
+def test_an_invalid_value_at_startup_is_one_logged_line_and_the_addon_keeps_its_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     addon = script.SSEResume()
-    with (
-        taddons.context() as tctx,
-        pytest.raises(exceptions.OptionsError, match=r"config\.yaml: sse\.event_ttl: Input"),
-    ):
-        register_with_deferred(tctx, addon, sse={"event_ttl": 0})
-    with taddons.context() as tctx, pytest.raises(exceptions.OptionsError, match=r"config\.yaml: unknown setting"):
-        register_with_deferred(tctx, script.SSEResume(), sse={"ttl": 5})
+    with taddons.context() as tctx, caplog.at_level(logging.ERROR):
+        register_with_deferred(tctx, addon, "sse_event_ttl=0", "sse_stale_policy=foo")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(e.startswith("sse-resume: invalid option: ") for e in errors), errors
+    assert addon.settings == script.Settings()  # nothing of the invalid configuration was applied
 
 
 def hide_module(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
