@@ -26,12 +26,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A test run leaves no process behind: anything still alive in a group the harness started fails the run."""
-    left = live_processes(STARTED_GROUPS)
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """A test module leaves no process behind: anything it started that is still alive once its tests and
+    fixtures are done is killed, and fails the module's last test (checked per module, so per worker too when
+    the tests run in several processes)."""
+    before = set(STARTED_GROUPS)
+    yield
+    groups = STARTED_GROUPS - before
+    left = live_processes(groups)
     if left:
-        for group in STARTED_GROUPS:
+        for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
-        print("\nprocesses left behind by the tests:\n  " + "\n  ".join(left))
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        pytest.fail("processes left behind by the tests:\n  " + "\n  ".join(left))
