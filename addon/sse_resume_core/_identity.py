@@ -50,6 +50,23 @@ DEFAULT_IDENTITY_HEADERS: Final[tuple[str, ...]] = (
     "*-user",  # X-Forwarded-User, Remote-User, X-Remote-User (an authenticating gateway's word for the user)
     "*-user-*",  # X-User-Id, X-Auth-Request-User-... (but not User-Agent)
     "*email*",  # X-Forwarded-Email
+    # What authenticating gateways in front of a server put in for the user they let through:
+    "*username*",  # X-Username, X-Forwarded-Preferred-Username (oauth2-proxy), X-Consumer-Username (Kong)
+    "*userid*",  # X-Userid
+    "*userinfo*",  # X-Userinfo (Kong's OIDC plugin)
+    "*_user",  # Remote_User
+    "*-uid",  # X-UID
+    "*principal*",  # X-MS-CLIENT-PRINCIPAL, -NAME, -ID (Azure App Service), X-Principal
+    "*oidc*",  # X-Amzn-Oidc-Data, X-Amzn-Oidc-Identity (AWS load balancers)
+    "*consumer*",  # X-Consumer-ID, X-Consumer-Custom-ID (Kong)
+    "*groups*",  # X-Forwarded-Groups (oauth2-proxy)
+    "*role*",  # X-Hasura-Role
+    "*tenant*",  # X-Tenant-ID
+    "*client-id*",  # X-Client-Id, X-IBM-Client-Id (IBM API Connect)
+    "*cert*",  # X-Forwarded-Client-Cert (Envoy, Istio), X-SSL-Client-Cert, Ssl-Client-Cert, X-ARR-ClientCert
+    "*-api",  # X-JFrog-Art-Api (Artifactory's API key)
+    "cookie2",
+    "dpop",  # a proof of possession bound to the client's key
 )
 """Header name patterns that always count (``fnmatch`` globs, matched against the lower-cased name)."""
 

@@ -180,6 +180,12 @@ HEADERS = [
     ("Authorization", "Bearer {key}"),
     ("Proxy-Authorization", "Basic {key}"),
     ("Cookie", "theme=dark; sid={key}"),
+    # What authenticating gateways put in for the user they let through
+    ("X-MS-CLIENT-PRINCIPAL-NAME", "{key}"),
+    ("X-Amzn-Oidc-Identity", "{key}"),
+    ("X-Consumer-Username", "{key}"),
+    ("X-Forwarded-Client-Cert", "Hash={key}"),
+    ("X-IBM-Client-Id", "{key}"),
 ]
 
 

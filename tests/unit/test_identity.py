@@ -53,6 +53,34 @@ CREDENTIALS = [
     "Remote-User",
     "X-User-Id",
     "mcp-session-id",  # the session header
+    # What gateways put in for the user they let through, and more API-key headers (found by an outside attack)
+    "X-MS-CLIENT-PRINCIPAL",
+    "X-MS-CLIENT-PRINCIPAL-NAME",
+    "X-MS-CLIENT-PRINCIPAL-ID",
+    "X-Amzn-Oidc-Data",
+    "X-Amzn-Oidc-Identity",
+    "X-Consumer-Username",
+    "X-Consumer-ID",
+    "X-Userinfo",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Client-Cert",
+    "X-SSL-Client-Cert",
+    "Ssl-Client-Cert",
+    "X-ARR-ClientCert",
+    "X-JFrog-Art-Api",
+    "X-IBM-Client-Id",
+    "X-Username",
+    "X-Userid",
+    "X-UID",
+    "X-Principal",
+    "X-Client-Id",
+    "X-Remote-Username",
+    "Remote_User",
+    "Cookie2",
+    "X-Tenant-ID",
+    "X-Hasura-Role",
+    "DPoP",
 ]
 # Headers that say nothing of who asks (or change on every reconnect): they must not split one user's requests.
 NOT_CREDENTIALS = [
@@ -91,11 +119,12 @@ def test_last_event_id_never_counts_and_the_session_header_always_does() -> None
 
 
 def test_patterns_add_headers_and_exclusions_take_them_out() -> None:
-    rule = IdentityRule(["X-Customer", "x-tenant-*", "!*key*", "!cookie"])
-    assert rule.counts("x-customer") and rule.counts("X-Tenant-Name") and not rule.counts("x-tenants")
+    rule = IdentityRule(["X-Customer", "x-zone-*", "!*key*", "!cookie"])
+    assert rule.counts("x-customer") and rule.counts("X-Zone-Name") and not rule.counts("x-zones")
+    assert not IdentityRule().counts("x-zone-name")  # (the pattern added it)
     assert not rule.counts("x-api-key") and not rule.counts("cookie")
     assert rule.counts("authorization") and rule.counts("x-auth-token")  # the rest of the built-in set stays
-    assert rule.patterns == ("x-customer", "x-tenant-*", "!*key*", "!cookie")
+    assert rule.patterns == ("x-customer", "x-zone-*", "!*key*", "!cookie")
     assert IdentityRule(["x-?d"]).counts("x-id") and not IdentityRule(["x-?d"]).counts("x-iid")
 
 
