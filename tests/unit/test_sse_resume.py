@@ -160,9 +160,15 @@ def test_a_non_200_sse_response_goes_out_as_it_came() -> None:
         flow.response.headers["content-length"] = str(len(body))
         before = list(flow.response.headers.items(multi=True))
         addon.responseheaders(flow)
-    assert flow.response.stream is True
+        stream = flow.response.stream
+        assert callable(stream)  # it only copies into the flow's transcript
+        outs = [stream(body[:5]), stream(body[5:]), stream(b"")]
+        addon.error(flow)
+    assert outs == [body[:5], body[5:], []]
     # Content-Encoding and Content-Length kept, no sse-resume header
     assert list(flow.response.headers.items(multi=True)) == before
+    assert flow.response.raw_content == body  # whole (compressed, as it came): the flow view decodes it
+    assert flow.response.content == b"data: unavailable\n\n"
 
 
 def test_a_body_that_stops_decoding_is_sent_up_to_there_then_ended_once(caplog: pytest.LogCaptureFixture) -> None:
