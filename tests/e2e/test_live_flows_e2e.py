@@ -91,7 +91,8 @@ class Web:
 
 
 def open_response(flow: dict[str, Any]) -> bool:
-    response = flow.get("response")
+    """Whether the flow has a response whose body is still coming."""
+    response = flow.get("response") or {}
     return bool(response) and response["timestamp_end"] is None
 
 
