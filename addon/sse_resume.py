@@ -141,7 +141,8 @@ MARK = ":arrows_counterclockwise:"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"})
 MAX_ENDPOINTS = 1000
 FLUSH_EVERY = 0.05  # seconds: the longest an event relayed waits to be recorded (see Relay.flush)
-LIVE_EVERY = 20  # flushes between two refreshes of open flows (once a second; see SSEResume._refresh_live)
+LIVE_EVERY = 0.95  # seconds, at least, between two refreshes of open flows: about once a second, on the flush timer
+# (never more than a second apart while the loop keeps time; see SSEResume._refresh_live)
 TLS_OPTIONS = {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 
 # Packages only some options need: option -> (module imported, what to install, the feature). Without them the
@@ -552,15 +553,15 @@ class SSEResume:
         return wanted == "on" or (wanted == "auto" and ctx.master.addons.get("view") is not None)
 
     async def _flush_every(self, seconds: float) -> None:
-        """Relays record in batches; this records what a slow stream holds back, so it is soon in history. Every
-        LIVE_EVERY rounds, open flows whose transcripts grew are shown anew (with sse_live_flows)."""
-        ticks = 0
+        """Relays record in batches; this records what a slow stream holds back, so it is soon in history. About
+        once a second (LIVE_EVERY), open flows whose transcripts grew are shown anew (with sse_live_flows)."""
+        loop = asyncio.get_running_loop()
+        shown = loop.time()
         while True:
             await asyncio.sleep(seconds)
             self.resumer.flush()  # (every resumer shares one set of relays to flush; a flush never raises)
-            ticks += 1
-            if ticks >= LIVE_EVERY:
-                ticks = 0
+            if loop.time() - shown >= LIVE_EVERY:
+                shown = loop.time()
                 if self.live:
                     try:
                         self._refresh_live()
