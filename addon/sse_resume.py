@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Optional
 
-from mitmproxy import command, contentviews, exceptions, http, optmanager
+from mitmproxy import command, contentviews, exceptions, hooks, http, optmanager
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils import typecheck
 
@@ -41,7 +41,7 @@ from sse_resume_core._keep import Backoff
 from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
 from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats
-from sse_resume_core._view import render_events
+from sse_resume_core._view import Transcript, TranscriptBudget, render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 
 if TYPE_CHECKING:  # both imported only when an option asks for them (see FEATURES)
@@ -98,6 +98,16 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "Bytes of each SSE response's events kept on the flow (the most recent, whole events), so the flow view "
         "and saved flows show what was relayed. 0 keeps none.",
     ),
+    "transcript_total_bytes": (
+        int,
+        "Bytes of all open streams' transcripts together; past it, the largest lose their oldest events first "
+        "(0: no bound but sse_transcript_bytes each).",
+    ),
+    "live_flows": (
+        str,
+        "Show an open SSE stream's events on its flow as they are relayed, refreshed once a second: 'on', 'off', "
+        "or 'auto' (on in mitmweb and mitmproxy's console, which show flows; off in mitmdump).",
+    ),
     "store": (
         str,
         "Where history is kept: 'memory' (this proxy only), or a redis:// or rediss:// URL shared by several "
@@ -131,6 +141,8 @@ MARK = ":arrows_counterclockwise:"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"})
 MAX_ENDPOINTS = 1000
 FLUSH_EVERY = 0.05  # seconds: the longest an event relayed waits to be recorded (see Relay.flush)
+LIVE_EVERY = 0.95  # seconds, at least, between two refreshes of open flows: about once a second, on the flush timer
+# (never more than a second apart while the loop keeps time; see SSEResume._refresh_live)
 TLS_OPTIONS = {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 
 # Packages only some options need: option -> (module imported, what to install, the feature). Without them the
@@ -219,10 +231,27 @@ class FlowState:
     looks up string annotations.)
     """
 
-    __slots__ = ("answered", "decision", "failed", "keep", "last_event_id", "origin", "relay", "session", "stopped")
+    __slots__ = (
+        "answered",
+        "copy",
+        "decision",
+        "failed",
+        "flow",
+        "keep",
+        "kept_outcome",
+        "last_event_id",
+        "note",
+        "origin",
+        "passed",
+        "relay",
+        "session",
+        "shown",
+        "stopped",
+    )
 
-    def __init__(self, session: str) -> None:
+    def __init__(self, session: str, flow: http.HTTPFlow | None = None) -> None:
         self.session = session
+        self.flow = flow  # (for live updates of the open flow)
         self.decision: Decision | None = None
         self.relay: Relay | None = None
         self.failed = False
@@ -231,6 +260,11 @@ class FlowState:
         self.keep: str | None = None  # the keeper's ticket, when the keeper serves this flow
         self.origin: tuple[str, str, int, str | None] | None = None  # scheme, host, port, Host of a rerouted flow
         self.stopped = ""  # why the addon ended the response early (a compressed body it could not decode)
+        self.copy: Transcript | None = None  # the transcript of a stream passed through untouched
+        self.passed = ""  # why that stream was passed through
+        self.shown = -1  # the transcript version last put on the open flow (see SSEResume._refresh_live)
+        self.note = ""  # the addon's sentence in the flow's comment (replaced when the addon says more)
+        self.kept_outcome = ""  # the keeper's outcome already said on the open flow
 
 
 class SSEContentview(contentviews.Contentview):
@@ -326,6 +360,8 @@ class SSEResume:
         self.resume_stats = ResumeStats()
         self._unflushed: set[Relay] = set()  # relays with events to record, whichever resumer opened them
         self._flusher: asyncio.Task[None] | None = None
+        self.transcript_budget = TranscriptBudget(self.settings.transcript_total_bytes)
+        self.live = False  # open flows show their transcripts as they grow (see sse_live_flows)
         self.resumer = self._resumer()
         self._flows: dict[str, FlowState] = {}
         self._metrics: tuple[Any, Any] | None = None  # (server, thread) of the Prometheus endpoint
@@ -409,9 +445,13 @@ class SSEResume:
             # Shared by every proxy on the store (a memory store keeps the process's own random key). A BLAKE2b
             # key is at most 64 bytes: any secret is hashed down to 32.
             self._secret = hashlib.blake2b((settings.store_secret or "sse-resume shared store").encode()).digest()[:32]
+        self.transcript_budget.limit = settings.transcript_total_bytes
+        if settings.transcript_total_bytes and self.transcript_budget.total > settings.transcript_total_bytes:
+            self.transcript_budget.trim()
         self.resumer = self._resumer()
         self._serve_metrics()
         if self._running:
+            self.live = self._wants_live()
             self._run_keeper()
 
     def _keep_settings(self) -> KeepSettings:
@@ -449,6 +489,7 @@ class SSEResume:
             dedupe_window=s.dedupe_window,
             stale_policy=s.stale_policy,
             transcript_bytes=s.transcript_bytes,
+            transcript_budget=self.transcript_budget,
             tls=tls,
         )
 
@@ -507,14 +548,73 @@ class SSEResume:
         if (redis := _redis(self.store)) is not None:
             redis.start()  # connect now: a Redis that cannot be reached shows in the log at start
         self._running = True
+        self.live = self._wants_live()
         self._run_keeper()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_every(FLUSH_EVERY))
 
+    def _wants_live(self) -> bool:
+        """Whether open flows are refreshed: sse_live_flows, and for 'auto' whether this tool shows flows (mitmweb
+        and the console hold them in a view; mitmdump has none, and writes saved flows at their end anyway)."""
+        from mitmproxy import ctx
+
+        wanted = self.settings.live_flows
+        return wanted == "on" or (wanted == "auto" and ctx.master.addons.get("view") is not None)
+
     async def _flush_every(self, seconds: float) -> None:
-        """Relays record in batches; this records what a slow stream holds back, so it is soon in history."""
+        """Relays record in batches; this records what a slow stream holds back, so it is soon in history. About
+        once a second (LIVE_EVERY), open flows whose transcripts grew are shown anew (with sse_live_flows)."""
+        loop = asyncio.get_running_loop()
+        shown = loop.time()
         while True:
             await asyncio.sleep(seconds)
             self.resumer.flush()  # (every resumer shares one set of relays to flush; a flush never raises)
+            if loop.time() - shown >= LIVE_EVERY:
+                shown = loop.time()
+                if self.live:
+                    try:
+                        self._refresh_live()
+                    except Exception as e:  # not expected: the flows are shown at their end as ever
+                        log.error("sse-resume: internal error refreshing open flows\n%s", safe_traceback(e))
+
+    def _transcript_of(self, state: FlowState) -> tuple[Transcript | None, KeepReport | None]:
+        """The transcript of an open flow (and the keeper's report of a kept one)."""
+        if state.keep is not None:
+            report = self.keeper.live_report(state.keep) if self.keeper is not None else None
+            return (report.transcript if report is not None else None), report
+        if state.relay is not None:
+            return state.relay.transcript, None
+        return state.copy, None
+
+    def _refresh_live(self) -> None:
+        """Put each open SSE flow's transcript on it, when it changed since last time, and tell the tool's view.
+
+        Cost: one join of the transcript (at most sse_transcript_bytes) per flow that changed, once a second."""
+        changed: list[http.HTTPFlow] = []
+        for state in self._flows.values():
+            flow = state.flow
+            if flow is None or state.answered or flow.response is None or not is_sse(flow.response):
+                continue
+            transcript, report = self._transcript_of(state)
+            said = False
+            if report is not None and report.outcome not in ("kept", state.kept_outcome):
+                state.kept_outcome = report.outcome
+                self._annotate_kept(flow, state, report)  # (it puts the transcript on the flow too)
+                said = True
+            if transcript is not None and transcript.version != state.shown:
+                state.shown = transcript.version
+                flow.response.raw_content = transcript.value()
+                said = True
+            if said:
+                changed.append(flow)
+        if changed:
+            self._show(changed)
+
+    @staticmethod
+    def _show(flows: list[http.HTTPFlow]) -> None:
+        """Tell mitmweb's or the console's view that these flows changed."""
+        from mitmproxy import ctx
+
+        ctx.master.addons.trigger(hooks.UpdateHook(flows))
 
     def _serve_metrics(self) -> None:
         wanted = (self.settings.metrics_host, self.settings.metrics_port) if self.settings.metrics_port else None
@@ -566,6 +666,7 @@ class SSEResume:
             replay_retry=s.replay_retry,
             default_retry=s.default_retry,
             transcript_bytes=s.transcript_bytes,
+            transcript_budget=self.transcript_budget,
             stats=self.resume_stats,
             unflushed=self._unflushed,
         )
@@ -600,7 +701,7 @@ class SSEResume:
             return
         if treatment(request.headers.get("mcp-protocol-version")) == "pass":
             return  # an MCP version without resumable streams: nothing to do, nothing touched
-        state = self._flows[flow.id] = FlowState(self._session_of(request))
+        state = self._flows[flow.id] = FlowState(self._session_of(request), flow)
         state.last_event_id = request.headers.get("last-event-id")
         if self.keeper is not None and self._keep(flow, state):
             return
@@ -631,10 +732,14 @@ class SSEResume:
             )
             state.answered = True
             self._annotate(flow, state)
-        elif decision.forward_id is None:
-            del request.headers["last-event-id"]
-        elif decision.forward_id != last_event_id:
-            request.headers["last-event-id"] = decision.forward_id
+        else:
+            if decision.forward_id is None:
+                del request.headers["last-event-id"]
+            elif decision.forward_id != last_event_id:
+                request.headers["last-event-id"] = decision.forward_id
+            self._annotate(flow, state)  # said at once: the flow shows it while the stream is open
+            if self.live:
+                self._show([flow])
 
     def _keep(self, flow: http.HTTPFlow, state: FlowState) -> bool:
         """Route an SSE request to the keeper (GET streams and POSTs that accept one); False: serve it as usual."""
@@ -705,15 +810,18 @@ class SSEResume:
             return
         assert response is not None
         if treatment(flow.request.headers.get("mcp-protocol-version")) == "pass":
-            response.stream = True
+            version = flow.request.headers.get("mcp-protocol-version", "")
+            passed = self._flows[flow.id] = FlowState("", flow)
+            response.stream = self._copying(passed, f"MCP {_shown_version(version)}: nothing to resume")
             return
         state = self._flows.get(flow.id)
         if state is not None and state.answered:
             return
         if state is None:
-            state = self._flows[flow.id] = FlowState(self._session_of(flow.request))
+            state = self._flows[flow.id] = FlowState(self._session_of(flow.request), flow)
         if response.status_code != 200:
-            response.stream = True  # (an error is not a stream: it goes out as it came, headers and body)
+            # (an error is not a stream: it goes out as it came, headers and body)
+            response.stream = self._copying(state, f"status {response.status_code}: not a stream")
             return
         try:
             decoder = decoder_for(response.headers.get("content-encoding"))
@@ -741,6 +849,22 @@ class SSEResume:
                 ends = True
         state.relay = self.resumer.open(decision)
         response.stream = self._callable(flow.id, state, decoder, ends)
+
+    def _copying(self, state: FlowState, why: str) -> Callable[[bytes], Iterable[bytes] | bytes] | bool:
+        """The stream callable of a response passed through untouched: it only keeps a transcript (bounded)."""
+        state.passed = why
+        if not self.settings.transcript_bytes:
+            return True
+        transcript = state.copy = Transcript(self.settings.transcript_bytes, self.transcript_budget)
+
+        def copy(chunk: bytes) -> Iterable[bytes] | bytes:
+            if not chunk:
+                return []  # (an empty bytes object would end an HTTP/1 response early: this is the end anyway)
+            with contextlib.suppress(Exception):  # (not expected: the bytes pass on whatever happens)
+                transcript.add(chunk)
+            return chunk
+
+        return copy
 
     def _callable(
         self, flow_id: str, state: FlowState, decoder: Decoder | None, ends: bool = False
@@ -834,12 +958,25 @@ class SSEResume:
                 report = self.keeper.report(state.keep) if self.keeper is not None else None
                 if report is not None:
                     self._annotate_kept(flow, state, report)
+                    if report.transcript is not None:
+                        report.transcript.close()
+                return
+            if state.copy is not None:
+                response = flow.response
+                encoded = response is not None and response.headers.get("content-encoding", "identity") != "identity"
+                if response is not None and not (encoded and state.copy.dropped):
+                    response.raw_content = state.copy.value()  # (compressed, it is shown only when whole)
+                state.copy.close()
+            if state.passed and state.decision is None:
+                flow.metadata["sse_resume"] = {"outcome": "passed", "passthrough": state.passed}
                 return
             relay = state.relay
             if relay is not None:
                 relay.flush()  # what it relayed before the client went is history too (a failure is logged)
-            if relay is not None and relay.transcript is not None and flow.response is not None:
-                flow.response.raw_content = relay.transcript.value()
+            if relay is not None and relay.transcript is not None:
+                if flow.response is not None:
+                    flow.response.raw_content = relay.transcript.value()
+                relay.transcript.close()
             if relay is not None or state.decision is not None:
                 self._annotate(flow, state)
         except Exception as e:
@@ -867,6 +1004,13 @@ class SSEResume:
         elif outcome == "behind":
             words.append(f"resumed upstream after id {shown}: newer events seen but not kept (ids only)")
         facts: dict[str, Any] = {"outcome": outcome, "session": state.session[:12]}
+        if state.last_event_id is not None:
+            facts["client_last_event_id"] = shown
+            if not state.answered:  # (a hit answered by the proxy sent nothing upstream)
+                sent = _show_id(flow.request.headers.get("last-event-id"))
+                facts["upstream_last_event_id"] = sent
+                if sent != shown and outcome != "miss":  # (a miss says what went upstream)
+                    words.append(f"client's Last-Event-ID {shown}, sent upstream as {sent}")
         if decision is not None:
             facts["note"] = decision.note
             facts["replayed"] = len(decision.replay)
@@ -893,10 +1037,11 @@ class SSEResume:
             facts["failed"] = True
         if relay is not None and relay.passthrough:
             facts["passthrough"] = relay.passthrough
+        elif state.passed:
+            facts["passthrough"] = state.passed
         flow.metadata["sse_resume"] = facts
         if words:
-            sentence = "sse-resume: " + "; ".join(words)
-            flow.comment = f"{flow.comment}\n{sentence}" if flow.comment else sentence
+            _say(flow, state, "sse-resume: " + "; ".join(words))
             if outcome in ("hit", "miss") or (relay is not None and relay.stats.duplicates):
                 flow.marked = MARK
 
@@ -908,8 +1053,9 @@ class SSEResume:
             words.append(f"upstream reconnected {report.reconnects} time{'s' if report.reconnects != 1 else ''}")
         if report.ended and report.ended != "client gone":
             words.append(f"response ended: {report.ended}")
-        sentence = "sse-resume: " + "; ".join(words)
-        flow.comment = f"{flow.comment}\n{sentence}" if flow.comment else sentence
+        if state.last_event_id is not None:
+            words.append(f"client's Last-Event-ID {_show_id(state.last_event_id)}")
+        _say(flow, state, "sse-resume: " + "; ".join(words))
         flow.metadata["sse_resume"] = {
             "outcome": report.outcome,
             "session": state.session[:12],
@@ -928,29 +1074,51 @@ class SSEResume:
     @command.command("sse.sessions")
     def sessions_command(self) -> str:
         """The sessions held: key (its first 12 characters name it in other commands), streams, events, age."""
+        keys = [info.key[:12] for info in self.store.sessions()]
+        held = f"{len(keys)} session{'s' if len(keys) != 1 else ''} held"
+        return _answer(
+            "sse.sessions",
+            f"{held}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" if keys else held,
+            self._session_rows(),
+        )
+
+    def _session_rows(self) -> list[str]:
         rows = [f"{'session':12}  {'streams':>7}  {'events':>7}  {'bytes':>9}  {'age s':>7}  {'idle s':>7}"]
         for info in self.store.sessions():
             rows.append(
                 f"{info.key[:12]}  {info.streams:>7}  {info.events:>7}  {info.bytes:>9}  "
                 f"{info.age:>7.1f}  {info.idle:>7.1f}"
             )
-        return "\n".join(rows)
+        return rows
 
     @command.command("sse.history")
-    def history_command(self, session: str) -> str:
-        """The events held for one session (a key or its first characters), oldest first."""
+    def history_command(self, session: str = "") -> str:
+        """The events held for one session (a key or its first characters), oldest first. Without one: the only
+        session held, or the list of sessions to choose from."""
+        if not session.strip():
+            keys = list(self.store)
+            if len(keys) != 1:
+                summary = "no session held" if not keys else f"{len(keys)} sessions held: name one, sse.history KEY"
+                return _answer("sse.history", summary, [summary, *(self._session_rows() if keys else [])])
+            session = keys[0]
         key = self._find_session(session)
         now = self.store.clock()
+        events = list(self.store.events(key))
         rows = [f"session {key[:12]}: {'seq':>8}  {'stream':>6}  {'age s':>7}  {'bytes':>6}  id"]
-        for e in self.store.events(key):
+        for e in events:
             size = len(e.raw) if e.raw is not None else 0
             rows.append(f"{'':21}{e.seq:>8}  {e.stream:>6}  {now - e.time:>7.1f}  {size:>6}  {_show_id(e.id)}")
-        return "\n".join(rows)
+        summary = f"session {key[:12]}: {len(events)} event{'s' if len(events) != 1 else ''} held"
+        if events:
+            summary += f", ids {_show_id(events[0].id)} to {_show_id(events[-1].id)}"
+        return _answer("sse.history", summary, rows)
 
     @command.command("sse.stats")
     def stats_command(self) -> str:
         """Counters: sessions, events and bytes held, replays, misses, deduplications, evictions by reason."""
-        return "\n".join(f"{name}: {value}" for name, value in self.stats().items())
+        stats = self.stats()
+        summary = ", ".join(f"{name} {stats[name]}" for name in ("sessions", "events", "hits", "misses"))
+        return _answer("sse.stats", summary, [f"{name}: {value}" for name, value in stats.items()])
 
     @command.command("sse.clear")
     def clear_command(self, *sessions: str) -> str:
@@ -970,10 +1138,14 @@ class SSEResume:
         from mitmproxy import ctx
 
         rows = [f"{'option':24}  {'value':24}  source"]
+        changed = 0
         for name, text in shown(self.settings).items():
-            rows.append(f"{'sse_' + name:24}  {text:24}  {self.sources.get(name, DEFAULT)}")
+            source = self.sources.get(name, DEFAULT)
+            changed += source != DEFAULT
+            rows.append(f"{'sse_' + name:24}  {text:24}  {source}")
         rows.append(f"{'sse_config':24}  {ctx.options.sse_config or '(unset)':24}  option")
-        return "\n".join(rows)
+        summary = f"{len(rows) - 1} settings, {changed} not at their defaults"
+        return _answer("sse.settings", summary, rows)
 
     def _settings_line(self) -> str:
         """The settings given a value (by a file, config.yaml's sse: block or an option), with their sources."""
@@ -1057,6 +1229,42 @@ def _log_failure(flow_id: str, state: FlowState, relay: Relay) -> None:
         state.session[:12],
         "\n" + safe_traceback(relay.failed) if relay.failed is not None else "",
     )
+
+
+def _in_web() -> bool:
+    """Whether this is mitmweb, whose command bar shows a result on one line, as JSON."""
+    from mitmproxy import ctx
+
+    return type(ctx.master).__module__.startswith("mitmproxy.tools.web")
+
+
+def _answer(name: str, summary: str, rows: list[str]) -> str:
+    """A command's answer, as the tool running it shows it well.
+
+    mitmproxy's console shows a result's lines as they are: the table comes back. mitmweb's command bar shows it
+    on one line, as a JSON string: there the answer is the one-line ``summary``, and the table goes to the event
+    log, which shows each line (its first line names the command)."""
+    if not _in_web():
+        return "\n".join(rows)
+    log.info("%s\n%s", name, "\n".join(rows))
+    return f"{summary} (the table is in the event log)"
+
+
+def _say(flow: http.HTTPFlow, state: FlowState, sentence: str) -> None:
+    """Put the addon's sentence in the flow's comment, in place of the one it put there before."""
+    comment = flow.comment
+    if state.note and comment.endswith(state.note):
+        comment = comment[: -len(state.note)].rstrip("\n")
+    flow.comment = f"{comment}\n{sentence}" if comment else sentence
+    state.note = sentence
+
+
+def _shown_version(version: str) -> str:
+    """An MCP-Protocol-Version for the flow's metadata: a date as it is, anything else as its size and digest."""
+    text = version.strip()
+    if len(text) == 10 and text[4] == text[7] == "-" and text.replace("-", "").isdigit():
+        return text
+    return f"({withheld(version)})"
 
 
 def _endpoint(request: http.Request) -> tuple[str, str, int, str]:

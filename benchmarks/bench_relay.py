@@ -11,6 +11,7 @@ On a shared machine a round now and then runs 20-30% slow (other tenants, a sibl
 pairing rounds and taking the median keeps such a round from deciding the result, as a best-of-few would not.
 
     python benchmarks/bench_relay.py [--events 50000] [--rounds 10] [--set name=value ...]
+    python benchmarks/bench_relay.py --live [--tool mitmweb]    # live flows (sse_live_flows) on against off
 """
 
 from __future__ import annotations
@@ -135,11 +136,32 @@ def report(label: str, first: str, other: str, rounds: Rounds, cpu: bool = True)
     print(line)
 
 
+def live(tmp: Path, port: int, opts: argparse.Namespace, on: bool) -> Mitmdump:
+    """The addon with live flows forced on or off, in ``--tool`` (mitmweb: on a port of its own, no browser)."""
+    extra: list[str] = []
+    if opts.tool == "mitmweb":
+        extra = ["--set", f"web_port={free_port()}", "--set", "web_open_browser=false", "--set", "web_password=x"]
+        extra += ["--set", "web_host=127.0.0.1"]
+    options = [*opts.set, f"sse_live_flows={'on' if on else 'off'}"]
+    return Mitmdump(tmp, port, options, ADDON, extra=extra, tool=opts.tool)
+
+
 def main() -> None:
     args = arguments(__doc__)
     args.add_argument("--set", action="append", default=[], help="an option for the addon's mitmdump")
+    args.add_argument(
+        "--live",
+        action="store_true",
+        help="compare the addon with live flows on (open flows refreshed once a second) and off, in --tool",
+    )
+    args.add_argument("--tool", choices=["mitmdump", "mitmweb"], default="mitmdump", help="for --live")
     opts = args.parse_args()
     with fast_upstream() as (tmp, port):
+        if opts.live:
+            proxies = {"live-off": live(tmp, port, opts, False), "live-on": live(tmp, port, opts, True)}
+            rounds = run(proxies, opts)
+            report(f"live on / off in {opts.tool} (goal >= 0.97x)", "live-off", "live-on", rounds)
+            return
         proxies = {
             "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
             "sse-resume": Mitmdump(tmp, port, opts.set, ADDON),

@@ -58,6 +58,10 @@ class Settings(BaseModel):
     replay_mode: Literal["auto", "response", "inline"] = Field("auto", description="how a hit is served")
     replay_retry: int = Field(50, ge=0, le=60_000, description="retry (ms) sent after a replay")
     transcript_bytes: int = Field(1024 * 1024, ge=0, le=1024**3, description="transcript kept per flow")
+    transcript_total_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, le=64 * 1024**3, description="transcripts of open streams together (0: no bound)"
+    )
+    live_flows: Literal["auto", "on", "off"] = Field("auto", description="refresh open SSE flows once a second")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus endpoint port (0: off)")
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Prometheus endpoint address")
     default_retry: int = Field(3000, ge=0, le=3_600_000, description="retry (ms) restored when upstream sent none")

@@ -29,7 +29,7 @@ from sse_resume_core._identity import digest, session_key  # (here too, where th
 from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
 from sse_resume_core._parser import Block, BlockKind, SSEParser, plain_event_id, single_event_id
 from sse_resume_core._store import HistoryStore
-from sse_resume_core._view import Transcript
+from sse_resume_core._view import Transcript, TranscriptBudget
 
 __all__ = ["Decision", "Outcome", "Relay", "RelayStats", "ResumeStats", "Resumer", "digest", "session_key"]
 
@@ -120,6 +120,7 @@ class Relay:
         window: int,
         max_event_bytes: int,
         transcript_bytes: int = 0,
+        transcript_budget: TranscriptBudget | None = None,
     ) -> None:
         self._resumer = resumer
         self._store = resumer.store
@@ -156,7 +157,7 @@ class Relay:
         self._pending_ids: list[str | None] = []
         self._synced = 0  # how many of those the window's order and the transcript have (see _sync)
         self._hot = False  # pipe() may take the batched path: started, parser idle, not failed or passed through
-        self.transcript = Transcript(transcript_bytes) if transcript_bytes else None
+        self.transcript = Transcript(transcript_bytes, transcript_budget) if transcript_bytes else None
         """The most recent bytes sent to the client, for the flow view (None when disabled)."""
 
     def pipe(self, chunk: bytes) -> bytes | tuple[()]:
@@ -433,11 +434,14 @@ class Resumer:
         replay_retry: int = 50,
         default_retry: int = 3000,
         transcript_bytes: int = 0,
+        transcript_budget: TranscriptBudget | None = None,
         stats: ResumeStats | None = None,
         unflushed: set[Relay] | None = None,
     ) -> None:
         self.store = store
         self.transcript_bytes = transcript_bytes
+        self.transcript_budget = transcript_budget
+        """The bound on every relay's transcript together (None: each is bound by ``transcript_bytes`` only)."""
         self.replay = replay
         self.stale_policy = stale_policy
         self.dedupe_window = dedupe_window
@@ -537,4 +541,5 @@ class Resumer:
             self.dedupe_window,
             self.max_event_bytes,
             self.transcript_bytes,
+            self.transcript_budget,
         )

@@ -30,7 +30,7 @@ from sse_resume_core._history import MemoryHistory, StoredEvent
 from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._logsafe import safe_traceback
 from sse_resume_core._resume import ResumeStats, digest
-from sse_resume_core._view import Transcript
+from sse_resume_core._view import Transcript, TranscriptBudget
 from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
 
 __all__ = ["TICKET_HEADER", "KeepReport", "KeepSettings", "Keeper", "KeeperStats", "UpstreamRequest"]
@@ -116,6 +116,8 @@ class KeepSettings:
     dedupe_window: int = 100
     stale_policy: Literal["forward", "restart"] = "forward"
     transcript_bytes: int = 0
+    transcript_budget: TranscriptBudget | None = None
+    """The bound on all transcripts together, shared with the addon's relays."""
     tls: ssl.SSLContext | None = None
     """How upstream certificates are checked (None: the system's default)."""
 
@@ -519,13 +521,18 @@ class Keeper:
         if len(self.streams) + len(self._tickets) >= self.settings.max_streams:
             return None
         token = secrets.token_urlsafe(24)
-        transcript = Transcript(self.settings.transcript_bytes) if self.settings.transcript_bytes else None
+        s = self.settings
+        transcript = Transcript(s.transcript_bytes, s.transcript_budget) if s.transcript_bytes else None
         report = KeepReport(transcript=transcript)
         self._tickets[token] = _Ticket(session, request, last_event_id, now, report)
         self._reports[token] = report
         if len(self._reports) > MAX_REPORTS:
             del self._reports[next(iter(self._reports))]
         return token
+
+    def live_report(self, token: str) -> KeepReport | None:
+        """What is being done for the flow of ``token``, while it is open (the keeper keeps it)."""
+        return self._reports.get(token)
 
     def report(self, token: str) -> KeepReport | None:
         """What was done for the flow of ``token`` (once: the keeper forgets it)."""

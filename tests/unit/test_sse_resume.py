@@ -160,9 +160,15 @@ def test_a_non_200_sse_response_goes_out_as_it_came() -> None:
         flow.response.headers["content-length"] = str(len(body))
         before = list(flow.response.headers.items(multi=True))
         addon.responseheaders(flow)
-    assert flow.response.stream is True
+        stream = flow.response.stream
+        assert callable(stream)  # it only copies into the flow's transcript
+        outs = [stream(body[:5]), stream(body[5:]), stream(b"")]
+        addon.error(flow)
+    assert outs == [body[:5], body[5:], []]
     # Content-Encoding and Content-Length kept, no sse-resume header
     assert list(flow.response.headers.items(multi=True)) == before
+    assert flow.response.raw_content == body  # whole (compressed, as it came): the flow view decodes it
+    assert flow.response.content == b"data: unavailable\n\n"
 
 
 def test_a_body_that_stops_decoding_is_sent_up_to_there_then_ended_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -764,3 +770,127 @@ def test_settings_command_and_startup_line_hide_secrets(caplog: pytest.LogCaptur
         "default (the command sse.settings lists all)"
     ]
     assert "hunter2" not in caplog.text
+
+
+# -- live flows, transcripts of streams passed through, readable commands --------------------------------------
+
+
+class UpdateRecorder:
+    """Records the flows of each update hook (what mitmweb's and the console's view react to)."""
+
+    def __init__(self) -> None:
+        self.updates: list[list[str]] = []
+
+    def update(self, flows: Sequence[HTTPFlow]) -> None:
+        self.updates.append([f.id for f in flows])
+
+
+def test_an_open_flow_shows_its_events_once_a_refresh_comes_and_only_when_they_changed() -> None:
+    addon, seen = script.SSEResume(), UpdateRecorder()
+    with taddons.context(addon, seen) as tctx:
+        tctx.configure(addon, sse_live_flows="on")
+        addon.live = addon._wants_live()
+        flow = sse_flow()
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+        run([b"id: 1\ndata: a\n\n", b"id: 2\ndata: b\n\n"], flow)
+        assert flow.response is not None and flow.response.raw_content is None
+        addon.resumer.flush()  # (the flush timer's work)
+        addon._refresh_live()
+        assert flow.response.raw_content == b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+        assert seen.updates == [[flow.id]]
+        addon._refresh_live()  # nothing new: no update
+        assert seen.updates == [[flow.id]]
+        run([b"id: 3\ndata: c\n\n"], flow)
+        addon.resumer.flush()
+        addon._refresh_live()
+        assert (flow.response.raw_content or b"").endswith(b"id: 3\ndata: c\n\n") and len(seen.updates) == 2
+        addon.error(flow)
+    assert flow.response.raw_content == b"id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n"
+    assert addon.transcript_budget.total == 0  # the finished flow's transcript no longer counts
+
+
+def test_live_flows_auto_is_on_where_a_view_shows_flows() -> None:
+    from mitmproxy.addons.view import View
+
+    addon = script.SSEResume()
+    with taddons.context(addon) as tctx:
+        assert not addon._wants_live()  # (mitmdump: no view)
+        tctx.configure(addon, sse_live_flows="on")
+        assert addon._wants_live()
+    addon = script.SSEResume()
+    with taddons.context(addon, View()) as tctx:
+        assert addon._wants_live()  # mitmweb, the console
+        tctx.configure(addon, sse_live_flows="off")
+        assert not addon._wants_live()
+
+
+def test_a_resume_is_said_on_the_flow_when_decided_once_and_with_both_last_event_ids() -> None:
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        relay_through(addon, sse_flow(), [b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 6))])
+        flow = sse_flow(last_event_id="5")
+        flow.comment = "the user's own note"
+        asyncio.run(addon.request(flow))
+        # Decided: said at once, before any byte came back (the flow is open in the view).
+        decided = "sse-resume: resumed upstream after id '5' (nothing newer held)"
+        assert flow.comment == f"the user's own note\n{decided}"
+        assert flow.metadata["sse_resume"]["client_last_event_id"] == "'5'"
+        respond(addon, flow)
+        run([b"id: 6\ndata: 6\n\n", b""], flow)
+        addon.response(flow)
+        assert flow.comment == f"the user's own note\n{decided}"  # said once, not twice
+        inline = sse_flow(last_event_id="2")
+        inline.request.headers["accept"] = "*/*"
+        asyncio.run(addon.request(inline))
+    assert inline.marked == script.MARK
+    assert inline.comment == (
+        "sse-resume: served 4 events from history after id '2', then the live stream; "
+        "client's Last-Event-ID '2', sent upstream as '6'"
+    )
+    facts = inline.metadata["sse_resume"]
+    assert (facts["client_last_event_id"], facts["upstream_last_event_id"]) == ("'2'", "'6'")
+
+
+def test_a_stream_of_an_mcp_version_without_resumption_passes_untouched_with_a_transcript() -> None:
+    addon = script.SSEResume()
+    body = [b"id: 1\ndata: a\n\n", b"id: 1\ndata: a\n\n", b"data: b"]  # (a repeat too: nothing is dropped)
+    with taddons.context(addon):
+        flow = sse_flow(last_event_id="1")
+        flow.request.headers["mcp-protocol-version"] = "2026-07-28"
+        before = list(flow.request.headers.items(multi=True))
+        asyncio.run(addon.request(flow))
+        assert list(flow.request.headers.items(multi=True)) == before
+        respond(addon, flow)
+        assert flow.response is not None and "sse-resume" not in flow.response.headers
+        outs = run([*body, b""], flow)
+        addon.response(flow)
+    assert outs == [*body, []]
+    assert flow.response.raw_content == b"".join(body)
+    assert flow.metadata["sse_resume"] == {"outcome": "passed", "passthrough": "MCP 2026-07-28: nothing to resume"}
+    assert not flow.comment and not flow.marked
+
+
+def test_commands_in_mitmweb_answer_one_line_and_log_their_table(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    addon = script.SSEResume()
+    caplog.set_level(logging.INFO, "sse_resume")
+    with taddons.context(addon) as tctx:
+        assert tctx.command(addon.history_command) == "no session held"  # (the console: as it is)
+        relay_through(addon, sse_flow("/one"), [b"id: 1\ndata: a\n\nid: 2\ndata: bb\n\n"])
+        table = tctx.command(addon.history_command).splitlines()  # the only session: no argument needed
+        assert [row.split()[-1] for row in table[1:]] == ["'1'", "'2'"]
+        monkeypatch.setattr(script, "_in_web", lambda: True)
+        key = next(iter(addon.store))[:12]
+        caplog.clear()
+        assert tctx.command(addon.sessions_command) == f"1 session held: {key} (the table is in the event log)"
+        logged = caplog.records[-1].getMessage().splitlines()
+        assert logged[0] == "sse.sessions" and logged[1].split()[:2] == ["session", "streams"]
+        assert logged[2].startswith(key)
+        answer = tctx.command(addon.history_command)
+        assert answer == f"session {key}: 2 events held, ids '1' to '2' (the table is in the event log)"
+        assert tctx.command(addon.stats_command).startswith("sessions 1, events 2, hits 0, misses 0")
+        relay_through(addon, sse_flow("/two"), [b"id: x\ndata: c\n\n"])
+        assert tctx.command(addon.history_command).startswith("2 sessions held: name one, sse.history KEY")
+        assert "\n" not in tctx.command(addon.settings_command)
