@@ -47,9 +47,11 @@ def test_version_without_resumption_passes_untouched() -> None:
         asyncio.run(addon.request(flow))
         assert flow.request.headers["last-event-id"] == "7" and flow.request.headers["accept-encoding"] == "gzip"
         respond(addon, flow)
-        assert flow.response is not None and flow.response.stream is True  # streamed, not interpreted
+        assert flow.response is not None and callable(stream := flow.response.stream)
+        chunk = b"id: 1\ndata: x\n\n"
+        assert stream(chunk) == chunk  # streamed as it came, copied into the flow's transcript, not interpreted
         addon.response(flow)
-    assert addon.store.snapshot().events == 0 and "sse_resume" not in flow.metadata
+    assert addon.store.snapshot().events == 0 and flow.metadata["sse_resume"]["outcome"] == "passed"
 
 
 def test_legacy_http_sse_stream_passes_untouched() -> None:

@@ -434,9 +434,9 @@ def test_credential_headers_and_the_option_make_the_session() -> None:
         alice = session(addon, {"X-API-Key": "alice"})
         assert alice == session(addon, {"x-api-key": "alice", "user-agent": "other"})
         assert alice != session(addon, {"X-API-Key": "mallory"}) != session(addon, {})
-        assert session(addon, {"X-Tenant": "a"}) == session(addon, {"X-Tenant": "b"})
-        tctx.configure(addon, sse_identity_headers=["x-tenant", "!x-api-key"])
-        assert session(addon, {"X-Tenant": "a"}) != session(addon, {"X-Tenant": "b"})
+        assert session(addon, {"X-Zone": "a"}) == session(addon, {"X-Zone": "b"})
+        tctx.configure(addon, sse_identity_headers=["x-zone", "!x-api-key"])
+        assert session(addon, {"X-Zone": "a"}) != session(addon, {"X-Zone": "b"})
         assert session(addon, {"X-API-Key": "alice"}) == session(addon, {"X-API-Key": "mallory"})
         with pytest.raises(exceptions.OptionsError, match="sse_identity_headers"):
             tctx.configure(addon, sse_identity_headers=["x tenant"])
