@@ -106,20 +106,21 @@ class ReplayBudget:
         return Charge(self, size)
 
 
-def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0) -> int:
-    """How many of ``events`` (from the first) a part of ``room`` bytes serves: as many as fit, with
+def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start: int = 0) -> int:
+    """How many of ``events`` (from ``start``) a part of ``room`` bytes serves: as many as fit, with
     ``overhead`` bytes of the proxy's own, ending with an event that has an id (so that the client's
     ``Last-Event-ID`` after it is a position held); at least up to the first event with an id."""
     size = overhead
     best = 0
-    for i, event in enumerate(events):
+    for i in range(start, len(events)):
+        event = events[i]
         size += len(event.raw or b"")
         if event.id:
             if size <= room or not best:
-                best = i + 1
+                best = i + 1 - start
             if size > room:
                 break
-    return best or len(events)
+    return best or len(events) - start
 
 
 @dataclass(frozen=True, slots=True)
