@@ -479,7 +479,7 @@ class SSEResume:
         if not self.settings.keep_upstream:
             return
         if keeper is None:
-            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats)
+            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats, self._budget)
             try:
                 self.keeper.start()
             except OSError as e:
