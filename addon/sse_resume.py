@@ -40,7 +40,7 @@ from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, re
 from sse_resume_core._keep import Backoff
 from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
 from sse_resume_core._mcp import treatment
-from sse_resume_core._resume import Decision, Relay, Resumer, ResumeStats
+from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resumer, ResumeStats
 from sse_resume_core._view import Transcript, TranscriptBudget, render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 
@@ -90,6 +90,17 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "so the client reconnects for the live stream (EventSource and MCP clients do). 'inline': in front of the "
         "live upstream stream, in one response, once the upstream sends its first bytes. 'auto': 'response' for "
         "clients that accept text/event-stream, 'inline' for the others (curl).",
+    ),
+    "max_replay_bytes": (
+        int,
+        "Bytes of one replay, at most; a longer one is served in parts of the events that fit (at least one). "
+        "'response' mode: each part ends with the short retry and the client comes back for the next. 'inline': "
+        "the events after the first part are asked of the upstream, after the last one served.",
+    ),
+    "max_replay_bytes_in_flight": (
+        int,
+        "Bytes of all replays the proxy holds at once (built, not yet sent). When full, a new replay is served "
+        "smaller, down to one event, never refused.",
     ),
     "replay_retry": (int, "retry (ms) sent at the end of a replay, so the client comes straight back for live events."),
     "default_retry": (int, "retry (ms) restored after a replay when the upstream never sent one."),
@@ -318,6 +329,15 @@ class MetricsCollector:
         yield GaugeMetricFamily("sse_resume_history_events", "Events held.", value=snap.events)
         yield GaugeMetricFamily("sse_resume_history_bytes", "Bytes held (estimate, errs high).", value=snap.bytes)
         yield GaugeMetricFamily("sse_resume_sessions", "Sessions held.", value=snap.sessions)
+        budget = self.addon._budget
+        yield GaugeMetricFamily(
+            "sse_resume_replay_bytes_in_flight", "Bytes of replays built and not yet sent.", value=budget.held
+        )
+        yield CounterMetricFamily(
+            "sse_resume_replays_shortened",
+            "Replays served smaller because the in-flight bound was full.",
+            value=budget.shortened,
+        )
         keeper = self.addon.keeper
         if keeper is not None:
             k = keeper.stats
@@ -359,6 +379,9 @@ class SSEResume:
         self.store: MemoryHistory = MemoryHistory(self.settings.limits())
         self.resume_stats = ResumeStats()
         self._unflushed: set[Relay] = set()  # relays with events to record, whichever resumer opened them
+        self._budget = ReplayBudget(self.settings.max_replay_bytes, self.settings.max_replay_bytes_in_flight)
+        # client connection id -> the replays made for it whose bytes mitmproxy may still hold (see _hold)
+        self._charges: dict[str, list[Charge]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self.transcript_budget = TranscriptBudget(self.settings.transcript_total_bytes)
         self.live = False  # open flows show their transcripts as they grow (see sse_live_flows)
@@ -440,6 +463,8 @@ class SSEResume:
         elif limits != self.store.limits:
             self.store.reconfigure(limits)
         self._identity = IdentityRule(settings.identity_headers, settings.session_header)
+        self._budget.per_replay = settings.max_replay_bytes  # (the replays in flight stay counted)
+        self._budget.in_flight = settings.max_replay_bytes_in_flight
         self._secret = None
         if settings.store != "memory":
             # Shared by every proxy on the store (a memory store keeps the process's own random key). A BLAKE2b
@@ -503,7 +528,7 @@ class SSEResume:
         if not self.settings.keep_upstream:
             return
         if keeper is None:
-            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats)
+            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats, self._budget)
             try:
                 self.keeper.start()
             except OSError as e:
@@ -669,6 +694,7 @@ class SSEResume:
             transcript_budget=self.transcript_budget,
             stats=self.resume_stats,
             unflushed=self._unflushed,
+            budget=self._budget,
         )
 
     # -- hooks -----------------------------------------------------------------------------------------------
@@ -696,6 +722,10 @@ class SSEResume:
 
     async def _request(self, flow: http.HTTPFlow) -> None:
         request = flow.request
+        if request.http_version.startswith("HTTP/1") and flow.client_conn.id in self._charges:
+            # mitmproxy reads a connection's next request only once it has written the previous response and
+            # its writers have drained: the replays it held for this connection are sent.
+            self._release(flow.client_conn.id)
         learned = self.keeper is not None and request.method == "GET" and _endpoint(request) in self._sse_endpoints
         if flow.response is not None or not (wants_sse(request) or learned):
             return
@@ -717,6 +747,8 @@ class SSEResume:
         inline = mode == "inline" or (mode == "auto" and SSE_TYPE not in request.headers.get("accept", "").lower())
         decision = await self.resumer.decide(state.session, last_event_id, inline)
         state.decision = decision
+        if decision.charge is not None:
+            self._hold(flow.client_conn.id, decision.charge)
         log.info(
             "sse-resume: session %s: %s (%s), id %s",
             state.session[:12],
@@ -847,7 +879,7 @@ class SSEResume:
                 response.headers["transfer-encoding"] = "chunked"
                 response.headers["connection"] = "close"
                 ends = True
-        state.relay = self.resumer.open(decision)
+        state.relay = self.resumer.open(decision, release_early=flow.request.http_version.startswith("HTTP/1"))
         response.stream = self._callable(flow.id, state, decoder, ends)
 
     def _copying(self, state: FlowState, why: str) -> Callable[[bytes], Iterable[bytes] | bytes] | bool:
@@ -921,6 +953,27 @@ class SSEResume:
         relay.flush()  # the events relayed are history; an event cut short is not sent
         return [out, *end] if out else end
 
+    def _hold(self, connection: str, charge: Charge) -> None:
+        """Count a replay against the budget until mitmproxy no longer holds its bytes for ``connection``.
+
+        A response made in the ``request`` hook is written after the ``response`` hook, and a client that does not
+        read keeps it in mitmproxy's write buffer: the replay stays counted until the connection's next request
+        (HTTP/1) or its end (``client_disconnected``). An inline replay is also released by its relay once sent
+        (see ``Relay._feed``), or at the end of its flow."""
+        held = self._charges.setdefault(connection, [])
+        held[:] = [c for c in held if c.held]
+        held.append(charge)
+
+    def _release(self, connection: str) -> None:
+        for charge in self._charges.pop(connection, ()):
+            charge.release()
+
+    def client_disconnected(self, client: Any) -> None:
+        try:
+            self._release(client.id)
+        except Exception as e:
+            log.error("sse-resume: internal error releasing replays\n%s", safe_traceback(e))
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
         try:
@@ -951,7 +1004,12 @@ class SSEResume:
     def _finish(self, flow: http.HTTPFlow) -> None:
         try:
             state = self._flows.pop(flow.id, None)
-            if state is None or state.answered:
+            if state is None:
+                return
+            charge = state.decision.charge if state.decision is not None else None
+            if charge is not None and not state.answered:
+                charge.release()  # an inline replay: the stream has ended (an answered one: see _hold)
+            if state.answered:
                 return
             if state.keep is not None:
                 self._restore(flow, state)
@@ -1014,6 +1072,8 @@ class SSEResume:
         if decision is not None:
             facts["note"] = decision.note
             facts["replayed"] = len(decision.replay)
+            if decision.held_back:
+                facts["held_back"] = decision.held_back
         if relay is not None:
             facts.update(
                 stream=relay.stream,
@@ -1187,6 +1247,9 @@ class SSEResume:
             "behind": r.behind,
             "replayed": r.replayed,
             "deduplicated": r.deduplicated,
+            "replays_in_flight": self._budget.replays,
+            "replay_bytes_in_flight": self._budget.held,
+            "replays_shortened": self._budget.shortened,
             **self._store_stats(),
             **self._keep_stats(),
         }

@@ -56,6 +56,12 @@ class Settings(BaseModel):
     max_sessions: int = Field(10_000, ge=1, le=10_000_000, description="sessions held, least recent dropped")
     max_history_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, description="bytes held across sessions")
     replay_mode: Literal["auto", "response", "inline"] = Field("auto", description="how a hit is served")
+    max_replay_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=1024**3, description="bytes of one replay; a larger one is served in parts"
+    )
+    max_replay_bytes_in_flight: int = Field(
+        256 * 1024 * 1024, ge=1024, le=64 * 1024**3, description="bytes of all replays the proxy holds at once"
+    )
     replay_retry: int = Field(50, ge=0, le=60_000, description="retry (ms) sent after a replay")
     transcript_bytes: int = Field(1024 * 1024, ge=0, le=1024**3, description="transcript kept per flow")
     transcript_total_bytes: int = Field(
@@ -81,6 +87,8 @@ class Settings(BaseModel):
             raise ValueError(
                 "sse_keep_upstream needs sse_support_replay=true: events read while the client is away are kept whole"
             )
+        if self.max_replay_bytes_in_flight < self.max_replay_bytes:
+            raise ValueError("sse_max_replay_bytes_in_flight must be at least sse_max_replay_bytes")
         if self.assign_ids and not self.keep_upstream:
             raise ValueError("sse_assign_ids works in keep mode only: set sse_keep_upstream=true too")
         return self

@@ -31,17 +31,96 @@ from sse_resume_core._parser import Block, BlockKind, SSEParser, plain_event_id,
 from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 
-__all__ = ["Decision", "Outcome", "Relay", "RelayStats", "ResumeStats", "Resumer", "digest", "session_key"]
+__all__ = [
+    "Charge",
+    "Decision",
+    "Outcome",
+    "Relay",
+    "RelayStats",
+    "ReplayBudget",
+    "ResumeStats",
+    "Resumer",
+    "digest",
+    "session_key",
+]
 
 Outcome = Literal["fresh", "hit", "up-to-date", "behind", "miss"]
 
 BATCH: Final = 1024  # events a relay records at once, at most (see Relay.flush)
 BIG_CHUNK: Final = 64 * 1024  # bytes: a larger chunk is not held for a batch, but recorded with what is pending
+_NOTE_ROOM: Final = 256  # bytes of a replay's own comment and retry, at most (counted in its part)
 MAX_TRACKED: Final = 10_000  # streams whose retry / pending restore is remembered, least recent dropped
 _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
 _OVERSIZE: Final = BlockKind.OVERSIZE
 _BOM: Final = BlockKind.BOM
+
+
+class Charge:
+    """The bytes of one replay, counted against a :class:`ReplayBudget` until :meth:`release` (idempotent)."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: ReplayBudget | None, size: int) -> None:
+        self._budget = budget
+        self.size = size
+
+    @property
+    def held(self) -> bool:
+        return self._budget is not None
+
+    def release(self) -> None:
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget.held -= self.size
+            budget.replays -= 1
+
+
+class ReplayBudget:
+    """The bytes of replays in flight, across all clients: each replay is at most ``per_replay`` bytes, and all
+    of them together at most ``in_flight``. A replay that does not fit is served smaller, down to one event (so
+    past the bound each replay holds one event at most); it is never refused.
+
+    A replay counts from when it is built until its holder releases it (see :class:`Charge`): the caller knows
+    when the proxy no longer holds its bytes."""
+
+    __slots__ = ("held", "in_flight", "per_replay", "replays", "shortened")
+
+    def __init__(self, per_replay: int = 8 * 1024 * 1024, in_flight: int = 256 * 1024 * 1024) -> None:
+        self.per_replay = per_replay
+        self.in_flight = in_flight
+        self.held = 0
+        """Bytes of the replays charged and not released."""
+        self.replays = 0
+        """Replays charged and not released."""
+        self.shortened = 0
+        """Replays served in a smaller part than they would have been without the in-flight bound."""
+
+    def room(self) -> int:
+        """Bytes a new replay may take now (0: one event only)."""
+        return max(0, min(self.per_replay, self.in_flight - self.held))
+
+    def charge(self, size: int) -> Charge:
+        self.held += size
+        self.replays += 1
+        return Charge(self, size)
+
+
+def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start: int = 0) -> int:
+    """How many of ``events`` (from ``start``) a part of ``room`` bytes serves: as many as fit, with
+    ``overhead`` bytes of the proxy's own, ending with an event that has an id (so that the client's
+    ``Last-Event-ID`` after it is a position held); at least up to the first event with an id."""
+    size = overhead
+    best = 0
+    for i in range(start, len(events)):
+        event = events[i]
+        size += len(event.raw or b"")
+        if event.id:
+            if size <= room or not best:
+                best = i + 1 - start
+            if size > room:
+                break
+    return best or len(events) - start
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +142,10 @@ class Decision:
     """Bytes to put before the first upstream bytes (a comment, a restored ``retry``)."""
     note: str = ""
     """What happened, in words a user understands (no payloads, no raw ids)."""
+    charge: Charge | None = None
+    """For a hit: the replay's bytes, counted against the replay budget until the caller releases them."""
+    held_back: int = 0
+    """For a hit served in part: the events after it, left for the next response (or, inline, the upstream)."""
 
 
 class _LRU(OrderedDict[tuple[str, str], int]):
@@ -84,6 +167,7 @@ class Relay:
     """One upstream SSE response on its way to one client."""
 
     __slots__ = (
+        "_charge",
         "_hot",
         "_hot_bytes",
         "_max_event_bytes",
@@ -121,8 +205,12 @@ class Relay:
         max_event_bytes: int,
         transcript_bytes: int = 0,
         transcript_budget: TranscriptBudget | None = None,
+        charge: Charge | None = None,
     ) -> None:
         self._resumer = resumer
+        # The prefix's bytes (an inline replay), counted against the replay budget until the proxy has sent them:
+        # released by the first call after the one that handed the prefix on (see _feed).
+        self._charge = charge if charge is not None and charge.held else None
         self._store = resumer.store
         self.session = session
         self.stream = stream
@@ -211,6 +299,11 @@ class Relay:
     def _feed(self, chunk: bytes) -> bytes:
         """:meth:`feed`, past the hot path."""
         self._sync()
+        if self._charge is not None and self._prefixed:
+            # The proxy asks for more only once the client has taken what it was handed (mitmproxy reads the
+            # upstream on once its writers have drained): the prefix is out of the proxy's hands.
+            self._charge.release()
+            self._charge = None
         if self.failed is not None or self.passthrough:
             return self._emit(self._take_held() + chunk)
         try:
@@ -223,7 +316,13 @@ class Relay:
             out = self._relay(blocks) if self._started else self._first_events(blocks)
             # The hot path is for streams past their first event, and only while the parser holds nothing: then
             # a chunk that is one whole event is exactly that.
-            self._hot = self._started and self.failed is None and not self.passthrough and self._parser.idle
+            self._hot = (
+                self._started
+                and self.failed is None
+                and not self.passthrough
+                and self._parser.idle
+                and self._charge is None  # (the next call releases it)
+            )
         out = self._emit(out)
         if len(self._pending) >= BATCH or (self._pending and len(chunk) > BIG_CHUNK):
             self.flush()
@@ -281,6 +380,9 @@ class Relay:
         """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
         self.closed = True
         self._sync()
+        if self._charge is not None:  # what is left goes out with the end of the response
+            self._charge.release()
+            self._charge = None
         if self.failed is not None or self.passthrough:
             out = self._take_held()  # (after a failure in a flush: the start of a block the parser held)
         else:
@@ -437,8 +539,11 @@ class Resumer:
         transcript_budget: TranscriptBudget | None = None,
         stats: ResumeStats | None = None,
         unflushed: set[Relay] | None = None,
+        budget: ReplayBudget | None = None,
     ) -> None:
         self.store = store
+        self.budget = budget or ReplayBudget()
+        """Bounds the bytes of replays (each, and all in flight); may be shared by resumers."""
         self.transcript_bytes = transcript_bytes
         self.transcript_budget = transcript_budget
         """The bound on every relay's transcript together (None: each is bound by ``transcript_bytes`` only)."""
@@ -498,21 +603,56 @@ class Resumer:
         )
 
     def _hit(self, session: str, found: Found, after: tuple[StoredEvent, ...], inline: bool) -> Decision:
-        self.stats.hits += 1
-        self.stats.replayed += len(after)
+        budget = self.budget
         n = len(after)
-        note = f"served {n} event{'s' if n != 1 else ''} from history"
+        room = budget.room()
+        k = fitting(after, room, _NOTE_ROOM)
+        if k < n and k < fitting(after, budget.per_replay, _NOTE_ROOM):
+            budget.shortened += 1
+        part = after[:k] if k < n else after
+        rest = n - k
+        self.stats.hits += 1
+        self.stats.replayed += k
+        note = f"served {k} event{'s' if k != 1 else ''} from history"
+        if rest and inline:
+            # An inline client does not reconnect: the rest is asked of the upstream, after the last event served
+            # (as when payloads are not kept). An upstream that does not resume from Last-Event-ID skips them.
+            note += f" (a replay is bounded); the {rest} after {'them' if k != 1 else 'it'} asked of the upstream"
+        elif rest:
+            note += f" (a replay is bounded); {rest} more in the next response"
         if inline:
             note += ", then the live stream"
-        replay = [b": sse-resume: %s\n\n" % note.encode(), *(e.raw or b"" for e in after)]
+        replay = [b": sse-resume: %s\n\n" % note.encode(), *(e.raw or b"" for e in part)]
         if inline:
-            newest = after[-1]
+            newest = part[-1]
             # The client will have everything up to the newest replayed event: its position from now on.
             prefix = b"".join(replay)
-            return Decision("hit", session, found.stream, newest.id, newest.seq, after, prefix=prefix, note=note)
+            return Decision(
+                "hit",
+                session,
+                found.stream,
+                newest.id,
+                newest.seq,
+                part,
+                prefix=prefix,
+                note=note,
+                charge=budget.charge(len(prefix)),
+                held_back=rest,
+            )
         self.pending_restore.put((session, found.stream), 1)
         body = b"".join([*replay, b"retry: %d\n\n" % self.replay_retry])
-        return Decision("hit", session, found.stream, None, found.seq, after, body, note=note)
+        return Decision(
+            "hit",
+            session,
+            found.stream,
+            None,
+            found.seq,
+            part,
+            body,
+            note=note,
+            charge=budget.charge(len(body)),
+            held_back=rest,
+        )
 
     def _miss(self, session: str, last_event_id: str) -> Decision:
         self.stats.misses += 1
@@ -529,8 +669,12 @@ class Resumer:
         for relay in list(self.unflushed):
             relay.flush()
 
-    def open(self, decision: Decision) -> Relay:
-        """Open the relay for the upstream response to a request decided as ``decision``."""
+    def open(self, decision: Decision, release_early: bool = False) -> Relay:
+        """Open the relay for the upstream response to a request decided as ``decision``.
+
+        ``release_early``: the relay releases the decision's charge (an inline replay) as soon as the proxy has
+        sent it (see :meth:`Relay._feed`; true of HTTP/1 clients); otherwise its caller does, at the flow's end.
+        """
         stream = decision.stream or self.store.new_stream(decision.session)
         return Relay(
             self,
@@ -542,4 +686,5 @@ class Resumer:
             self.max_event_bytes,
             self.transcript_bytes,
             self.transcript_budget,
+            decision.charge if release_early else None,
         )

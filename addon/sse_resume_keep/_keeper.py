@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import socket
@@ -29,7 +30,7 @@ from sse_resume_core._decode import Decoder, UnsupportedEncoding, decoder_for
 from sse_resume_core._history import MemoryHistory, StoredEvent
 from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._logsafe import safe_traceback
-from sse_resume_core._resume import ResumeStats, digest
+from sse_resume_core._resume import Charge, ReplayBudget, ResumeStats, digest, fitting
 from sse_resume_core._view import Transcript, TranscriptBudget
 from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
 
@@ -466,8 +467,16 @@ class KeptStream:
 class Keeper:
     """The keeper server and its kept streams."""
 
-    def __init__(self, store: MemoryHistory, settings: KeepSettings, resume_stats: ResumeStats) -> None:
+    def __init__(
+        self,
+        store: MemoryHistory,
+        settings: KeepSettings,
+        resume_stats: ResumeStats,
+        budget: ReplayBudget | None = None,
+    ) -> None:
         self.store = store
+        self.budget = budget or ReplayBudget()
+        """Bounds the bytes of replays queued for clients (each part, and all in flight); shared with the addon's."""
         self.settings = settings
         self.resume_stats = resume_stats
         self.stats = KeeperStats()
@@ -668,8 +677,11 @@ class Keeper:
                     stream.headers = [(b"content-type", SSE_TYPE.encode()), (b"cache-control", b"no-cache")]
                     stream.start(None)
                 self._respond(client, stream.status, stream.headers, report.outcome)
-                self._replay(client, report.note, replay)
-                if stream.finished:
+                if not await self._replay(client, report.note, session, found.stream, replay):
+                    return stream  # (the client is finished: it is gone, or did not read)
+                if self.streams.get(stream.key) is not stream:  # it stopped while the replay went out
+                    client.finish("kept stream ended during the replay", clean=True)
+                elif stream.finished:
                     client.finish("upstream stream complete", clean=True)
                 else:
                     stream.attach(client)
@@ -725,10 +737,60 @@ class Keeper:
     def _comment(self, client: _Client, note: str) -> None:
         client.send(b": sse-resume: %s\n\n" % note.encode())
 
-    def _replay(self, client: _Client, note: str, events: Iterable[StoredEvent]) -> None:
+    async def _replay(
+        self, client: _Client, note: str, session: str, stream: str, events: Iterable[StoredEvent]
+    ) -> bool:
+        """Send the client the events it missed, in parts: each at most what the replay budget and the client's
+        buffer allow (at least one event), the next one once mitmproxy has taken the last (the client reads),
+        from history as it is then (events recorded meanwhile included). The last part goes with no await
+        before the caller attaches the client to the live stream. False: the client is finished (gone, or it
+        took nothing for the grace time)."""
         self._comment(client, note)
-        for event in events:
-            client.send(event.raw or b"")
+        budget = self.budget
+        pending = tuple(events)
+        start = 0  # the next of them to send
+        last_id = max((i for i, e in enumerate(pending) if e.id), default=-1)
+        shortened = False
+        while start < len(pending):
+            space = client.bound - client.queued()  # (past its bound, a client is "too slow")
+            k = fitting(pending, min(budget.room(), space), start=start) if last_id >= start else len(pending)
+            if not shortened and start + k <= last_id and k < fitting(pending, min(budget.per_replay, space), 0, start):
+                shortened = True  # (the in-flight bound made this part smaller)
+                budget.shortened += 1
+            end = len(pending) if start + k > last_id else start + k  # (events without id go with the last)
+            charge = budget.charge(sum(len(pending[i].raw or b"") for i in range(start, end)))
+            for i in range(start, end):
+                if not client.send(pending[i].raw or b""):
+                    charge.release()
+                    return False
+            start = end
+            if start == len(pending):
+                # Queued with the live events that follow: counted until this client's response ends.
+                client.done.add_done_callback(functools.partial(_release, charge))
+                break
+            grace = self.settings.grace
+            try:
+                await asyncio.wait_for(client.writer.drain(), grace)
+                await asyncio.sleep(0)  # (a drain that need not wait does not yield: let the others run)
+            except (TimeoutError, ConnectionError):
+                client.finish(f"client took nothing of its replay for {grace:g} s")
+                client.writer.transport.abort()
+                return False
+            finally:
+                charge.release()
+            if client.closed:
+                return False
+        # What was recorded while the parts went out (a live stream goes on): sent with no await before the
+        # caller attaches the client, so that it misses nothing in between.
+        if pending and start == len(pending) and (sent := pending[-1].id):
+            found = self.store.lookup(session, sent) if pending[-1].id else None
+            if found is None or found.stream != stream:
+                client.send(b": sse-resume: the replay outlived its events in history: some may be missing\n\n")
+                return True
+            for event in found.after:
+                if not client.send(event.raw or b""):
+                    return False
+        return True
 
     async def _relay_plain(self, client: _Client, response: Upstream) -> None:
         """Not a stream to keep (an error, a JSON answer): pass it on as it came."""
@@ -770,6 +832,10 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> s
 
 def _last_id_of(request: UpstreamRequest) -> str | None:
     return next((v for k, v in request.headers if k.lower() == "last-event-id"), None)
+
+
+def _release(charge: Charge, _: asyncio.Future[str]) -> None:
+    charge.release()
 
 
 def _newest_upstream_id(

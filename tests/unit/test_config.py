@@ -119,6 +119,11 @@ def test_every_option_is_documented() -> None:
         ({"keep_upstream": True, "support_replay": False}, "sse_keep_upstream needs sse_support_replay=true"),
         ({"assign_ids": True}, "sse_assign_ids works in keep mode only"),
         ({"keep_grace": -1}, "sse_keep_grace: Input should be greater than or equal to 0"),
+        ({"max_replay_bytes": 10}, "sse_max_replay_bytes: Input should be greater than or equal to 1024"),
+        (
+            {"max_replay_bytes": 4096, "max_replay_bytes_in_flight": 2048},
+            "sse_max_replay_bytes_in_flight must be at least sse_max_replay_bytes",
+        ),
     ],
 )
 def test_keep_mode_settings_are_checked(values: dict[str, object], message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import cast
 
 from hypothesis import HealthCheck, given, settings
@@ -112,3 +113,54 @@ def test_a_client_that_takes_nothing_of_an_oversize_event_is_dropped_after_the_g
     ended, still_kept = asyncio.run(example())
     assert "took nothing for 0.5 s" in ended, ended
     assert still_kept  # the stream went on without it
+
+
+def test_a_kept_replay_goes_out_in_parts_within_the_budget_each_event_once_in_order() -> None:
+    """A replay larger than the budget allows is sent part by part as the client reads: every event once, in
+    order, and no more than the budget (plus one event) queued at any time."""
+    from sse_resume_core._resume import ReplayBudget, ResumeStats
+    from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
+
+    events = [b"id: %d\ndata: %s\n\n" % (n, b"x" * 3000) for n in range(301)]  # ~900 KiB after id 0
+    budget = ReplayBudget(per_replay=64 * 1024, in_flight=64 * 1024)
+
+    async def example() -> tuple[bytes, int]:
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            await writer.drain()
+            await asyncio.Event().wait()  # a live stream with nothing new
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        store = MemoryHistory(HistoryLimits(max_bytes=1 << 30))
+        stream = store.new_stream("s")
+        for n, raw in enumerate(events):
+            store.record("s", stream, str(n), raw)
+        keeper = Keeper(store, KeepSettings(), ResumeStats(), budget)
+        keeper.start()
+        peak = 0
+        try:
+            request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", (("Accept", "text/event-stream"),))
+            token = keeper.admit("s", request, "0")
+            assert token is not None
+            while keeper._server is None:
+                await asyncio.sleep(0)
+            reader, writer = await asyncio.open_connection("127.0.0.1", keeper.port)
+            writer.write(b"GET /sse HTTP/1.1\r\nHost: k\r\nx-sse-resume-keep: %s\r\n\r\n" % token.encode())
+            body = b""
+            for _ in range(10_000):  # bounded: a few hundred reads are enough
+                if b"id: 300\n" in body:
+                    break
+                body += await asyncio.wait_for(reader.read(4096), 10)
+                peak = max(peak, budget.held)
+            writer.close()
+            return body, peak
+        finally:
+            await keeper.aclose()
+            server.close()
+
+    body, peak = asyncio.run(example())
+    ids = [int(m) for m in re.findall(rb"id: (\d+)\n", body)]
+    assert ids == list(range(1, 301))
+    assert 0 < peak <= 64 * 1024 + len(events[1])

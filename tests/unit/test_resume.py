@@ -494,3 +494,124 @@ def test_arbitrary_bytes_and_ids_never_raise_and_pass_byte_for_byte(chunks: list
         assert resumed == prefix + out
     else:
         assert resumed.startswith(prefix) and len(resumed) < len(prefix) + len(out)
+
+
+# -- bounded replays: parts, and the budget of replays in flight --------------------------------------------------
+
+
+def big(n: int, size: int = 1000) -> bytes:
+    return b"id: %d\ndata: %s\n\n" % (n, b"x" * size)
+
+
+def filled(budget: _resume.ReplayBudget, events: int = 20) -> Resumer:
+    r = Resumer(MemoryHistory(HistoryLimits()), budget=budget)
+    stream_of(r, decide(r, "s", None), [big(n) for n in range(events + 1)])  # (0: where the clients resume))
+    return r
+
+
+def ids_of(body: bytes) -> list[str]:
+    return [b.id for b in SSEParser().feed(body) + SSEParser().close() if b.id]
+
+
+def test_a_replay_larger_than_its_bound_is_served_in_parts_each_event_once_in_order() -> None:
+    budget = _resume.ReplayBudget(per_replay=5000, in_flight=1 << 30)
+    r = filled(budget)
+    got: list[str] = []
+    last = "0"
+    d = decide(r, "s", "0")
+    for _ in range(20):  # a client that comes back with the newest id it got, as EventSource does
+        if d.outcome != "hit":
+            break
+        assert d.charge is not None and len(d.body) <= 5000
+        assert d.body.endswith(b"retry: 50\n\n")
+        part = ids_of(d.body)
+        got += part
+        assert d.held_back == 20 - len(got)
+        last = part[-1]
+        d.charge.release()
+        d = decide(r, "s", last)
+    assert got == [str(n) for n in range(1, 21)]
+    assert len(set(got)) == 20 and last == "20"
+    # up to date at last, and the upstream's retry (none: the default) is restored after the short one
+    assert (d.outcome, d.prefix, d.forward_id) == ("up-to-date", b"retry: 3000\n\n", "20")
+    assert budget.held == 0 and budget.replays == 0
+
+
+def test_a_part_says_how_many_follow() -> None:
+    r = filled(_resume.ReplayBudget(per_replay=5000, in_flight=1 << 30))
+    d = decide(r, "s", "0")
+    assert d.body.startswith(b": sse-resume: served 4 events from history (a replay is bounded); 16 more in the next")
+    assert len(d.replay) == 4
+
+
+def test_a_part_holds_at_least_one_event_however_small_the_bound() -> None:
+    r = filled(_resume.ReplayBudget(per_replay=1024, in_flight=1 << 30))
+    d = decide(r, "s", "4")
+    assert ids_of(d.body) == ["5"]
+
+
+def test_a_part_ends_at_an_event_with_an_id() -> None:
+    r = Resumer(MemoryHistory(HistoryLimits()), budget=_resume.ReplayBudget(per_replay=2500, in_flight=1 << 30))
+    no_id = b"data: %s\n\n" % (b"y" * 1000)
+    stream_of(r, decide(r, "s", None), [big(1), big(2), no_id, big(3), no_id, no_id, big(4)])
+    d = decide(r, "s", "1")
+    # 2, then an event without id fits, 3 does not: the part ends after 2 (the client resumes from 2)
+    assert ids_of(d.body) == ["2"] and d.body.count(b"data: y") == 0
+    d = decide(r, "s", "2")
+    assert ids_of(d.body) == ["3"] and d.body.count(b"data: y") == 1
+
+
+def test_replays_in_flight_are_bounded_and_served_smaller_when_the_budget_is_full() -> None:
+    budget = _resume.ReplayBudget(per_replay=8000, in_flight=12000)
+    r = filled(budget)
+    first = decide(r, "s", "0")
+    assert first.charge is not None and len(ids_of(first.body)) == 7  # ~1 KiB events, 8000 bytes a part
+    second = decide(r, "s", "0")  # 12000 - ~7100 left
+    assert 1 < len(ids_of(second.body)) < 7
+    assert budget.held == len(first.body) + len(second.body) <= 12000
+    third = decide(r, "s", "0")  # nothing left: one event, not refused
+    assert ids_of(third.body) == ["1"] and third.outcome == "hit"
+    assert budget.shortened == 2 and budget.replays == 3
+    first.charge.release()
+    first.charge.release()  # (once only)
+    assert budget.held == len(second.body) + len(third.body)
+    assert len(ids_of(decide(r, "s", "0").body)) > 1  # room again
+
+
+def test_an_inline_part_forwards_from_its_last_event_and_says_so() -> None:
+    budget = _resume.ReplayBudget(per_replay=5000, in_flight=1 << 30)
+    r = filled(budget)
+    d = decide(r, "s", "0", inline=True)
+    assert (d.outcome, d.forward_id, d.held_back) == ("hit", "4", 16)
+    assert d.prefix.startswith(b": sse-resume: served 4 events from history (a replay is bounded); the 16 after them")
+    # the upstream resumes after 4 (it resends 5..20, then goes on): each event once, in order
+    out = stream_of(r, d, [big(n) for n in range(5, 23)])
+    assert ids_of(out) == [str(n) for n in range(1, 23)]
+
+
+def test_an_inline_replay_is_released_once_the_proxy_asks_for_more() -> None:
+    budget = _resume.ReplayBudget(per_replay=5000, in_flight=1 << 30)
+    r = filled(budget)
+    d = decide(r, "s", "0", inline=True)
+    assert d.charge is not None and budget.held == len(d.prefix)
+    relay = r.open(d, release_early=True)
+    first = relay.pipe(big(21))
+    assert isinstance(first, bytes) and first.startswith(d.prefix)
+    assert budget.held == len(d.prefix)  # handed on, maybe not sent yet
+    assert relay.pipe(big(22)) == big(22)  # mitmproxy reads on only once its writers drained: sent
+    assert budget.held == 0 and not d.charge.held
+    assert relay.pipe(big(23)) == big(23)  # and the hot path is back
+    assert relay._hot
+
+
+def test_an_inline_replay_without_early_release_stays_charged_for_its_caller() -> None:
+    budget = _resume.ReplayBudget(per_replay=5000, in_flight=1 << 30)
+    r = filled(budget)
+    d = decide(r, "s", "0", inline=True)
+    relay = r.open(d)
+    relay.pipe(big(21))
+    relay.pipe(big(22))
+    relay.close()
+    assert d.charge is not None and budget.held == len(d.prefix)
+    d.charge.release()
+    assert budget.held == 0
