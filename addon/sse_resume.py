@@ -872,13 +872,21 @@ class SSEResume:
         ends = False
         if decoder is not None:
             del response.headers["content-encoding"]
-            response.headers.pop("content-length", None)
             if flow.request.http_version == "HTTP/1.1":
-                # Chunked, so that the addon can end the response early (a body that decodes past its bound, or
-                # not at all); and the connection closes after it, as the upstream's end still follows.
-                response.headers["transfer-encoding"] = "chunked"
+                # Chunked (below), so that the addon can end the response early (a body that decodes past its
+                # bound, or not at all); and the connection closes after it, as the upstream's end still follows.
                 response.headers["connection"] = "close"
                 ends = True
+        if decoder is not None or "content-length" in response.headers:
+            # The body the client gets is not the upstream's length: decoded, or with the addon's bytes in front
+            # (a comment, a replay, a restored retry) and duplicates dropped. (mitmproxy still reads the upstream
+            # by the length it came with.) HTTP/1.1 gets chunked framing; HTTP/2 frames by itself; an HTTP/1.0
+            # client reads to the connection's end.
+            response.headers.pop("content-length", None)
+            if flow.request.http_version == "HTTP/1.1":
+                response.headers["transfer-encoding"] = "chunked"
+            elif flow.request.http_version.startswith("HTTP/1"):
+                response.headers["connection"] = "close"
         state.relay = self.resumer.open(decision, release_early=flow.request.http_version.startswith("HTTP/1"))
         response.stream = self._callable(flow.id, state, decoder, ends)
 

@@ -894,3 +894,24 @@ def test_commands_in_mitmweb_answer_one_line_and_log_their_table(
         relay_through(addon, sse_flow("/two"), [b"id: x\ndata: c\n\n"])
         assert tctx.command(addon.history_command).startswith("2 sessions held: name one, sse.history KEY")
         assert "\n" not in tctx.command(addon.settings_command)
+
+
+@pytest.mark.parametrize(("version", "framing"), [("HTTP/1.1", "chunked"), ("HTTP/2.0", None), ("HTTP/1.0", None)])
+def test_a_length_the_upstream_gave_is_not_passed_on(version: str, framing: str | None) -> None:
+    """The addon may put bytes in front or drop duplicates, so the client's body is not the upstream's length."""
+    addon = script.SSEResume()
+    with taddons.context(addon):
+        flow = sse_flow(last_event_id="ancient")
+        flow.request.http_version = version
+        asyncio.run(addon.request(flow))
+        flow.response = tutils.tresp(content=None)
+        flow.response.headers["content-type"] = "text/event-stream"
+        flow.response.headers["content-length"] = "15"
+        addon.responseheaders(flow)
+        outs = run([b"id: 1\ndata: a\n\n", b""], flow)
+    assert "content-length" not in flow.response.headers
+    assert flow.response.headers.get("transfer-encoding") == framing
+    assert (flow.response.headers.get("connection") == "close") == (version == "HTTP/1.0")
+    assert outs[0] == b": sse-resume: Last-Event-ID unknown: forwarded upstream; continuity not guaranteed\n\n" + (
+        b"id: 1\ndata: a\n\n"
+    )
