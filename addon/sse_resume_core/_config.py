@@ -24,12 +24,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sse_resume_core._history import HistoryLimits
 from sse_resume_core._identity import check_patterns
+from sse_resume_core._logsafe import redact_url
 
 __all__ = ["ConfigError", "Settings", "effective", "load_file", "merge", "section_values", "shown"]
 
@@ -238,7 +238,7 @@ def shown(settings: Settings) -> dict[str, str]:
         elif isinstance(value, (list, tuple, frozenset, set)):
             text = ",".join(str(v) for v in value)
         elif isinstance(value, str) and "://" in value:
-            text = _mask_password(value)
+            text = redact_url(value)
         else:
             text = str(value)
         out[name] = text
@@ -246,11 +246,3 @@ def shown(settings: Settings) -> dict[str, str]:
 
 
 SECRETS: Final = frozenset({"store_secret"})
-
-
-def _mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -8,10 +8,11 @@ long the message was. :func:`id_digest` names an event id for a log line without
 from __future__ import annotations
 
 import traceback
+from urllib.parse import urlsplit, urlunsplit
 
 from sse_resume_core._resume import digest
 
-__all__ = ["id_digest", "safe_traceback", "withheld"]
+__all__ = ["id_digest", "redact_url", "safe_traceback", "withheld"]
 
 
 def withheld(text: str) -> str:
@@ -58,3 +59,12 @@ def id_digest(session: str, event_id: str) -> str:
     """
     key = bytes.fromhex(digest("event ids of " + session, 32))
     return digest(event_id, 6, key)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log or a listing of settings: its password, if it has one, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

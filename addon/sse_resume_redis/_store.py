@@ -47,7 +47,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -56,6 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sse_resume_core import Found, HistoryLimits, MemoryHistory, Recorded
+from sse_resume_core._logsafe import redact_url as redact
 
 __all__ = ["RedisHistory", "StoreHealth", "redact"]
 
@@ -117,15 +117,6 @@ local seq = redis.call('HGET', KEYS[2], ARGV[1])
 if not seq then return false end
 return redis.call('ZRANGEBYSCORE', KEYS[1], seq, '+inf')
 """
-
-
-def redact(url: str) -> str:
-    """A Redis URL fit for a log: the password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(slots=True)
