@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import h11
 
-from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
+from sse_resume_core._logsafe import id_digest, redact_url, safe_traceback, withheld
 from sse_resume_keep._upstream import broken
 
 
@@ -54,3 +54,9 @@ def test_h11_errors_are_described_without_the_upstreams_bytes() -> None:
     except h11.RemoteProtocolError as e:
         text = broken(e, 33)
     assert text.startswith("illegal header line after 33 bytes") and "SECRET" not in text
+
+
+def test_url_passwords_never_reach_logs() -> None:
+    assert redact_url("redis://user:hunter2@example:6379/0") == "redis://user:***@example:6379/0"
+    assert redact_url("rediss://:hunter2@example/1") == "rediss://:***@example/1"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
