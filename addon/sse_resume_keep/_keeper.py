@@ -155,7 +155,7 @@ class KeeperStats:
 class _Client:
     """One client response (a connection from mitmproxy) fed by a kept stream."""
 
-    __slots__ = ("big", "bound", "closed", "conn", "done", "report", "skipping", "writer")
+    __slots__ = ("big", "bound", "closed", "conn", "done", "draining", "report", "skipping", "writer")
 
     def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport, bound: int) -> None:
         self.conn = conn
@@ -165,6 +165,7 @@ class _Client:
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.big = False  # in the middle of an oversize event: more of it must follow before anything else
+        self.draining = False  # an oversize event ended: its tail may still be queued (held back as during it)
         self.skipping = False  # attached in the middle of an oversize event: nothing of it is sent
 
     def queued(self) -> int:
@@ -180,7 +181,7 @@ class _Client:
         if self.writer.transport.is_closing():
             self.finish("client gone")
             return False
-        if not self.big and self.queued() > self.bound:
+        if not self.big and not self.draining and self.queued() > self.bound:
             self.finish("client too slow: response ended (it resumes from history)", clean=True, say=TOO_SLOW)
             return False
         if not data:
@@ -315,6 +316,7 @@ class KeptStream:
             client.report.delivered += d.recorded
             if d.oversize:
                 client.big = d.more
+                client.draining = not d.more  # (what the event left queued is waited for, not held against it)
         return True
 
     async def _hold_back(self) -> None:
@@ -323,13 +325,15 @@ class KeptStream:
         read no faster than those clients read. One that takes nothing for the grace time is dropped (it
         discards the unfinished event; nothing more can be said to it)."""
         grace = self.keeper.settings.grace
-        for client in [c for c in self.clients if c.big and c.queued() > c.bound]:
+        for client in [c for c in self.clients if (c.big and c.queued() > c.bound) or c.draining]:
             try:
                 await asyncio.wait_for(client.writer.drain(), grace)
             except (TimeoutError, ConnectionError):
                 client.finish(f"client took nothing for {grace:g} s in the middle of an event too large to keep")
                 client.writer.transport.abort()
                 self.detach(client)
+            else:
+                client.draining = False  # the event's tail is taken: from here on, too slow is too slow
 
     def _broke_open(self) -> None:
         """The upstream connection ended inside an oversize event: its clients cannot get the rest of it (the
@@ -399,7 +403,7 @@ class KeptStream:
                             # Corrupt, or a decompression bomb: not a break to reconnect after, the end.
                             self._undecodable(decoder)
                             return
-                        if self._open_big:
+                        if self._open_big or any(c.draining for c in self.clients):
                             await self._hold_back()
                     if decoder is not None:
                         decoder.finish()
