@@ -5,8 +5,8 @@ file named by ``sse_config``, then each mitmproxy option (``--set``, ``sse_`` ke
 differs from its default. A value given on the command line therefore beats the file; an option left at its
 default lets the file speak.
 
-The YAML file (and the ``sse:`` block) has the task's shape, and may carry any other setting under ``sse:`` by its
-option name without the ``sse_`` prefix::
+The YAML file (and the ``sse:`` block) has the shape docs/options.md shows, and may carry any other setting under
+``sse:`` by its option name without the ``sse_`` prefix::
 
     sse:
       client_resilience:

@@ -76,7 +76,7 @@ async def async_wait_for[T](condition: Callable[[], T], timeout: float, what: st
         await asyncio.sleep(every)
 
 
-STARTED_GROUPS: set[int] = set()  # every process group the harness started, checked at the end of the run
+STARTED_GROUPS: set[int] = set()  # every process group the harness started (conftest checks none outlives its module)
 
 
 def live_processes(groups: set[int]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Settings: the task's YAML shape, validation messages, and which source wins."""
+"""Settings: the documented YAML shape, validation messages, and which source wins."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sse_resume_core._config import (
     shown,
 )
 
-TASK_YAML = """\
+DOCUMENTED_YAML = """\
 sse:
   client_resilience:
     max_event_history: 1000
@@ -36,8 +36,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_task_yaml_loads_as_written(tmp_path: Path) -> None:
-    values = load_file(write(tmp_path, TASK_YAML))
+def test_the_documented_yaml_loads_as_written(tmp_path: Path) -> None:
+    values = load_file(write(tmp_path, DOCUMENTED_YAML))
     assert values == {"max_event_history": 1000, "event_ttl": 300, "support_replay": False, "dedupe_window": 100}
     settings = merge(values, {})
     assert settings.support_replay is False and settings.limits().replay is False
@@ -50,7 +50,7 @@ def test_other_settings_by_option_name(tmp_path: Path) -> None:
 
 
 def test_command_line_wins_over_file_and_file_over_defaults(tmp_path: Path) -> None:
-    text = TASK_YAML.replace("event_ttl: 300", "event_ttl: 60").replace(
+    text = DOCUMENTED_YAML.replace("event_ttl: 300", "event_ttl: 60").replace(
         "max_event_history: 1000", "max_event_history: 50"
     )
     settings = merge(
