@@ -65,7 +65,13 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         + ", ".join(DEFAULT_IDENTITY_HEADERS)
         + ".",
     ),
-    "max_event_history": (int, "Events kept per session for replay and deduplication; oldest evicted first."),
+    "max_event_history": (int, "Events kept per session for replay and lookups; oldest evicted first."),
+    "max_remembered_ids": (
+        int,
+        "Events per session still recognised by id and bytes after their payload left the history (this many "
+        "in all, the history's included): an upstream that ignores Last-Event-ID and sends them again is "
+        "deduplicated, and a client resuming from one is told what is missing.",
+    ),
     "event_ttl": (int, "Seconds an event is kept; a session idle this long is dropped whole."),
     "support_replay": (
         bool,
@@ -473,7 +479,17 @@ class SSEResume:
         self.transcript_budget.limit = settings.transcript_total_bytes
         if settings.transcript_total_bytes and self.transcript_budget.total > settings.transcript_total_bytes:
             self.transcript_budget.trim()
-        self.resumer = self._resumer()
+        # Reconfigured, not rebuilt: what it remembers (the retry to restore after a replay) outlives the change.
+        self.resumer.reconfigure(
+            store=self.store,
+            replay=settings.support_replay,
+            stale_policy=settings.stale_policy,
+            dedupe_window=settings.dedupe_window,
+            max_event_bytes=settings.max_event_bytes,
+            replay_retry=settings.replay_retry,
+            default_retry=settings.default_retry,
+            transcript_bytes=settings.transcript_bytes,
+        )
         self._serve_metrics()
         if self._running:
             self.live = self._wants_live()

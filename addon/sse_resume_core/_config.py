@@ -48,6 +48,9 @@ class Settings(BaseModel):
     session_header: str = Field("mcp-session-id", description="request header naming the client's session")
     identity_headers: tuple[str, ...] = Field((), description="header name patterns added to the identity's")
     max_event_history: int = Field(1000, ge=1, le=10_000_000, description="events held per session")
+    max_remembered_ids: int = Field(
+        100_000, ge=0, le=100_000_000, description="events per session recognised by id and bytes after they go"
+    )
     event_ttl: int = Field(300, ge=1, le=7 * 86400, description="seconds an event (and an idle session) is held")
     support_replay: bool = Field(True, description="keep payloads and replay them (false: ids only)")
     dedupe_window: int = Field(100, ge=0, le=100_000, description="ids remembered per connection")
@@ -120,6 +123,7 @@ class Settings(BaseModel):
             max_sessions=self.max_sessions,
             max_bytes=self.max_history_bytes,
             replay=self.support_replay,
+            max_remembered=self.max_remembered_ids,
         )
 
 

@@ -18,21 +18,14 @@ from typing import Final
 
 from sse_resume_core._history import Recorded
 from sse_resume_core._parser import Block, BlockKind, SSEParser
+from sse_resume_core._resume import PROXY_ID_PREFIX, is_proxy_id
 from sse_resume_core._store import HistoryStore
 
 _OVERSIZE: Final = BlockKind.OVERSIZE
 
 __all__ = ["PROXY_ID_PREFIX", "Backoff", "KeepStats", "KeptFeed", "is_proxy_id"]
 
-PROXY_ID_PREFIX: Final = "sse-resume."
-"""Proxy-made event ids start with this: ``sse-resume.<stream>.<n>``. They are never sent upstream."""
-
 _ids = itertools.count(1)  # one counter for the process: ids stay unique however often a stream is re-kept
-
-
-def is_proxy_id(event_id: str | None) -> bool:
-    """True when ``event_id`` was made by the proxy (so the upstream has never heard of it)."""
-    return bool(event_id) and event_id.startswith(PROXY_ID_PREFIX)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,6 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -56,6 +55,7 @@ from redis.exceptions import RedisError
 
 from sse_resume_core import Found, HistoryLimits, MemoryHistory, Recorded
 from sse_resume_core._logsafe import redact_url as redact
+from sse_resume_core._store import StoreHealth
 
 __all__ = ["RedisHistory", "StoreHealth", "redact"]
 
@@ -119,22 +119,6 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], seq, '+inf')
 """
 
 
-@dataclass(slots=True)
-class StoreHealth:
-    """How the exchange with Redis goes. Counters only grow; ``up`` and ``queued`` are gauges."""
-
-    up: bool = False
-    writes: int = 0
-    """Events written to Redis."""
-    failures: int = 0
-    """Failed exchanges (writes or lookups): timeouts, refused connections, errors."""
-    dropped: int = 0
-    """Writes given up because too many waited for an unavailable Redis."""
-    fallbacks: int = 0
-    """Lookups answered by the local history alone because Redis did not answer in time."""
-    queued: int = 0
-
-
 class RedisHistory(MemoryHistory):
     """A :class:`MemoryHistory` whose writes also go to Redis and whose lookups ask Redis first."""
 
@@ -153,7 +137,7 @@ class RedisHistory(MemoryHistory):
         self.timeout = timeout
         self.prefix = prefix
         self.wall = wall
-        self.health = StoreHealth()
+        self._health = StoreHealth()
         self._redis = aioredis.from_url(
             url,
             socket_timeout=max(timeout * 4, 1.0),
@@ -186,7 +170,7 @@ class RedisHistory(MemoryHistory):
     def _down(self) -> bool:
         """An exchange failed and none has succeeded since: lookups stay local until the writer task reaches
         Redis again (before the first exchange, lookups try Redis)."""
-        return not self.health.up and self.health.failures > 0
+        return not self._health.up and self._health.failures > 0
 
     # -- the synchronous hot path: local first, Redis behind ---------------------------------------------------
 
@@ -230,13 +214,13 @@ class RedisHistory(MemoryHistory):
             return None
         self.start()
         if self._down:  # the writer task probes Redis and clears this when it answers again
-            self.health.fallbacks += 1
+            self._health.fallbacks += 1
             return self.lookup(session, event_id)
         try:
             async with asyncio.timeout(self.timeout):
                 members = await self._call_find(session, event_id)
         except (RedisError, OSError, TimeoutError) as e:
-            self.health.fallbacks += 1
+            self._health.fallbacks += 1
             self._failed("lookup", e)
             return self.lookup(session, event_id)
         self._ok()
@@ -273,8 +257,8 @@ class RedisHistory(MemoryHistory):
                 entries.append((flagged[1:].decode("utf-8", "surrogatepass") if flagged[:1] == b"1" else None, raw))
         super().new_stream(session, stream)
         start = 0  # after the newest event this proxy holds already
-        for i, (event_id, _) in enumerate(entries):
-            if event_id and self.position(session, stream, event_id) is not None:
+        for i, (event_id, raw) in enumerate(entries):
+            if event_id and self.position(session, stream, event_id, raw) is not None:
                 start = i + 1
         for event_id, raw in entries[start:]:
             super().record(session, stream, event_id, raw)
@@ -295,7 +279,7 @@ class RedisHistory(MemoryHistory):
         delay = BACKOFF[0]
         while not self._closed:
             try:
-                if not self.health.up:
+                if not self._health.up:
                     async with asyncio.timeout(self._write_timeout):
                         await self._writes.ping()
                 if self._queue:
@@ -339,7 +323,7 @@ class RedisHistory(MemoryHistory):
         if self._rate < RATE and took * 2 * budget / max(size, 1) < self._write_timeout + budget / self._rate:
             self._rate = min(self._rate * 2, RATE)
         self._queued_bytes -= size
-        self.health.writes += sum(1 for kind, _ in batch if kind == "record")
+        self._health.writes += sum(1 for kind, _ in batch if kind == "record")
         self._landed()
 
     def _budget(self) -> tuple[int, int]:
@@ -381,31 +365,31 @@ class RedisHistory(MemoryHistory):
         return [f"{self.prefix}{{{session}}}:{name}" for name in names]
 
     def _ok(self) -> None:
-        if not self.health.up:
-            self.health.up = True
+        if not self._health.up:
+            self._health.up = True
             log.info("sse-resume: Redis store %s is available", redact(self.url))
 
     def _failed(self, what: str, error: BaseException) -> None:
-        self.health.failures += 1
-        if self.health.up or self.health.failures == 1:
+        self._health.failures += 1
+        if self._health.up or self._health.failures == 1:
             log.warning(
                 "sse-resume: Redis store %s unavailable (%s: %s); serving from this proxy's history and retrying",
                 redact(self.url),
                 what,
                 type(error).__name__ if isinstance(error, TimeoutError) else error,
             )
-        self.health.up = False
+        self._health.up = False
         self._wake.set()  # the writer task probes until Redis answers
 
     def _give_up_oldest(self) -> None:
         """Drop the oldest queued writes until the queue is within its bounds. The first time since writes last
         landed, say so in the log (counts and sizes, never a payload byte)."""
         queue = self._queue
-        before = self.health.dropped
+        before = self._health.dropped
         while queue and (len(queue) > MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES):
             self._queued_bytes -= _size(queue.popleft())
-            self.health.dropped += 1
-        if self._dropped_since is None and self.health.dropped > before:
+            self._health.dropped += 1
+        if self._dropped_since is None and self._health.dropped > before:
             self._dropped_since = before
             log.warning(
                 "sse-resume: Redis store %s: more writes wait for it than the queue holds (%d writes, %d bytes): "
@@ -420,19 +404,21 @@ class RedisHistory(MemoryHistory):
             log.info(
                 "sse-resume: Redis store %s takes writes again; %d writes were given up meanwhile",
                 redact(self.url),
-                self.health.dropped - self._dropped_since,
+                self._health.dropped - self._dropped_since,
             )
             self._dropped_since = None
 
-    def snapshot_health(self) -> StoreHealth:
-        self.health.queued = len(self._queue) + self._inflight
-        return self.health
+    def health(self) -> StoreHealth:  # type: ignore[override]  # (a remote store's health is never None)
+        self._health.queued = len(self._queue) + self._inflight
+        return self._health
+
+    snapshot_health = health
 
     async def aclose(self, flush: float = 1.0) -> None:
         """Write what is queued (for at most ``flush`` seconds), then stop and disconnect."""
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(flush):
-                while self._queue and self.health.up:
+                while self._queue and self._health.up:
                     await self._flush_batch()
         self._closed = True
         if self._task is not None:

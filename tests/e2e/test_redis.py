@@ -75,7 +75,7 @@ def test_a_second_proxy_finds_and_adopts_what_the_first_recorded(server: RedisSe
         assert [e.raw for e in found.after] == [event(4), event(5), event(6)]
         assert found.newest_id == "6"
         # Adopted: b continues the stream as its own, positions comparable, a duplicate refused locally.
-        assert b.position(S, stream, "6") is not None
+        assert b.position(S, stream, "6", event(6)) is not None
         assert b.record(S, stream, "6", event(6)) is Recorded.DUPLICATE
         assert await b.find(S, "nope") is None
         await a.aclose()

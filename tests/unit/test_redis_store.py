@@ -63,7 +63,7 @@ def test_a_timed_out_batch_goes_back_in_order_and_the_next_ones_are_smaller() ->
             await store._flush_batch()
         assert store._rate == RATE / 2
         assert [item[1][2] for item in store._queue] == [str(n) for n in range(300)]  # back, in order
-        assert store.snapshot_health().queued == 300 and store.health.writes == 0
+        assert store.snapshot_health().queued == 300 and store.snapshot_health().writes == 0
         for _ in range(7):  # down to its floor, never below
             with pytest.raises(TimeoutError):
                 await store._flush_batch()

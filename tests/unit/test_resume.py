@@ -131,7 +131,7 @@ def test_window_forgets_ids_older_than_it_holds(chunked: bool) -> None:
     relay = r.open(decide(r, "t", None))
     for n in range(1000):
         relay.feed(ev(n))
-        assert min(n + 1, 2) <= len(relay._seen) <= 2 + BATCH
+        assert relay._window is not None and min(n + 1, 2) <= len(relay._window) <= 2 + BATCH
 
 
 def test_concurrent_connection_on_a_stream_is_not_starved() -> None:
