@@ -167,10 +167,10 @@ def test_events_the_general_path_relays_are_batched_and_a_decision_sees_them() -
     relay = r.open(decide(r, "s", None))
     crlf = b"id: 1\r\ndata: 1\r\n\r\nid: 2\r\ndata: 2\r\n\r\n"  # (CR line ends: never the hot path)
     assert relay.feed(crlf) + relay.feed(ev(3)) == crlf + ev(3)
-    assert len(relay._pending) == 3 and relay.stats.recorded == 0  # held for one batch, in order
+    assert len(relay._rec.raws) == 3 and relay.stats.recorded == 0  # held for one batch, in order
     d = decide(r, "s", "1")  # a decision records what every relay holds first
     assert d.outcome == "hit" and [e.id for e in d.replay] == ["2", "3"]
-    assert relay.stats.recorded == 3 and not relay._pending
+    assert relay.stats.recorded == 3 and not relay._rec.raws
 
 
 def test_legacy_stream_hands_on_what_the_parser_held_once() -> None:
