@@ -729,6 +729,7 @@ class Resumer:
             self.stats.behind += 1
             why = "not kept (ids only)" if self.replay is False else "no longer held"
             note = f"newer events seen but {why}: resuming upstream from the client's Last-Event-ID"
+            prefix = b": sse-resume: %s\n\n%s" % (note.encode(), prefix)  # (told, as on a miss)
             return Decision("behind", session, found.stream, last_event_id, found.seq, prefix=prefix, note=note)
         self.stats.up_to_date += 1
         newest = found.newest_id or last_event_id
