@@ -217,7 +217,7 @@ def report_line(rounds: Rounds, first: str, other: str, cpu: bool = True) -> str
 def report(label: str, first: str, other: str, measured: dict[str, Rounds], cpu: bool = True) -> None:
     """Print every shape's ratios of ``other`` against ``first``: events/s, and with ``cpu`` events per CPU-second."""
     print(f"\n{label}: median of paired rounds (the middle half of the rounds)")
-    print(f"  {'shape':14} {'events/s':32} {'events per CPU-second' if cpu else ''}")
+    print(f"  {'shape':14} {'events/s':32} {'events per CPU-second' if cpu else ''}".rstrip())
     for name, rounds in measured.items():
         speed, _, per_cpu = ratios(rounds, first, other)
         shown_cpu = str(per_cpu) if cpu and per_cpu is not None else ""
