@@ -5,17 +5,22 @@ For each event shape of ``event_shapes.py`` (the MCP SDKs' JSON-RPC events, LLM 
 pieces, as a socket read delivers it to a client, and as the upstream's HTTP chunks (one event each, but for the
 ``many`` shape), as mitmproxy hands them to the relay. Each parser turns it into events whose id, type and data
 the loop reads. httpx-sse is run as its ``EventSource.iter_sse`` runs it: incremental UTF-8 decoding, its
-``SSELineDecoder``, ``rstrip("\\n")`` of each line, its ``SSEDecoder``. Each parser runs ``--rounds`` times; the
-best round counts. The ratios SSEParser / httpx-sse (above 1: SSEParser is faster) come last, the headline being
-the ``starlette`` shape (what MCP Python SDK servers send) in 16 KiB pieces.
+``SSELineDecoder``, ``rstrip("\\n")`` of each line, its ``SSEDecoder``.
 
-    python benchmarks/bench_parser.py [--shapes starlette] [--megabytes 20] [--rounds 3] [--sseclient]
+Rounds are paired, as in ``bench_relay.py``: in each, every parser reads the stream once, in turn (the order
+reversed every other round), timed in CPU seconds of this process (time spent waiting for a CPU on a busy machine
+does not count), and each round gives the ratio of httpx-sse's time to SSEParser's. The median of those ratios
+and the middle half of them are printed last (above 1: SSEParser is faster); the headline is the ``starlette``
+shape (what MCP Python SDK servers send) in 16 KiB pieces.
+
+    python benchmarks/bench_parser.py [--shapes starlette] [--megabytes 20] [--rounds 5] [--sseclient]
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import statistics
 import time
 from collections.abc import Callable
 
@@ -70,14 +75,26 @@ def sseclient_py(chunks: list[bytes]) -> int:
     return count
 
 
-def best_of(rounds: int, run: Callable[[list[bytes]], int], chunks: list[bytes]) -> tuple[float, int]:
-    best = float("inf")
-    count = 0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        count = run(chunks)
-        best = min(best, time.perf_counter() - start)
-    return best, count
+def paired(
+    rounds: int, parsers: dict[str, Callable[[list[bytes]], int]], chunks: list[bytes], expected: int
+) -> dict[str, list[float]]:
+    """Each parser's CPU seconds in each of ``rounds`` paired rounds (stops if one miscounts the events)."""
+    seconds: dict[str, list[float]] = {name: [] for name in parsers}
+    names = list(parsers)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.process_time()
+            count = parsers[name](chunks)
+            seconds[name].append(time.process_time() - start)
+            if count != expected:
+                raise SystemExit(f"{name} parsed {count} events, expected {expected}")
+    return seconds
+
+
+def middle(ratios: list[float]) -> str:
+    """The median of per-round ratios and the range of the middle half of them."""
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return f"{q[1]:5.2f}x (middle half {q[0]:.2f}-{q[2]:.2f}x)"
 
 
 def pieces(data: bytes) -> list[bytes]:
@@ -88,7 +105,7 @@ def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of: {', '.join(SHAPES)}")
     args.add_argument("--megabytes", type=float, default=20)
-    args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--rounds", type=int, default=5)
     args.add_argument("--sseclient", action="store_true", help="run sseclient-py too (slow)")
     opts = args.parse_args()
     names = [name.strip() for name in opts.shapes.split(",") if name.strip()]
@@ -97,26 +114,25 @@ def main() -> None:
     parsers: dict[str, Callable[[list[bytes]], int]] = {"sse_resume_core": ours, "httpx-sse": httpx_sse}
     if opts.sseclient:
         parsers["sseclient-py"] = sseclient_py
-    ratios: list[tuple[str, str, float]] = []
+    ratios: list[tuple[str, str, str]] = []
     for shape in names:
         chunks, expected = make_stream(shape, opts.megabytes)
         data = b"".join(chunks)
         print(f"shape {shape}: {len(data) / 1e6:.1f} MB, {expected:,} events of {len(data) / expected:.0f} bytes")
         for how, feed in (("16 KiB pieces", pieces(data)), ("HTTP chunks", chunks)):
-            results: dict[str, float] = {}
-            for name, run in parsers.items():
-                seconds, count = best_of(opts.rounds, run, feed)
-                if count != expected:
-                    raise SystemExit(f"{name} parsed {count} events of {shape}, expected {expected}")
-                results[name] = seconds
+            seconds = paired(opts.rounds, parsers, feed, expected)
+            for name, times in seconds.items():
+                median = statistics.median(times)
                 print(
-                    f"  {how:14} {name:16} {len(data) / seconds / 1e6:7.1f} MB/s {count / seconds:11,.0f} events/s",
+                    f"  {how:14} {name:16} {len(data) / median / 1e6:7.1f} MB/s {expected / median:11,.0f} events/s"
+                    f" (median of {opts.rounds} rounds, CPU time)",
                     flush=True,
                 )
-            ratios.append((shape, how, results["httpx-sse"] / results["sse_resume_core"]))
-    print("\nratio SSEParser / httpx-sse throughput (best rounds; above 1: SSEParser is faster)")
+            theirs, mine = seconds["httpx-sse"], seconds["sse_resume_core"]
+            ratios.append((shape, how, middle([t / m for t, m in zip(theirs, mine, strict=True)])))
+    print("\nratio SSEParser / httpx-sse throughput, median of paired rounds (above 1: SSEParser is faster)")
     for shape, how, ratio in ratios:
-        print(f"  {shape:14} {how:14} {ratio:5.2f}x")
+        print(f"  {shape:14} {how:14} {ratio}")
 
 
 if __name__ == "__main__":
