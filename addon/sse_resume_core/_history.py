@@ -131,6 +131,9 @@ class Found:
     ambiguous: int = 0
     """When more than one remembered event of the session carries the id: how many (the id names none of them;
     :attr:`stream`, :attr:`seq` and :attr:`after` then say nothing)."""
+    forgotten: bool = False
+    """The stream's first events are no longer remembered (past ``max_remembered``, the ttl or the byte cap): an
+    upstream that starts over sends them again, and they cannot be recognised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,7 @@ class HistoryStats:
 
 
 class _Stream:
-    __slots__ = ("count", "lost", "name", "newest_id", "number", "seqs", "tail")
+    __slots__ = ("count", "forgotten", "lost", "name", "newest_id", "number", "seqs", "tail")
 
     def __init__(self, name: str, number: int) -> None:
         self.name = name
@@ -169,6 +172,7 @@ class _Stream:
         self.count = 0  # events remembered (in the history or behind it)
         self.newest_id = ""
         self.lost = -1  # the newest sequence number of this stream's events evicted from the history
+        self.forgotten = False  # some of its events are no longer remembered
 
     def merged(self) -> SortedList:
         """The sorted list of its sequence numbers in the history. Runtime complexity: O(tail + log n) amortized."""
@@ -497,7 +501,7 @@ class MemoryHistory:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
         st = s.streams_by_number[s.stream_of[seq - s.base]]
         after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
-        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq)
+        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=st.forgotten)
 
     def position(self, session: str, stream: str, event_id: str, raw: bytes) -> int | None:
         """The sequence number of the event of ``stream`` with this id and these bytes, if remembered.
@@ -692,6 +696,7 @@ class MemoryHistory:
             deque(map(by_id.pop, named, repeat(None)), maxlen=0)
             cost += len(named) * ID_OVERHEAD + sum(map(len, named))
             stream.count -= count
+            stream.forgotten = True
             if not stream.count:
                 self._drop_stream(s, stream)
         else:
@@ -709,6 +714,7 @@ class MemoryHistory:
                     elif by_id.get(event_id) == base + i:
                         del by_id[event_id]
                 stream.count -= 1
+                stream.forgotten = True
                 if not stream.count:
                     self._drop_stream(s, stream)
         ids[start:stop] = [None] * count
