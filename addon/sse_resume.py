@@ -517,8 +517,6 @@ class SSEResume:
             assign_ids=s.assign_ids,
             backoff=Backoff(tries=s.keep_max_tries),
             max_event_bytes=s.max_event_bytes,
-            dedupe_window=s.dedupe_window,
-            stale_policy=s.stale_policy,
             transcript_bytes=s.transcript_bytes,
             transcript_budget=self.transcript_budget,
             tls=tls,
@@ -534,7 +532,7 @@ class SSEResume:
         if not self.settings.keep_upstream:
             return
         if keeper is None:
-            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats, self._budget)
+            self.keeper = Keeper(self.resumer, self._keep_settings())
             try:
                 self.keeper.start()
             except OSError as e:
