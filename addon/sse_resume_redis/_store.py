@@ -420,7 +420,7 @@ class RedisHistory:
         self._ok()
         if members:
             try:
-                self._adopt(session, members)
+                self._adopt(session, event_id, members)
             except (ValueError, IndexError) as e:  # not what this store writes: someone else's keys, or damage
                 log.warning("sse-resume: unreadable history in Redis for session %s (%s); not used", session[:12], e)
         return self.local.lookup(session, event_id)
@@ -437,23 +437,43 @@ class RedisHistory:
             members = await self._find_script(keys=keys, args=[_b(event_id)])
         return members
 
-    def _adopt(self, session: str, members: list[bytes]) -> None:
-        """Copy into the local history the events of the streams found that it lacks. Every member is read first:
-        one that is not an event of this layout refuses them all (ValueError)."""
+    def _adopt(self, session: str, event_id: str, members: list[bytes]) -> None:
+        """Copy into the local history the events it lacks of the streams that hold ``event_id``. Every member is
+        read first: one that is not an event of this layout refuses them all (ValueError).
+
+        When every event with the id is the same event (same bytes), in copies of one upstream stream that
+        proxies recorded apart (two clients of a session, each fresh on a proxy of its own), one copy is adopted:
+        the one the local history has, or else the newest. (Locally, such a response joins the stream that holds
+        its first event, so there is one copy.) Otherwise every stream holding the id is, and the id is ambiguous
+        here as it is in Redis."""
         oldest = self.wall() - self.limits.ttl
         streams: dict[str, list[tuple[str | None, bytes, int]]] = {}
+        holding: list[str] = []  # the streams with an event that has the id, the newest occurrence's last
+        crcs: set[int] = set()  # the CRCs of those events
         for member in members:
-            _seq, stream, flagged, stamp, crc, raw = member.split(b"\0", 5)
+            _seq, stream, flagged, stamp, digits, raw = member.split(b"\0", 5)
             flag = flagged[:1]
             if flag not in (b"0", b"1"):
                 raise ValueError("not an event")
-            entries = streams.setdefault(stream.decode(), [])
+            name = stream.decode()
+            entries = streams.setdefault(name, [])
             if float(stamp) >= oldest:  # (an expired event is not served, though its key lives on)
-                event_id = flagged[1:].decode("utf-8", "surrogatepass") if flag == b"1" else None
-                entries.append((event_id, raw, int(crc)))
-        for name, entries in streams.items():
-            if entries:
-                self._adopt_stream(session, name, entries)
+                found = flagged[1:].decode("utf-8", "surrogatepass") if flag == b"1" else None
+                crc = int(digits)
+                entries.append((found, raw, crc))
+                if found == event_id:
+                    if name in holding:
+                        holding.remove(name)
+                    holding.append(name)
+                    crcs.add(crc)
+        if len(holding) > 1 and len(crcs) == 1:
+            (crc,) = crcs
+            local = self.local
+            mine = [name for name in holding if local.position(session, name, event_id, b"", crc=crc) is not None]
+            holding = mine[-1:] or holding[-1:]
+        for name in holding:
+            if streams[name]:
+                self._adopt_stream(session, name, streams[name])
 
     def _adopt_stream(self, session: str, stream: str, entries: list[tuple[str | None, bytes, int]]) -> None:
         """Copy a stream's events (oldest first) into the local history: those after the newest that it holds

@@ -156,6 +156,35 @@ def test_an_id_that_several_events_hold_in_redis_is_ambiguous_after_adoption(
     run(scenario)
 
 
+def test_copies_of_one_stream_recorded_by_two_proxies_name_one_event(server: RedisServer, prefix: str) -> None:
+    """Two clients of one session, each fresh on a proxy of its own: each proxy records the upstream's stream
+    under a name of its own. The same events (same ids, same bytes) in both copies are still one event each."""
+
+    async def scenario() -> None:
+        a, b, c = store(server, prefix), store(server, prefix), store(server, prefix)
+        mine, theirs = b.new_stream(S), a.new_stream(S)
+        b.record_many(S, mine, ["1", "2"], [event(1), event(2)])
+        await settled(b)
+        a.record_many(S, theirs, ["1", "2", "3"], [event(1), event(2), event(3)])
+        await settled(a)
+        found = await b.find(S, "2")  # b holds a copy: it is the one found, the other is not adopted
+        assert found is not None and not found.ambiguous and found.stream == mine
+        assert {e.stream for e in b.events(S)} == {mine}
+        found = await c.find(S, "2")  # c holds none: the newest copy is adopted, whole
+        assert found is not None and not found.ambiguous and found.stream == theirs
+        assert [(e.stream, e.id) for e in c.events(S)] == [(theirs, "1"), (theirs, "2"), (theirs, "3")]
+        # One copy holds the id twice, with other bytes (ids stamped by the second), the other copy once.
+        b.record_many("other", b.new_stream("other"), ["7", "7"], [event(7, "a"), event(7, "b")])
+        a.record("other", a.new_stream("other"), "7", event(7, "b"))
+        await settled(a, b)
+        found = await c.find("other", "7")
+        assert found is not None and found.ambiguous == 3  # not one event: both copies adopted
+        for each in (a, b, c):
+            await each.aclose()
+
+    run(scenario)
+
+
 def test_keys_of_the_first_layout_are_ignored_and_deleted_with_their_session(server: RedisServer, prefix: str) -> None:
     async def scenario() -> None:
         a = store(server, prefix)

@@ -159,7 +159,7 @@ def events_in_redis(port: int, prefix: str = "sse-resume:") -> int:
     """Events held in Redis under ``prefix``, every session counted, asked of the server directly."""
     client = redis.Redis(port=port)
     try:
-        return sum(client.zcard(key) for key in client.scan_iter(match=prefix + "{*}:ev", count=1000))
+        return sum(client.zcard(key) for key in client.scan_iter(match=prefix + "v2:{*}:ev", count=1000))
     finally:
         client.close()
 
