@@ -351,11 +351,11 @@ class MetricsCollector:
         h = self.addon.store.health()
         if h is not None:
             yield GaugeMetricFamily("sse_resume_store_up", "1 when the Redis store answers.", value=int(h.up))
-            yield GaugeMetricFamily("sse_resume_store_queued", "Writes waiting for Redis.", value=h.queued)
+            yield GaugeMetricFamily("sse_resume_store_queued", "Events waiting for Redis.", value=h.queued)
             for name, doc, value in (
                 ("sse_resume_store_writes", "Events written to Redis.", h.writes),
                 ("sse_resume_store_failures", "Failed exchanges with Redis (timeouts, errors).", h.failures),
-                ("sse_resume_store_dropped_writes", "Writes given up while Redis was away too long.", h.dropped),
+                ("sse_resume_store_dropped_writes", "Events given up while Redis was away too long.", h.dropped),
                 ("sse_resume_store_fallbacks", "Lookups answered locally because Redis did not.", h.fallbacks),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
@@ -551,7 +551,7 @@ class SSEResume:
     def _make_store(settings: Settings) -> HistoryStore:
         if settings.store == "memory":
             return MemoryHistory(settings.limits())
-        feature("store")  # (refused in configure already when missing: this names the package all the same)
+        feature("store")  # without its package: the OptionsError naming the command that installs it
         log.info("sse-resume: history shared in Redis at %s", redact_url(settings.store))
         if not settings.store_secret:
             log.warning(

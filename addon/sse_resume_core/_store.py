@@ -6,6 +6,8 @@ Two kinds of methods. Those on the streaming hot path (``new_stream``, ``record`
 synchronously on its event loop, so a remote store answers them from local state and writes behind. ``find``
 (a ``Last-Event-ID`` lookup, which a shared store may answer from elsewhere) and the life cycle are coroutines;
 administration (the ``sse.*`` commands) is synchronous and local.
+
+:func:`open_store` opens the store a setting names; the Redis store's packages are imported only for it.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ class StoreHealth:
     failures: int = 0
     """Failed exchanges (writes or lookups): timeouts, refused connections, errors."""
     dropped: int = 0
-    """Writes given up because too many waited for an unavailable store."""
+    """Events (and session deletions) given up because too many waited for an unavailable store."""
     fallbacks: int = 0
     """Lookups answered by the local history alone because the store did not answer in time."""
     queued: int = 0
+    """Events (and session deletions) waiting to be written, those being sent included."""
 
 
 @runtime_checkable
