@@ -46,6 +46,7 @@ __all__ = [
     "ReplayBudget",
     "ResumeStats",
     "Resumer",
+    "describe",
     "digest",
     "is_proxy_id",
     "session_key",
@@ -138,6 +139,27 @@ def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start
             if size > room:
                 break
     return best or len(events) - start
+
+
+def describe(decision: Decision, shown_id: str) -> str:
+    """The decision in words for the flow's comment, with the client's id as the caller may show it (the note,
+    which goes to logs and streams too, never carries an id). Beside the notes of :class:`Resumer`: the one
+    place a decision is worded."""
+    outcome = decision.outcome
+    if outcome == "hit":
+        n = len(decision.replay)
+        words = f"served {n} event{'s' if n != 1 else ''} from history after id {shown_id}"
+        return words if decision.body else words + ", then the live stream"
+    if outcome == "miss":
+        done = "restarted the stream upstream" if decision.forward_id is None else "forwarded upstream"
+        why = decision.note.removeprefix("Last-Event-ID ").partition(":")[0]  # unknown, or names N events ...
+        return f"Last-Event-ID {shown_id} {why}: {done}"
+    if outcome == "up-to-date":
+        return f"resumed upstream after id {shown_id} (nothing newer held)"
+    if outcome == "behind":
+        why = decision.note.partition(":")[0]
+        return f"resumed upstream after id {shown_id}: {why}"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,6 +751,7 @@ class Resumer:
             self.stats.behind += 1
             why = "not kept (ids only)" if self.replay is False else "no longer held"
             note = f"newer events seen but {why}: resuming upstream from the client's Last-Event-ID"
+            prefix = b": sse-resume: %s\n\n%s" % (note.encode(), prefix)  # (told, as on a miss)
             return Decision("behind", session, found.stream, last_event_id, found.seq, prefix=prefix, note=note)
         self.stats.up_to_date += 1
         newest = found.newest_id or last_event_id

@@ -111,7 +111,10 @@ def test_ids_only_mode_never_replays_and_forwards_the_clients_id() -> None:
     stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 6)])
     d = decide(r, "s", "2")
     assert (d.outcome, d.forward_id, d.body) == ("behind", "2", b"")
-    assert stream_of(r, d, [ev(n) for n in range(1, 7)]) == ev(3) + ev(4) + ev(5) + ev(6)
+    told = b": sse-resume: newer events seen but not kept (ids only): resuming upstream from the client's "
+    told += b"Last-Event-ID\n\n"
+    assert d.prefix == told
+    assert stream_of(r, d, [ev(n) for n in range(1, 7)]) == told + ev(3) + ev(4) + ev(5) + ev(6)
 
 
 def test_window_drops_repeats_within_a_connection() -> None:
