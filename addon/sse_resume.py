@@ -47,16 +47,15 @@ from sse_resume_core._config import (
 from sse_resume_core._decode import Decoder, UnsupportedEncoding, decoder_for
 from sse_resume_core._identity import IdentityRule, request_identity
 from sse_resume_core._keep import Backoff
-from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
+from sse_resume_core._logsafe import id_digest, redact_url, safe_traceback, withheld
 from sse_resume_core._mcp import treatment
 from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resumer, ResumeStats, describe
+from sse_resume_core._store import HistoryStore, open_store
 from sse_resume_core._view import Transcript, TranscriptBudget, render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 
-if TYPE_CHECKING:  # both imported only when an option asks for them (see FEATURES)
+if TYPE_CHECKING:  # imported only when an option asks for it (see FEATURES)
     from prometheus_client.core import Metric
-
-    from sse_resume_redis import RedisHistory
 
 log = logging.getLogger("sse_resume")
 
@@ -103,14 +102,6 @@ def feature(option: str) -> ModuleType:
             f"sse_{option}: {what} needs the Python package {requirement}, and {missing} not installed in the "
             f"Python that runs mitmproxy ({sys.executable}): install it with: {install_command(requirement)}"
         ) from None
-
-
-def _redis(store: MemoryHistory) -> RedisHistory | None:
-    """The store if it is a Redis store. (Without one, the Redis package is never imported.)"""
-    module = sys.modules.get("sse_resume_redis")
-    if module is not None and isinstance(store, module.RedisHistory):
-        return store
-    return None
 
 
 def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> list[str]:
@@ -266,15 +257,14 @@ class MetricsCollector:
                 ("sse_resume_keep_buffer_full", "Kept streams ended at their bounds.", k.buffer_full),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
-        store = _redis(self.addon.store)
-        if store is not None:
-            h = store.snapshot_health()
+        h = self.addon.store.health()
+        if h is not None:
             yield GaugeMetricFamily("sse_resume_store_up", "1 when the Redis store answers.", value=int(h.up))
-            yield GaugeMetricFamily("sse_resume_store_queued", "Writes waiting for Redis.", value=h.queued)
+            yield GaugeMetricFamily("sse_resume_store_queued", "Events waiting for Redis.", value=h.queued)
             for name, doc, value in (
                 ("sse_resume_store_writes", "Events written to Redis.", h.writes),
                 ("sse_resume_store_failures", "Failed exchanges with Redis (timeouts, errors).", h.failures),
-                ("sse_resume_store_dropped_writes", "Writes given up while Redis was away too long.", h.dropped),
+                ("sse_resume_store_dropped_writes", "Events given up while Redis was away too long.", h.dropped),
                 ("sse_resume_store_fallbacks", "Lookups answered locally because Redis did not.", h.fallbacks),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
@@ -291,7 +281,7 @@ def wants_sse(request: http.Request) -> bool:
 class SSEResume:
     def __init__(self) -> None:
         self.settings = Settings()
-        self.store: MemoryHistory = MemoryHistory(self.settings.limits())
+        self.store: HistoryStore = MemoryHistory(self.settings.limits())
         self.resume_stats = ResumeStats()
         self._unflushed: set[Relay] = set()  # relays with events to record, whichever resumer opened them
         self._budget = ReplayBudget(self.settings.max_replay_bytes, self.settings.max_replay_bytes_in_flight)
@@ -466,34 +456,29 @@ class SSEResume:
         task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    def _make_store(settings: Settings) -> MemoryHistory:
+    def _make_store(settings: Settings) -> HistoryStore:
         if settings.store == "memory":
             return MemoryHistory(settings.limits())
-        redis = feature("store")
-        log.info("sse-resume: history shared in Redis at %s", redis.redact(settings.store))
+        feature("store")  # without its package: the OptionsError naming the command that installs it
+        log.info("sse-resume: history shared in Redis at %s", redact_url(settings.store))
         if not settings.store_secret:
             log.warning(
                 "sse-resume: sse_store_secret is not set: session keys in Redis are digests with a well-known key, "
                 "which anyone holding them can check against guessed session ids and credentials. Set the same "
                 "secret on every proxy that shares this Redis."
             )
-        store: MemoryHistory = redis.RedisHistory(
-            settings.store, settings.limits(), timeout=settings.store_timeout / 1000
-        )
-        return store
+        return open_store(settings.store, settings.limits(), settings.store_timeout / 1000)
 
-    def _replace_store(self, store: MemoryHistory) -> None:
+    def _replace_store(self, store: HistoryStore) -> None:
         old, self.store = self.store, store
-        if (old_redis := _redis(old)) is not None:
-            with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
-                self._spawn(old_redis.aclose())
-        if (new_redis := _redis(store)) is not None:
-            new_redis.start()
+        with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
+            asyncio.get_running_loop()
+            self._spawn(old.aclose())
+        store.start()
 
     def running(self) -> None:
         log.info("sse-resume: %s", self._settings_line())
-        if (redis := _redis(self.store)) is not None:
-            redis.start()  # connect now: a Redis that cannot be reached shows in the log at start
+        self.store.start()  # a remote store connects now: one that cannot be reached shows in the log at start
         self._running = True
         self.live = self._wants_live()
         self._run_keeper()
@@ -599,8 +584,7 @@ class SSEResume:
         if self.keeper is not None:
             await self.keeper.aclose()
             self.keeper = None
-        if (redis := _redis(self.store)) is not None:
-            await redis.aclose()  # writes what is still queued, for a second at most
+        await self.store.aclose()  # a remote store writes what is still queued, for a second at most
 
     def _resumer(self) -> Resumer:
         s = self.settings
@@ -1184,10 +1168,9 @@ class SSEResume:
         }
 
     def _store_stats(self) -> dict[str, Any]:
-        store = _redis(self.store)
-        if store is None:
+        h = self.store.health()
+        if h is None:
             return {"store": "memory"}
-        h = store.snapshot_health()
         return {
             "store": shown(self.settings)["store"],
             "store_up": h.up,

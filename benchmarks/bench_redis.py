@@ -37,7 +37,7 @@ def main() -> None:
         report("redis / memory store", "memory", "redis", measured, cpu=False)
         client = redis.Redis(port=server.port)
         time.sleep(5)  # let the writes behind finish
-        held = sum(int(client.zcard(key)) for key in client.scan_iter(match="sse-resume:{*}:ev"))
+        held = sum(int(client.zcard(key)) for key in client.scan_iter(match="sse-resume:v2:{*}:ev"))
         print(f"events held in Redis after the run: {held:,}")
 
 

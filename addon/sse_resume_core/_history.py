@@ -310,12 +310,16 @@ class MemoryHistory:
         self._enforce_global(s)
         return name
 
-    def record(self, session: str, stream: str, event_id: str | None, raw: bytes) -> Recorded:
+    def record(
+        self, session: str, stream: str, event_id: str | None, raw: bytes, *, crc: int | None = None
+    ) -> Recorded:
         """Record one event of ``stream``, in arrival order. Runtime complexity: O(log n) amortized.
 
         ``event_id`` is the block's own ``id`` field (``None`` without one, ``""`` for a reset). An event the
         stream remembers already (same id, same bytes) is not recorded again. In ids-only mode the payload is not
         kept, and an event without id is not recorded at all. Oldest events are evicted as the bounds require.
+        ``crc``: the event's :data:`fingerprint`, when the caller knows it without its bytes (a store that copies
+        an ids-only history from elsewhere); ``raw`` is then not read for it.
         """
         limits = self.limits
         now = self.clock()
@@ -324,11 +328,12 @@ class MemoryHistory:
         if raws is None and not event_id:
             return Recorded.SKIPPED
         st = s.streams.get(stream) or self._stream(s, stream)
-        crc = 0
         cost = REMEMBER_OVERHEAD + HELD_OVERHEAD
         prior = None
-        if event_id:
-            crc = fingerprint(raw)
+        if not event_id:
+            crc = 0
+        else:
+            crc = fingerprint(raw) if crc is None else crc
             prior = s.by_id.get(event_id)
             if prior is not None and s.find(st, event_id, crc) is not None:
                 return Recorded.DUPLICATE
@@ -503,9 +508,9 @@ class MemoryHistory:
         after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
         return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=st.forgotten)
 
-    def position(self, session: str, stream: str, event_id: str, raw: bytes) -> int | None:
-        """The sequence number of the event of ``stream`` with this id and these bytes, if remembered.
-        Runtime complexity: O(1) (O(r) for an id seen r times).
+    def position(self, session: str, stream: str, event_id: str, raw: bytes, *, crc: int | None = None) -> int | None:
+        """The sequence number of the event of ``stream`` with this id and these bytes (or this ``crc``, their
+        :data:`fingerprint`), if remembered. Runtime complexity: O(1) (O(r) for an id seen r times).
 
         Sequence numbers grow with arrival and are never reused, even by a session created again later.
         """
@@ -513,7 +518,7 @@ class MemoryHistory:
         if s is None or event_id not in s.by_id:
             return None
         st = s.streams.get(stream)
-        return None if st is None else s.find(st, event_id, fingerprint(raw))
+        return None if st is None else s.find(st, event_id, fingerprint(raw) if crc is None else crc)
 
     def stream_of(self, session: str, event_id: str, raw: bytes) -> str | None:
         """The one stream of ``session`` that remembers this event (same id, same bytes), if exactly one does:
