@@ -533,6 +533,14 @@ class MemoryHistory:
             return None
         return s.streams_by_number[found.pop()].name
 
+    def forgot(self, session: str, stream: str) -> None:
+        """Say that ``stream`` began before the events it holds (a stream adopted from a store that trimmed it):
+        a lookup in it then says :attr:`Found.forgotten`."""
+        s = self._sessions.get(session)
+        st = None if s is None else s.streams.get(stream)
+        if st is not None:
+            st.forgotten = True
+
     def newest_id(self, session: str, stream: str) -> str:
         """The newest non-empty id remembered for ``stream``, or ``""``. Runtime complexity: O(1)."""
         s = self._sessions.get(session)

@@ -157,6 +157,12 @@ for i, m in ipairs(members) do
   end
 end
 local out = {}
+-- First, whether the session's oldest event is its first (numbers start at 1): if not, Redis trimmed or expired
+-- events, and the streams adopted may have lost their front.
+local first = members[1]
+local cut = first and string.find(first, '\0', 1, true)
+local seq = cut and tonumber(string.sub(first, 1, cut - 1))
+if seq and seq > 1 then out[1] = 'trimmed' else out[1] = 'whole' end
 for i, m in ipairs(members) do
   if names[i] == nil or holding[names[i]] then out[#out + 1] = m end
 end
@@ -446,6 +452,8 @@ class RedisHistory:
         the one the local history has, or else the newest. (Locally, such a response joins the stream that holds
         its first event, so there is one copy.) Otherwise every stream holding the id is, and the id is ambiguous
         here as it is in Redis."""
+        trimmed = members[:1] == [b"trimmed"]
+        members = members[1:] if members[:1] in ([b"trimmed"], [b"whole"]) else members
         oldest = self.wall() - self.limits.ttl
         streams: dict[str, list[tuple[str | None, bytes, int]]] = {}
         holding: list[str] = []  # the streams with an event that has the id, the newest occurrence's last
@@ -474,6 +482,8 @@ class RedisHistory:
         for name in holding:
             if streams[name]:
                 self._adopt_stream(session, name, streams[name])
+                if trimmed:  # (its front may be gone: a resume from it says so, see Found.forgotten)
+                    self.local.forgot(session, name)
 
     def _adopt_stream(self, session: str, stream: str, entries: list[tuple[str | None, bytes, int]]) -> None:
         """Copy a stream's events (oldest first) into the local history: those after the newest that it holds

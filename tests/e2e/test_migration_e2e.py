@@ -163,13 +163,14 @@ def test_past_the_bound_in_redis_what_it_no_longer_holds_is_not_recognised_elsew
 ) -> None:
     """Redis holds ``sse_max_event_history`` events of a session, A remembers more: with a bound of 2, B adopts
     2 and 3 only. It answers 3 as up to date, drops 2 and 3 when the upstream sends them again, and forwards 1,
-    which nothing it holds names: the client gets it twice (see docs/redis.md, "Limits")."""
+    which nothing it holds names: the client gets it twice, and is told so first (see docs/redis.md, "Limits")."""
     a, b = pairs("sse_max_event_history=2", *MODES[mode])
     path = f"/sse/bound-{mode}?first=3"
     read_events(a.url + path, 3, until=written(a, a.metric("sse_resume_store_writes_total") + 3))
     client = EventSourceClient(b.url + path, last_event_id="3")
     assert numbers(client.run(5, timeout=30)) == [1, 4, 5, 6, 7]
     assert outcomes(client) == ["up-to-date"]
+    assert any(b"no longer remembered" in comment for comment in client.comments), client.comments
 
 
 @pytest.mark.parametrize("mode", list(MODES))
