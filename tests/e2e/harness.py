@@ -10,6 +10,7 @@ import codecs
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -30,11 +31,38 @@ ADDON = ROOT / "addon" / "sse_resume.py"
 UPSTREAM = ROOT / "recipes" / "demo_upstream.py"
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
+
+
+_PORTS = random.Random()  # its own: a test that seeds the module's random must not make two processes agree
+
+
 def free_port() -> int:
+    """A port nothing listens on, for a server a test is about to start.
+
+    Picked below the range the kernel draws from for outgoing connections (and for a bind to port 0): between the
+    check here and the server's bind, one of the many client connections of this or another test run on the machine
+    could take such a port, and the server would not start. Falls back to port 0's pick where that range starts
+    too low to leave room below it.
+    """
+    low, _ = _ephemeral_ports()
+    for _ in range(100) if low > 12000 else ():
+        port = _PORTS.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
@@ -44,7 +72,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
-        time.sleep(0.05)
+        time.sleep(0.05)  # (polling a condition, with a deadline)
     raise TimeoutError(f"nothing listening on {port} after {timeout} s")
 
 
@@ -226,7 +254,7 @@ class Mitmdump(Process):
         # settings unset, which stops it): wait for the line it logs once they have.
         deadline = time.monotonic() + 30
         while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+            time.sleep(0.02)  # (polling a condition, with a deadline)
         if metrics:
             wait_port(self.metrics, self.proc)
 

@@ -166,7 +166,7 @@ class Upstream:
             event = b"id: %d\ndata: good %d\n\n" % (n, n)
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
-            await asyncio.sleep(GOOD_INTERVAL)
+            await asyncio.sleep(GOOD_INTERVAL)  # the upstream's pace, not a wait for anything
 
 
 class GoodClient:
@@ -200,7 +200,7 @@ class GoodClient:
         deadline = time.monotonic() + timeout
         while self.events < events:
             assert time.monotonic() < deadline, f"the other client got {self.events} events, not {events}"
-            time.sleep(0.01)
+            time.sleep(0.01)  # (polling a condition, with a deadline)
 
     def close(self) -> None:
         self._stop = True

@@ -19,7 +19,7 @@ import httpx_sse
 import pytest
 import redis as redis_client
 
-from harness import Mitmdump, RedisServer
+from harness import Mitmdump, RedisServer, wait_for
 
 SECRETS = {"alice-7f3a91": "alice", "mallory-c04d2e": "mallory"}
 INTERVAL = 0.02  # seconds between two events of one upstream response
@@ -218,10 +218,11 @@ def test_another_key_on_another_proxy_sharing_the_redis_store(
     before = set(client.scan_iter("*:ev"))
 
     def in_redis() -> None:  # alice's three events written behind to Redis by the first proxy
-        deadline = time.monotonic() + 20
-        while not any(client.zcard(k) >= 3 for k in set(client.scan_iter("*:ev")) - before):
-            assert time.monotonic() < deadline, "alice's events never reached Redis"
-            time.sleep(0.05)
+        wait_for(
+            lambda: any(client.zcard(k) >= 3 for k in set(client.scan_iter("*:ev")) - before),
+            20,
+            "alice's events in Redis",
+        )
 
     options = [f"sse_store={redis.url}", "sse_store_secret=identity test secret"]
     with Mitmdump(tmp_path, keyed_upstream, options) as first, Mitmdump(tmp_path, keyed_upstream, options) as second:

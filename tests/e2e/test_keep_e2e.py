@@ -197,7 +197,8 @@ def test_reconnect_with_upstream_ids_dedupes_resent_events(proxy: Mitmdump, upst
 
 
 def test_grace_ends_a_kept_stream_nobody_came_back_for(tmp_path: Path, upstream_port: int) -> None:
-    with keep_proxy(tmp_path, upstream_port, "sse_keep_grace=1") as proxy:
+    # A grace long enough that a busy machine still scrapes within it: "during" is a snapshot inside the grace.
+    with keep_proxy(tmp_path, upstream_port, "sse_keep_grace=5") as proxy:
         read_and_hang_up(proxy.port, "/sse/grace?interval=0.05", 2)
         proxy.wait_metric(RECORDED, 5)  # read on after the client left...
         during = scrape(proxy.metrics)

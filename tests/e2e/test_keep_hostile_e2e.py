@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from harness import Mitmdump, free_port
+from harness import Mitmdump, free_port, wait_for
 
 Handler = Callable[["Exchange"], Awaitable[None]]
 
@@ -325,13 +324,6 @@ def test_post_streams_that_end_and_shutdown_log_no_traceback(tmp_path: Path) -> 
 # -- 3. logs: no upstream bytes, no ids that link sessions ---------------------------------------------------------
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_upstream_bytes_never_reach_the_log(proxy: tuple[Mitmdump, int]) -> None:
     """An upstream that breaks its HTTP framing in the body (a chunk header that is an SSE line) and in the head
     (a header line without a colon): the log says what broke, with sizes and digests, never the bytes."""
@@ -352,11 +344,11 @@ def test_upstream_bytes_never_reach_the_log(proxy: tuple[Mitmdump, int]) -> None
         async with hand_upstream(port, upstream):
             body = await RawClient.open(mitmdump.port, get(b"/sse/badbody?retry=50"))
             await body.read_until(b"data: fine")
-            await asyncio.to_thread(wait_for, lambda: "upstream broke" in mitmdump.output)
+            await asyncio.to_thread(wait_for, lambda: "upstream broke" in mitmdump.output, 20, "the log line")
             body.abort()
             head = await RawClient.open(mitmdump.port, get(b"/sse/badhead"))
             await head.read_until(None)
-            await asyncio.to_thread(wait_for, lambda: "unreachable" in mitmdump.output)
+            await asyncio.to_thread(wait_for, lambda: "unreachable" in mitmdump.output, 20, "the log line")
             upstream_done.set()
             return body, head
 
@@ -378,7 +370,7 @@ def test_id_digests_in_log_lines_do_not_link_sessions(tmp_path: Path, upstream_p
         for session in ("alice", "bob", "alice"):
             headers = {"accept": "text/event-stream", "last-event-id": event_id, "mcp-session-id": session}
             read_events(f"{plain.url}/sse?interval=0.02", 1, headers)
-        wait_for(lambda: plain.output.count(", id ") >= 3)
+        wait_for(lambda: plain.output.count(", id ") >= 3, 20, "three ids in the log")
         log = plain.output
     digests = re.findall(r"sse-resume: session \w+: miss \(.*\), id (\w+)", log)
     assert len(digests) == 3, log

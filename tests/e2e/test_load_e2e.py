@@ -32,7 +32,7 @@ async def wait_recorded(metrics_port: int, at_least: float, timeout: float) -> N
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"the proxy recorded {recorded} events, expected {at_least}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # (polling a condition, with a deadline)
 
 
 async def load(port: int, metrics_port: int, path: str) -> dict[str, float]:

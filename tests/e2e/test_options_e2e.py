@@ -57,12 +57,13 @@ def run_until_exit(
         (["--set", "sse_event_tll=60"], "sse_event_tll: no such option (did you mean sse_event_ttl?)"),  # unknown
         (["--set", "sse_event_ttl=0"], "sse_event_ttl: Input should be greater than or equal to 1"),  # range
         (["--set", "sse_stale_policy=later"], "sse_stale_policy: Input should be 'forward' or 'restart'"),  # enum
+        (["--set", "sse_session_header=bad header"], "sse_session_header: must be an HTTP header name"),  # checked
     ],
-    ids=["int", "int2", "bool", "str", "optional", "unknown", "range", "enum"],
+    ids=["int", "int2", "bool", "str", "optional", "unknown", "range", "enum", "checked"],
 )
 def test_an_invalid_set_value_stops_mitmdump_naming_it(tmp_path: Path, args: list[str], expected: str) -> None:
     status, output = run_until_exit(tmp_path, args)
-    assert status is not None and status != 0, output
+    assert status == 1, output
     assert expected in output
     assert "sse-resume: invalid option: " in output and "Traceback" not in output  # one clear line, no traceback
     assert "logged during startup, exiting" in output
@@ -71,7 +72,7 @@ def test_an_invalid_set_value_stops_mitmdump_naming_it(tmp_path: Path, args: lis
 def test_wrong_types_in_config_yaml_stop_mitmdump_naming_each(tmp_path: Path) -> None:
     config = 'sse_event_ttl: "5x"\nsse_support_replay: maybe\nsse_session_header: [a, b]\nsse_store_secret: 123456\n'
     status, output = run_until_exit(tmp_path, [], config)
-    assert status is not None and status != 0, output
+    assert status == 1, output
     for name in ("sse_event_ttl", "sse_support_replay", "sse_session_header", "sse_store_secret"):
         assert f"invalid option: {name}: Expected " in output, name
     assert "123456" not in output  # a value of the wrong type may still be a secret
@@ -79,7 +80,7 @@ def test_wrong_types_in_config_yaml_stop_mitmdump_naming_each(tmp_path: Path) ->
 
 def test_a_bad_sse_block_in_config_yaml_stops_mitmdump_naming_it(tmp_path: Path) -> None:
     status, output = run_until_exit(tmp_path, [], "sse:\n  client_resilience:\n    event_ttl: 0\n")
-    assert status is not None and status != 0, output
+    assert status == 1, output
     assert "config.yaml: sse.event_ttl: Input should be greater than or equal to 1" in output
 
 

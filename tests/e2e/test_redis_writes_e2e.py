@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import redis
 from httpx_sse import EventSource
 
-from harness import Mitmdump, RedisServer, free_port, scrape, wait_port
+from harness import Mitmdump, RedisServer, async_wait_for, free_port, scrape, wait_for, wait_port
 from sse_resume_core import HistoryLimits
 from sse_resume_redis import RedisHistory
 
@@ -140,19 +139,11 @@ class Link:
 
 
 def wait_until(what: str, condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
+    wait_for(condition, timeout, what, every=0.05)
 
 
 async def await_until(what: str, condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
+    await async_wait_for(condition, timeout, what, every=0.05)
 
 
 def events_in_redis(port: int, prefix: str = "sse-resume:") -> int:
