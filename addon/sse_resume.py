@@ -40,7 +40,7 @@ from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, re
 from sse_resume_core._keep import Backoff
 from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
 from sse_resume_core._mcp import treatment
-from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resumer, ResumeStats
+from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resumer, ResumeStats, describe
 from sse_resume_core._view import Transcript, TranscriptBudget, render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
 
@@ -527,8 +527,6 @@ class SSEResume:
             assign_ids=s.assign_ids,
             backoff=Backoff(tries=s.keep_max_tries),
             max_event_bytes=s.max_event_bytes,
-            dedupe_window=s.dedupe_window,
-            stale_policy=s.stale_policy,
             transcript_bytes=s.transcript_bytes,
             transcript_budget=self.transcript_budget,
             tls=tls,
@@ -544,7 +542,7 @@ class SSEResume:
         if not self.settings.keep_upstream:
             return
         if keeper is None:
-            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats, self._budget)
+            self.keeper = Keeper(self.resumer, self._keep_settings())
             try:
                 self.keeper.start()
             except OSError as e:
@@ -1070,21 +1068,7 @@ class SSEResume:
         relay = state.relay
         outcome = decision.outcome if decision is not None else "fresh"
         shown = _show_id(state.last_event_id)
-        words: list[str] = []
-        if outcome == "hit":
-            assert decision is not None
-            n = len(decision.replay)
-            words.append(f"served {n} event{'s' if n != 1 else ''} from history after id {shown}")
-            if not decision.body:
-                words[-1] += ", then the live stream"
-        elif outcome == "miss":
-            assert decision is not None
-            done = "restarted the stream upstream" if decision.forward_id is None else "forwarded upstream"
-            words.append(f"Last-Event-ID {shown} unknown: {done}")
-        elif outcome == "up-to-date":
-            words.append(f"resumed upstream after id {shown} (nothing newer held)")
-        elif outcome == "behind":
-            words.append(f"resumed upstream after id {shown}: newer events seen but not kept (ids only)")
+        words: list[str] = [describe(decision, shown)] if decision is not None and outcome != "fresh" else []
         facts: dict[str, Any] = {"outcome": outcome, "session": state.session[:12]}
         if state.last_event_id is not None:
             facts["client_last_event_id"] = shown

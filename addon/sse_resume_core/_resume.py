@@ -46,6 +46,7 @@ __all__ = [
     "ReplayBudget",
     "ResumeStats",
     "Resumer",
+    "describe",
     "digest",
     "is_proxy_id",
     "session_key",
@@ -140,6 +141,27 @@ def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start
     return best or len(events) - start
 
 
+def describe(decision: Decision, shown_id: str) -> str:
+    """The decision in words for the flow's comment, with the client's id as the caller may show it (the note,
+    which goes to logs and streams too, never carries an id). Beside the notes of :class:`Resumer`: the one
+    place a decision is worded."""
+    outcome = decision.outcome
+    if outcome == "hit":
+        n = len(decision.replay)
+        words = f"served {n} event{'s' if n != 1 else ''} from history after id {shown_id}"
+        return words if decision.body else words + ", then the live stream"
+    if outcome == "miss":
+        done = "restarted the stream upstream" if decision.forward_id is None else "forwarded upstream"
+        why = decision.note.removeprefix("Last-Event-ID ").partition(":")[0]  # unknown, or names N events ...
+        return f"Last-Event-ID {shown_id} {why}: {done}"
+    if outcome == "up-to-date":
+        return f"resumed upstream after id {shown_id} (nothing newer held)"
+    if outcome == "behind":
+        why = decision.note.partition(":")[0]
+        return f"resumed upstream after id {shown_id}: {why}"
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one request, and why."""
@@ -216,6 +238,60 @@ class _LRU(OrderedDict[tuple[str, str], int]):
             self.popitem(last=False)
 
 
+class Recorder:
+    """The events of one upstream response on their way into the history: held in arrival order and recorded in
+    batches (one ``record_many`` each), into the response's stream. The one recorder of the relay and of keep
+    mode's feed.
+
+    A response whose stream is not known yet (a fresh request) is given one with its first batch: the one stream
+    of the session that holds its first event with an id already (the same upstream stream read again: an
+    upstream that starts every response over, or a feed several clients of one session read), or a new one. So
+    several clients reading the same stream share one copy of it, and a later resume finds its ids in one stream.
+    """
+
+    __slots__ = ("ids", "raws", "recorded", "session", "store", "stream")
+
+    def __init__(self, store: HistoryStore, session: str, stream: str | None) -> None:
+        self.store = store
+        self.session = session
+        self.stream = stream
+        self.ids: list[str | None] = []
+        self.raws: list[bytes] = []
+        self.recorded = 0
+        """Events handed to the store so far (the store itself drops those it remembers already)."""
+
+    def add(self, event_id: str | None, raw: bytes) -> None:
+        self.raws.append(raw)
+        self.ids.append(event_id)
+
+    def drop(self) -> None:
+        """Forget what is pending (after a failure: it is not recorded)."""
+        self.ids, self.raws = [], []
+
+    def flush(self) -> None:
+        """Record what is pending. May raise what the store raises (the batch is then dropped)."""
+        raws = self.raws
+        if not raws:
+            return
+        ids = self.ids
+        self.ids, self.raws = [], []
+        stream = self.stream
+        if stream is None:
+            stream = self.stream = self._bind(ids, raws)
+        self.store.record_many(self.session, stream, ids, raws)
+        self.recorded += len(raws)
+
+    def _bind(self, ids: list[str | None], raws: list[bytes]) -> str:
+        store = self.store
+        for event_id, raw in zip(ids, raws, strict=True):
+            if event_id:
+                stream = store.stream_of(self.session, event_id, raw)
+                if stream is not None:
+                    return stream
+                break
+        return store.new_stream(self.session)
+
+
 @dataclass(slots=True)
 class RelayStats:
     recorded: int = 0
@@ -232,10 +308,9 @@ class Relay:
         "_hot_bytes",
         "_max_event_bytes",
         "_parser",
-        "_pending",
-        "_pending_ids",
         "_prefix",
         "_prefixed",
+        "_rec",
         "_resume_seq",
         "_resumer",
         "_retry",
@@ -249,7 +324,6 @@ class Relay:
         "passthrough",
         "session",
         "stats",
-        "stream",
         "transcript",
     )
 
@@ -272,9 +346,7 @@ class Relay:
         self._charge = charge if charge is not None and charge.held else None
         self._store = resumer.store
         self.session = session
-        self.stream = stream
-        """The history stream this response continues; ``None`` until its first events are recorded, when it
-        joins the stream that holds the same events already (if one does) or opens a new one (see flush)."""
+        self._rec = Recorder(self._store, session, stream)
         self._resume_seq = resume_seq
         self._prefix = prefix
         self._prefixed = False  # the prefix went to the client (before the upstream's first bytes)
@@ -297,8 +369,6 @@ class Relay:
         # BIG_CHUNK), before a decision looks the history up, at the end, and on the caller's timer. (Recording
         # one event at a time was most of the relay's cost, and a batch costs less per event the larger it is:
         # inside mitmdump, 1.6 us an event in batches of 250, 0.85 us in batches of 840.)
-        self._pending: list[bytes] = []
-        self._pending_ids: list[str | None] = []
         self._synced = 0  # how many of those the window's order and the transcript have (see _sync)
         self._hot = False  # pipe() may take the batched path: started, parser idle, not failed or passed through
         self.transcript = Transcript(transcript_bytes, transcript_budget) if transcript_bytes else None
@@ -322,11 +392,12 @@ class Relay:
                 if event_id is not False:
                     if event_id and not self._new_to_client(event_id, chunk):
                         return ()
-                    pending = self._pending
+                    rec = self._rec
+                    pending = rec.raws
                     if not pending:
                         self._resumer.unflushed.add(self)
                     pending.append(chunk)
-                    self._pending_ids.append(event_id)
+                    rec.ids.append(event_id)
                     if len(pending) >= BATCH:
                         self.flush()
                     return chunk  # (no prefix is left once started; flush() keeps it in the transcript)
@@ -374,7 +445,8 @@ class Relay:
                 and self._charge is None  # (the next call releases it)
             )
         out = self._emit(out)
-        if len(self._pending) >= BATCH or (self._pending and len(chunk) > BIG_CHUNK):
+        pending = len(self._rec.raws)
+        if pending >= BATCH or (pending and len(chunk) > BIG_CHUNK):
             self.flush()
         return out
 
@@ -392,10 +464,10 @@ class Relay:
         """Catch up with the events :meth:`pipe` relayed since the last call (or :meth:`_emit`): the parser
         learns their last id, the dedupe window their order, the transcript their bytes."""
         start = self._synced
-        pending = self._pending
+        pending = self._rec.raws
         if len(pending) == start:
             return
-        ids = self._pending_ids[start:] if start else self._pending_ids
+        ids = self._rec.ids[start:] if start else self._rec.ids
         for event_id in reversed(ids):  # what the parser would say, had it seen them (pipe() skipped it)
             if event_id is not None:
                 self._parser.last_event_id = event_id
@@ -407,38 +479,31 @@ class Relay:
     def flush(self) -> None:
         """Record the events relayed but not recorded yet (and bring the window and the transcript up to date).
         Never raises."""
-        pending = self._pending
-        if not pending:
+        rec = self._rec
+        if not rec.raws:
             return
         self._sync()
-        ids = self._pending_ids
-        self._pending, self._pending_ids, self._synced = [], [], 0
+        self._synced = 0
         self._resumer.unflushed.discard(self)
         if self.failed is not None:
+            rec.drop()
             return
         try:
-            stream = self.stream
-            if stream is None:
-                stream = self.stream = self._bind(ids, pending)
-            self._store.record_many(self.session, stream, ids, pending)
-            self.stats.recorded += len(pending)
+            unbound = rec.stream is None
+            n = len(rec.raws)
+            rec.flush()
+            self.stats.recorded += n
+            if unbound and self._retry is not None:
+                self._resumer.upstream_retry.put((self.session, rec.stream), self._retry)  # type: ignore[arg-type]
         except Exception as e:  # the bytes went to the client already: only the record is lost
             self._fail(e)
 
-    def _bind(self, ids: list[str | None], raws: list[bytes]) -> str:
-        """The stream a fresh response's events go to: the one stream of the session that holds its first
-        event with an id already (the same upstream stream read again), or a new one."""
-        store = self._store
-        stream = None
-        for event_id, raw in zip(ids, raws, strict=True):
-            if event_id:
-                stream = store.stream_of(self.session, event_id, raw)
-                break
-        if stream is None:
-            stream = store.new_stream(self.session)
-        if self._retry is not None:
-            self._resumer.upstream_retry.put((self.session, stream), self._retry)
-        return stream
+    @property
+    def stream(self) -> str | None:
+        """The history stream this response continues; ``None`` until its first events are recorded, when it
+        joins the stream that holds the same events already (if one does) or opens a new one (see
+        :class:`Recorder`)."""
+        return self._rec.stream
 
     def close(self) -> bytes:
         """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
@@ -477,7 +542,7 @@ class Relay:
             self._prefixed = True
         if self.transcript is not None:
             self.transcript.add(out)
-        self._synced = len(self._pending)
+        self._synced = len(self._rec.raws)
         return out
 
     def _first_events(self, blocks: list[Block]) -> bytes:
@@ -548,11 +613,10 @@ class Relay:
         if kind is _EVENT or (kind is _EMPTY and event_id is not None):
             # An event, or an id-only block (a priming event, a reset): both are positions in the stream,
             # recorded by flush() with those pipe() relayed, in order.
-            pending = self._pending
-            if not pending:
+            rec = self._rec
+            if not rec.raws:
                 self._resumer.unflushed.add(self)
-            pending.append(raw)
-            self._pending_ids.append(event_id)
+            rec.add(event_id, raw)
         elif kind is _OVERSIZE:
             stats.oversize += 1
         if retry is not None:
@@ -687,6 +751,7 @@ class Resumer:
             self.stats.behind += 1
             why = "not kept (ids only)" if self.replay is False else "no longer held"
             note = f"newer events seen but {why}: resuming upstream from the client's Last-Event-ID"
+            prefix = b": sse-resume: %s\n\n%s" % (note.encode(), prefix)  # (told, as on a miss)
             return Decision("behind", session, found.stream, last_event_id, found.seq, prefix=prefix, note=note)
         self.stats.up_to_date += 1
         newest = found.newest_id or last_event_id

@@ -113,7 +113,9 @@ def test_ids_only_mode_never_replays_and_forwards_the_clients_id() -> None:
     stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 6)])
     d = decide(r, "s", "2")
     assert (d.outcome, d.forward_id, d.body) == ("behind", "2", b"")
-    assert stream_of(r, d, [ev(n) for n in range(1, 7)]) == ev(3) + ev(4) + ev(5) + ev(6)
+    told = b": sse-resume: newer events seen but not kept (ids only): resuming upstream from the client's Last-Event-ID\n\n"
+    assert d.prefix == told
+    assert stream_of(r, d, [ev(n) for n in range(1, 7)]) == told + ev(3) + ev(4) + ev(5) + ev(6)
 
 
 def test_window_drops_repeats_within_a_connection() -> None:
@@ -169,10 +171,10 @@ def test_events_the_general_path_relays_are_batched_and_a_decision_sees_them() -
     relay = r.open(decide(r, "s", None))
     crlf = b"id: 1\r\ndata: 1\r\n\r\nid: 2\r\ndata: 2\r\n\r\n"  # (CR line ends: never the hot path)
     assert relay.feed(crlf) + relay.feed(ev(3)) == crlf + ev(3)
-    assert len(relay._pending) == 3 and relay.stats.recorded == 0  # held for one batch, in order
+    assert len(relay._rec.raws) == 3 and relay.stats.recorded == 0  # held for one batch, in order
     d = decide(r, "s", "1")  # a decision records what every relay holds first
     assert d.outcome == "hit" and [e.id for e in d.replay] == ["2", "3"]
-    assert relay.stats.recorded == 3 and not relay._pending
+    assert relay.stats.recorded == 3 and not relay._rec.raws
 
 
 def test_legacy_stream_hands_on_what_the_parser_held_once() -> None:
@@ -909,3 +911,105 @@ def test_an_inline_replay_without_early_release_stays_charged_for_its_caller() -
     assert d.charge is not None and budget.held == len(d.prefix)
     d.charge.release()
     assert budget.held == 0
+
+
+# -- the seams of one engine: ids that repeat, histories that end, streams read twice ----------------------------
+
+
+def numbered(first: int, last: int, tag: bytes = b"") -> list[bytes]:
+    return [b"id: %d\ndata: %d%s\n\n" % (n, n, tag) for n in range(first, last + 1)]
+
+
+def ids_in(data: bytes) -> list[str]:
+    return [block.id or "" for block in SSEParser().feed(data) if block.id is not None]
+
+
+def limited(**limits: object) -> Resumer:
+    return Resumer(MemoryHistory(HistoryLimits(**limits)))  # type: ignore[arg-type]
+
+
+def test_an_upstream_that_starts_over_past_the_history_is_deduplicated() -> None:
+    r = limited(max_events=10)
+    stream_of(r, decide(r, "s", None), numbered(1, 20))
+    d = decide(r, "s", "20")
+    assert d.outcome == "up-to-date" and d.forward_id == "20"
+    out = stream_of(r, d, numbered(1, 25))  # it ignores Last-Event-ID: 1..20 again, then new ones
+    assert ids_in(out) == [str(n) for n in range(21, 26)]
+    assert len(r.store.events("s")) == 10  # type: ignore[attr-defined]  # 1..10 were not recorded again
+
+
+def test_a_gap_in_the_history_resumes_upstream_from_the_clients_id() -> None:
+    r = limited(max_events=5, max_remembered=100)
+    stream_of(r, decide(r, "s", None), numbered(1, 20))
+    d = decide(r, "s", "3")  # 4..15 left the history: they cannot be replayed
+    assert d.outcome == "behind" and d.forward_id == "3" and d.resume_seq is not None
+    out = stream_of(r, d, numbered(1, 22))  # an upstream that starts over sends what the client has too
+    assert ids_in(out) == [str(n) for n in range(4, 23)]
+    out = stream_of(r, decide(r, "s", "3"), numbered(4, 22))  # one that resumes: the same, once
+    assert ids_in(out) == [str(n) for n in range(4, 23)]
+
+
+def test_an_id_forgotten_is_a_miss() -> None:
+    r = limited(max_events=5, max_remembered=10)
+    stream_of(r, decide(r, "s", None), numbered(1, 20))
+    assert decide(r, "s", "3").outcome == "miss"
+
+
+def test_an_id_two_responses_carry_is_a_miss_and_never_the_other_streams_events() -> None:
+    r = limited()
+    stream_of(r, decide(r, "s", None), numbered(1, 10, b" of A"))
+    stream_of(r, decide(r, "s", None), numbered(1, 10, b" of B"))
+    d = decide(r, "s", "5")
+    assert d.outcome == "miss" and d.replay == () and d.forward_id == "5"
+    assert "names 2 events" in d.note and d.prefix.startswith(b": sse-resume: Last-Event-ID names 2 events")
+
+
+def test_ids_that_repeat_with_other_bytes_are_all_relayed() -> None:
+    r = limited()
+    stamped = [b"id: 1700000%03d\ndata: event %d\n\n" % (n // 10, n) for n in range(30)]  # ten a second
+    assert stream_of(r, decide(r, "s", None), stamped) == b"".join(stamped)
+    assert len(r.store.events("s")) == 30  # type: ignore[attr-defined]
+    assert decide(r, "s", "1700000001").outcome == "miss"  # ten events carry it: it names none
+
+
+def test_ids_that_are_not_utf8_are_told_apart_by_their_bytes() -> None:
+    r = limited()
+    events = [b"id: \xff1\ndata: x\n\n", b"id: \xfe1\ndata: x\n\n", b"id: \xfd1\ndata: x\n\n", ev(2)]
+    assert stream_of(r, decide(r, "s", None), events) == b"".join(events)
+
+
+def test_the_same_event_again_in_one_response_is_dropped() -> None:
+    r = limited()
+    out = stream_of(r, decide(r, "s", None), [ev(1), ev(2), ev(1), b"id: 1\ndata: other\n\n"])
+    assert out == ev(1) + ev(2) + b"id: 1\ndata: other\n\n"
+
+
+def test_clients_of_one_session_reading_one_stream_share_one_copy() -> None:
+    r = limited()
+    relays = [r.open(decide(r, "s", None)) for _ in range(4)]
+    for n in range(1, 51):
+        for relay in relays:
+            assert relay.feed(ev(n)) == ev(n)
+    r.flush()
+    assert {relay.stream for relay in relays} == {relays[0].stream}
+    assert len(r.store.events("s")) == 50  # type: ignore[attr-defined]
+    d = decide(r, "s", "40")  # so an id names one event, and every client can resume from it
+    assert d.outcome == "hit" and [e.id for e in d.replay] == [str(n) for n in range(41, 51)]
+
+
+def test_a_reconfigured_resumer_still_restores_the_upstreams_retry() -> None:
+    r = limited()
+    stream_of(r, decide(r, "s", None), [b"retry: 7000\n\n", *numbered(1, 5)])
+    assert decide(r, "s", "2").body.endswith(b"retry: 50\n\n")  # a replay's short retry
+    r.reconfigure(dedupe_window=5, stale_policy="restart", replay_retry=40)
+    d = decide(r, "s", "5")
+    assert d.outcome == "up-to-date" and d.prefix == b"retry: 7000\n\n"
+
+
+def test_a_kept_decision_replays_every_event_held_after_the_id() -> None:
+    r = limited()
+    stream_of(r, decide(r, "s", None), [ev(1), ev(2), b"data: no id\n\n"])
+    d = asyncio.run(r.decide("s", "1", kept=True))
+    assert d.outcome == "hit" and [e.id for e in d.replay] == ["2", None] and d.body == b""
+    assert d.note == "served 2 events from history, then the kept stream"
+    assert [e.id for e in decide(r, "s", "1").replay] == ["2"]  # (a client that reconnects gets no id-less tail)
