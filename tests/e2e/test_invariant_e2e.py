@@ -386,7 +386,10 @@ def test_after_an_option_changes_the_upstreams_retry_comes_back(scripted: Mitmdu
         changed = await asyncio.to_thread(httpx.get, f"{scripted.url}/__options__?{option}")
         assert changed.status_code == 200, changed.text
         back = await open_stream(scripted.port, path, "8")
-        body = await asyncio.wait_for(back.read_chunk(), 20)  # the proxy's own first bytes (1..8 are dropped)
+        try:  # the proxy's own first bytes: it drops 1..8 (the client had them), then the upstream is silent
+            body = await asyncio.wait_for(back.read_chunk(), 10)
+        except TimeoutError:
+            body = b""  # none came
         back.abort()
         return first, replay, back.headers.get("sse-resume", ""), body
 
