@@ -131,6 +131,9 @@ class Found:
     ambiguous: int = 0
     """When more than one remembered event of the session carries the id: how many (the id names none of them;
     :attr:`stream`, :attr:`seq` and :attr:`after` then say nothing)."""
+    forgotten: bool = False
+    """The stream's first events are no longer remembered (past ``max_remembered``, the ttl or the byte cap): an
+    upstream that starts over sends them again, and they cannot be recognised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,7 @@ class HistoryStats:
 
 
 class _Stream:
-    __slots__ = ("count", "lost", "name", "newest_id", "number", "seqs", "tail")
+    __slots__ = ("count", "forgotten", "lost", "name", "newest_id", "number", "seqs", "tail")
 
     def __init__(self, name: str, number: int) -> None:
         self.name = name
@@ -169,6 +172,7 @@ class _Stream:
         self.count = 0  # events remembered (in the history or behind it)
         self.newest_id = ""
         self.lost = -1  # the newest sequence number of this stream's events evicted from the history
+        self.forgotten = False  # some of its events are no longer remembered
 
     def merged(self) -> SortedList:
         """The sorted list of its sequence numbers in the history. Runtime complexity: O(tail + log n) amortized."""
@@ -306,12 +310,16 @@ class MemoryHistory:
         self._enforce_global(s)
         return name
 
-    def record(self, session: str, stream: str, event_id: str | None, raw: bytes) -> Recorded:
+    def record(
+        self, session: str, stream: str, event_id: str | None, raw: bytes, *, crc: int | None = None
+    ) -> Recorded:
         """Record one event of ``stream``, in arrival order. Runtime complexity: O(log n) amortized.
 
         ``event_id`` is the block's own ``id`` field (``None`` without one, ``""`` for a reset). An event the
         stream remembers already (same id, same bytes) is not recorded again. In ids-only mode the payload is not
         kept, and an event without id is not recorded at all. Oldest events are evicted as the bounds require.
+        ``crc``: the event's :data:`fingerprint`, when the caller knows it without its bytes (a store that copies
+        an ids-only history from elsewhere); ``raw`` is then not read for it.
         """
         limits = self.limits
         now = self.clock()
@@ -320,11 +328,12 @@ class MemoryHistory:
         if raws is None and not event_id:
             return Recorded.SKIPPED
         st = s.streams.get(stream) or self._stream(s, stream)
-        crc = 0
         cost = REMEMBER_OVERHEAD + HELD_OVERHEAD
         prior = None
-        if event_id:
-            crc = fingerprint(raw)
+        if not event_id:
+            crc = 0
+        else:
+            crc = fingerprint(raw) if crc is None else crc
             prior = s.by_id.get(event_id)
             if prior is not None and s.find(st, event_id, crc) is not None:
                 return Recorded.DUPLICATE
@@ -497,11 +506,11 @@ class MemoryHistory:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
         st = s.streams_by_number[s.stream_of[seq - s.base]]
         after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
-        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq)
+        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=st.forgotten)
 
-    def position(self, session: str, stream: str, event_id: str, raw: bytes) -> int | None:
-        """The sequence number of the event of ``stream`` with this id and these bytes, if remembered.
-        Runtime complexity: O(1) (O(r) for an id seen r times).
+    def position(self, session: str, stream: str, event_id: str, raw: bytes, *, crc: int | None = None) -> int | None:
+        """The sequence number of the event of ``stream`` with this id and these bytes (or this ``crc``, their
+        :data:`fingerprint`), if remembered. Runtime complexity: O(1) (O(r) for an id seen r times).
 
         Sequence numbers grow with arrival and are never reused, even by a session created again later.
         """
@@ -509,7 +518,7 @@ class MemoryHistory:
         if s is None or event_id not in s.by_id:
             return None
         st = s.streams.get(stream)
-        return None if st is None else s.find(st, event_id, fingerprint(raw))
+        return None if st is None else s.find(st, event_id, fingerprint(raw) if crc is None else crc)
 
     def stream_of(self, session: str, event_id: str, raw: bytes) -> str | None:
         """The one stream of ``session`` that remembers this event (same id, same bytes), if exactly one does:
@@ -523,6 +532,14 @@ class MemoryHistory:
         if len(found) != 1:
             return None
         return s.streams_by_number[found.pop()].name
+
+    def forgot(self, session: str, stream: str) -> None:
+        """Say that ``stream`` began before the events it holds (a stream adopted from a store that trimmed it):
+        a lookup in it then says :attr:`Found.forgotten`."""
+        s = self._sessions.get(session)
+        st = None if s is None else s.streams.get(stream)
+        if st is not None:
+            st.forgotten = True
 
     def newest_id(self, session: str, stream: str) -> str:
         """The newest non-empty id remembered for ``stream``, or ``""``. Runtime complexity: O(1)."""
@@ -692,6 +709,7 @@ class MemoryHistory:
             deque(map(by_id.pop, named, repeat(None)), maxlen=0)
             cost += len(named) * ID_OVERHEAD + sum(map(len, named))
             stream.count -= count
+            stream.forgotten = True
             if not stream.count:
                 self._drop_stream(s, stream)
         else:
@@ -709,6 +727,7 @@ class MemoryHistory:
                     elif by_id.get(event_id) == base + i:
                         del by_id[event_id]
                 stream.count -= 1
+                stream.forgotten = True
                 if not stream.count:
                     self._drop_stream(s, stream)
         ids[start:stop] = [None] * count

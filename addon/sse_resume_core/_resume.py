@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from sse_resume_core._history import Found, StoredEvent
@@ -67,6 +67,10 @@ PROXY_ID_PREFIX: Final = "sse-resume."
 """Ids the proxy makes (keep mode, ``sse_assign_ids``) start with this: ``sse-resume.<stream>.<n>``. They are
 never sent upstream."""
 _AMBIGUOUS: Final = "names %d events of this session (the upstream repeats ids)"
+_FORGOTTEN: Final = (
+    "the stream's first events are no longer remembered (sse_max_remembered_ids): an upstream that starts over "
+    "will send them again"
+)
 
 
 def is_proxy_id(event_id: str | None) -> bool:
@@ -141,10 +145,29 @@ def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start
     return best or len(events) - start
 
 
+def _warned(decision: Decision, found: Found) -> Decision:
+    """The decision, telling the client (in its note, and a comment first) when the stream it resumes is longer
+    than the proxy remembers: an upstream that starts over would repeat what the proxy cannot recognise."""
+    if not found.forgotten:
+        return decision
+    comment = b": sse-resume: %s\n\n" % _FORGOTTEN.encode()
+    body = decision.body
+    if body:
+        first = body.index(b"\n\n") + 2  # after the replay's own comment
+        body = body[:first] + comment + body[first:]
+    prefix = comment + decision.prefix if decision.prefix or not body else decision.prefix
+    return replace(decision, note=f"{decision.note}; {_FORGOTTEN}", body=body, prefix=prefix)
+
+
 def describe(decision: Decision, shown_id: str) -> str:
     """The decision in words for the flow's comment, with the client's id as the caller may show it (the note,
     which goes to logs and streams too, never carries an id). Beside the notes of :class:`Resumer`: the one
     place a decision is worded."""
+    words = _described(decision, shown_id)
+    return f"{words}; {_FORGOTTEN}" if _FORGOTTEN in decision.note else words
+
+
+def _described(decision: Decision, shown_id: str) -> str:
     outcome = decision.outcome
     if outcome == "hit":
         n = len(decision.replay)
@@ -736,8 +759,8 @@ class Resumer:
             after = after[: last + 1]
         if after and self.replay and found.complete:
             if kept:
-                return self._kept_hit(session, found, after)
-            return self._hit(session, found, after, inline)
+                return _warned(self._kept_hit(session, found, after), found)
+            return _warned(self._hit(session, found, after, inline), found)
         key = (session, found.stream)
         prefix = b""
         if key in self.pending_restore and not kept:
@@ -752,11 +775,13 @@ class Resumer:
             why = "not kept (ids only)" if self.replay is False else "no longer held"
             note = f"newer events seen but {why}: resuming upstream from the client's Last-Event-ID"
             prefix = b": sse-resume: %s\n\n%s" % (note.encode(), prefix)  # (told, as on a miss)
-            return Decision("behind", session, found.stream, last_event_id, found.seq, prefix=prefix, note=note)
+            decision = Decision("behind", session, found.stream, last_event_id, found.seq, prefix=prefix, note=note)
+            return _warned(decision, found)
         self.stats.up_to_date += 1
         newest = found.newest_id or last_event_id
         note = "up to date: " + ("attached to the kept stream" if kept else "resuming upstream")
-        return Decision("up-to-date", session, found.stream, newest, found.seq, prefix=prefix, note=note)
+        decision = Decision("up-to-date", session, found.stream, newest, found.seq, prefix=prefix, note=note)
+        return _warned(decision, found)
 
     def _kept_hit(self, session: str, found: Found, after: tuple[StoredEvent, ...]) -> Decision:
         """A hit in keep mode: the keeper sends the replay in parts (bounded by the budget as it goes), then the

@@ -6,17 +6,31 @@ Two kinds of methods. Those on the streaming hot path (``new_stream``, ``record`
 synchronously on its event loop, so a remote store answers them from local state and writes behind. ``find``
 (a ``Last-Event-ID`` lookup, which a shared store may answer from elsewhere) and the life cycle are coroutines;
 administration (the ``sse.*`` commands) is synchronous and local.
+
+:func:`open_store` opens the store a setting names; the Redis store's packages are imported only for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sse_resume_core._history import Found, HistoryLimits, HistoryStats, Recorded, SessionInfo, StoredEvent
+from sse_resume_core._history import (
+    Found,
+    HistoryLimits,
+    HistoryStats,
+    MemoryHistory,
+    Recorded,
+    SessionInfo,
+    StoredEvent,
+)
 
-__all__ = ["HistoryStore", "StoreHealth"]
+__all__ = ["REMOTE_SCHEMES", "HistoryStore", "StoreHealth", "open_store"]
+
+REMOTE_SCHEMES = ("redis://", "rediss://", "unix://")
+"""The URLs of a Redis store (redis-py's URL forms)."""
 
 
 @dataclass(slots=True)
@@ -29,16 +43,24 @@ class StoreHealth:
     failures: int = 0
     """Failed exchanges (writes or lookups): timeouts, refused connections, errors."""
     dropped: int = 0
-    """Writes given up because too many waited for an unavailable store."""
+    """Events (and session deletions) given up because too many waited for an unavailable store."""
     fallbacks: int = 0
     """Lookups answered by the local history alone because the store did not answer in time."""
     queued: int = 0
+    """Events (and session deletions) waiting to be written, those being sent included."""
 
 
 @runtime_checkable
 class HistoryStore(Protocol):
-    limits: HistoryLimits
-    clock: Callable[[], float]
+    @property
+    def limits(self) -> HistoryLimits:
+        """The bounds in force (changed by :meth:`reconfigure`)."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of the store's times (those of :class:`StoredEvent` and :class:`SessionInfo`)."""
+        ...
 
     # -- the hot path -----------------------------------------------------------------------------------------
 
@@ -90,6 +112,10 @@ class HistoryStore(Protocol):
         """Forget a session whole."""
         ...
 
+    def __iter__(self) -> Iterator[str]:
+        """The keys of the sessions held (a copy: the store may change meanwhile)."""
+        ...
+
     def clear(self) -> int:
         """Forget every session; return how many there were."""
         ...
@@ -115,3 +141,19 @@ class HistoryStore(Protocol):
     async def aclose(self) -> None:
         """Write what is pending (briefly), then stop."""
         ...
+
+
+def open_store(where: str, limits: HistoryLimits, timeout: float = 0.25) -> HistoryStore:
+    """The store ``where`` names: ``"memory"`` (this proxy's own), or a Redis URL (see :data:`REMOTE_SCHEMES`)
+    shared by several proxies, whose lookups wait ``timeout`` seconds for it at most.
+
+    The Redis store's package (``sse_resume_redis``, and ``redis``) is imported only for a Redis URL: without it,
+    ``ImportError``. Nothing connects yet (see :meth:`HistoryStore.start`).
+    """
+    if where == "memory":
+        return MemoryHistory(limits)
+    if not where.startswith(REMOTE_SCHEMES):
+        raise ValueError("a store is 'memory' or a redis://, rediss:// or unix:// URL")
+    redis = importlib.import_module("sse_resume_redis")
+    store: HistoryStore = redis.RedisHistory(where, limits, timeout=timeout)
+    return store

@@ -18,7 +18,7 @@ from mitmproxy.http import HTTPFlow
 from mitmproxy.io import FlowReader
 from mitmproxy.test import taddons
 
-from harness import EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_port
+from harness import EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_for, wait_port
 from test_sse_resume import script
 
 
@@ -38,7 +38,11 @@ def test_saved_flows_and_metrics(tmp_path: Path) -> None:
         assert hit.headers["sse-resume"] == "hit"
         dup_url = f"{proxy.url}/sse/dups?resume=0&hang_after=8"
         read_events(dup_url, 3, until=recorded(8 + 8))  # the second stream this proxy records, 1-8 too
-        EventSourceClient(dup_url, last_event_id="8").run(1, timeout=1.5, max_connections=1)
+        # Back with 8: the upstream starts again at 1 and the proxy drops 1-8 as repeats, so nothing comes. The
+        # client stays until the proxy has dropped all eight, then hangs up.
+        dropped = lambda n: lambda: scrape(metrics_port)["sse_resume_events_deduplicated_total"] >= n  # noqa: E731
+        with httpx.stream("GET", dup_url, headers={"accept": "text/event-stream", "last-event-id": "8"}, timeout=20):
+            wait_for(dropped(before["sse_resume_events_deduplicated_total"] + 8), 20, "1-8 dropped as repeats")
         EventSourceClient(url, last_event_id="ancient-id").run(1, max_connections=1)  # last: it records more
         after = scrape(metrics_port)
     # mitmdump has stopped: the flows are written.

@@ -78,7 +78,7 @@ def test_sessions_stay_apart_across_proxies(pair: tuple[Mitmdump, Mitmdump]) -> 
     path = "/sse/apart?hang_after=6"
     before = first.metric(WRITES)
     read_events(first.url + path, 3, headers={"mcp-session-id": "alice"}, until=written(first, before + 6))
-    out, _ = curl(second.url + path, "-i", "-H", "mcp-session-id: mallory", "-H", "Last-Event-ID: 3", max_time=1)
+    out, _ = curl(second.url + path, "-i", "-H", "mcp-session-id: mallory", "-H", "Last-Event-ID: 3", stop_after=1)
     assert "sse-resume: miss" in out.lower()  # mallory's session holds nothing, whatever alice's holds
     out, ids = curl(second.url + path, "-i", "-H", "mcp-session-id: alice", "-H", "Last-Event-ID: 3", max_time=1)
     assert "sse-resume: hit" in out.lower() and ids[:3] == ["4", "5", "6"], out  # while alice's reached this proxy

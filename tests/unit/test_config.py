@@ -165,3 +165,22 @@ def test_shown_hides_secrets_and_passwords() -> None:
     assert text["store"] == "redis://user:***@example:6379/0" and text["store_secret"] == "(set)"
     assert text["support_replay"] == "true" and text["event_ttl"] == "300"
     assert shown(Settings())["store_secret"] == "(unset)" and set(text) == set(Settings.model_fields)
+
+
+def test_the_options_table_in_the_docs_is_the_models() -> None:
+    """docs/options.md's table is made from the Settings model (`./dev options-table`): it says what the code does."""
+    from sse_resume_core._config import documented_table, options_table
+
+    docs = (Path(__file__).parents[2] / "docs" / "options.md").read_text()
+    assert documented_table(docs) == options_table(), "run ./dev options-table and commit docs/options.md"
+
+
+def test_every_setting_is_a_mitmproxy_option_with_help_and_documentation() -> None:
+    from sse_resume_core._config import Settings, mitmproxy_options
+
+    options = mitmproxy_options()
+    assert [name for name, *_ in options] == [f"sse_{name}" for name in Settings.model_fields]
+    for name, typ, default, help_text in options:
+        info = Settings.model_fields[name.removeprefix("sse_")]
+        assert help_text and isinstance(info.json_schema_extra, dict) and info.json_schema_extra["doc"], name
+        assert (default == info.default and typ in (bool, int, str)) or name == "sse_identity_headers", name

@@ -113,7 +113,8 @@ def test_ids_only_mode_never_replays_and_forwards_the_clients_id() -> None:
     stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 6)])
     d = decide(r, "s", "2")
     assert (d.outcome, d.forward_id, d.body) == ("behind", "2", b"")
-    told = b": sse-resume: newer events seen but not kept (ids only): resuming upstream from the client's Last-Event-ID\n\n"
+    told = b": sse-resume: newer events seen but not kept (ids only): resuming upstream from the client's "
+    told += b"Last-Event-ID\n\n"
     assert d.prefix == told
     assert stream_of(r, d, [ev(n) for n in range(1, 7)]) == told + ev(3) + ev(4) + ev(5) + ev(6)
 
@@ -1013,3 +1014,24 @@ def test_a_kept_decision_replays_every_event_held_after_the_id() -> None:
     assert d.outcome == "hit" and [e.id for e in d.replay] == ["2", None] and d.body == b""
     assert d.note == "served 2 events from history, then the kept stream"
     assert [e.id for e in decide(r, "s", "1").replay] == ["2"]  # (a client that reconnects gets no id-less tail)
+
+
+def test_a_stream_longer_than_the_proxy_remembers_is_told_so() -> None:
+    """Past sse_max_remembered_ids an upstream that starts over repeats what the proxy cannot recognise: the
+    client is told, in a comment first, on every way a resume is served."""
+    r = limited(max_events=2, max_remembered=6)
+    stream_of(r, decide(r, "s", None), numbered(1, 7))
+    warning = b": sse-resume: the stream's first events are no longer remembered"
+    up = decide(r, "s", "7")
+    assert up.outcome == "up-to-date" and up.prefix.startswith(warning) and "no longer remembered" in up.note
+    out = stream_of(r, up, numbered(1, 9))  # 1 is forgotten: it comes again, after the warning
+    assert out.startswith(warning) and ids_in(out) == ["1", "8", "9"]
+    hit = decide(r, "s", "8")
+    assert hit.outcome == "hit" and hit.body.startswith(b": sse-resume: served 1 event from history\n\n" + warning)
+    assert decide(r, "s", "8", inline=True).prefix.startswith(warning)
+    kept = asyncio.run(r.decide("s", "8", kept=True))
+    assert "no longer remembered" in kept.note
+    assert "no longer remembered" in _resume.describe(up, "'7'")
+    fresh = limited(max_events=2, max_remembered=6)
+    stream_of(fresh, decide(fresh, "s", None), numbered(1, 6))
+    assert not decide(fresh, "s", "6").prefix  # all of it remembered: nothing to say
