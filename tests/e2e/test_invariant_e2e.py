@@ -266,11 +266,11 @@ def test_thirty_clients_of_one_session_reconnecting_see_no_gap_and_no_repeat(
     request: pytest.FixtureRequest, bounded: Mitmdump
 ) -> None:
     """Thirty clients of one session, each hanging up after a few events and coming back, again and again (the
-    history holds 10 events): each gets 1..40, once each, in order."""
+    history holds 10 events): each gets 1..30, once each, in order."""
     expect_keep_failure(request, bounded, KEEP_COPIES)
     path = f"/sse/c2-thirty-{mode_of(bounded)}?resume=0&interval=0.02"
     rng = random.Random(17)
-    total = 40
+    total = 30
 
     async def scenario() -> list[Follower]:
         clients = [Follower(bounded.port, path, total, [rng.randint(1, 6) for _ in range(total)]) for _ in range(30)]
@@ -280,7 +280,7 @@ def test_thirty_clients_of_one_session_reconnecting_see_no_gap_and_no_repeat(
     clients = asyncio.run(scenario())
     wrong = {i: (ns(c.events), c.outcomes) for i, c in enumerate(clients) if ns(c.events) != list(range(1, total + 1))}
     assert not wrong, wrong
-    assert sum(len(c.visits) for c in clients) >= 30 * 8  # they did reconnect, many times each
+    assert sum(len(c.visits) for c in clients) >= 30 * 6  # they did reconnect, many times each
 
 
 # -- case 3: ids that are not unique ----------------------------------------------------------------------------
