@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADDON = ROOT / "addon" / "sse_resume.py"
 UPSTREAM = ROOT / "recipes" / "demo_upstream.py"
+SCRIPTED_UPSTREAM = Path(__file__).with_name("scripted_upstream.py")  # ids that repeat, responses from 1...
+OPTIONS_ADDON = Path(__file__).with_name("options_addon.py")  # changes options at run time (GET /__options__?...)
 
 
 def _ephemeral_ports() -> tuple[int, int]:
@@ -189,6 +191,15 @@ def start_upstream(tmp: Path, port: int, interval: float = 0.05, extra: Sequence
 def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
     port = free_port()
     with start_upstream(tmp, port, interval):
+        yield port
+
+
+@contextlib.contextmanager
+def scripted_upstream(tmp: Path) -> Iterator[int]:
+    """The test-only upstream of ``scripted_upstream.py`` on a free port, once it listens; yields the port."""
+    port = free_port()
+    with Process([sys.executable, SCRIPTED_UPSTREAM, "--port", str(port)], tmp / f"scripted-{port}.log") as proc:
+        wait_port(port, proc.proc)
         yield port
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
@@ -473,6 +475,308 @@ def test_every_event_at_most_once_in_order_and_none_missing(schedule: dict[str, 
     total = int(schedule["total"])  # type: ignore[call-overload]
     assert client.received == sorted(set(client.received)), client.received  # no duplicate, upstream order
     assert client.received == list(range(1, total + 1)), (client.received, schedule)  # nothing missing
+
+
+# -- generated schedules past the proxy's bounds: many clients of one session, ids that name several events --------
+# Several clients of one session, each with a schedule of its own, interleaved chunk by chunk (and with the addon's
+# timer flush in between), against upstreams that repeat ids (second stamps; bytes that are not UTF-8 and decode
+# alike), number every response from 1 with data of its own, or ignore Last-Event-ID while the history holds a few
+# events only (and the ids behind it may be forgotten too). The invariant, for every client: each event at most
+# once, in order, none skipped, and all of them by the end; or the client was told (a miss: the header, and the
+# comment first in the stream) where the proxy's bounds make that impossible. A miss is allowed only then: the
+# client's id names more than one event the proxy was sent, or the session saw more events than it remembers.
+
+
+FORGOTTEN = b": sse-resume: the stream's first events are no longer remembered"
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """In a client's log: a response began, with this outcome; ``warned``: it said first that the stream is
+    longer than the proxy remembers (so what an upstream that starts over sends may come again)."""
+
+    outcome: str
+    warned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """An upstream's events, and where its response starts for a given ``Last-Event-ID``."""
+
+    ids: str
+    """unique, stamp (the second it was sent: several events each), bad-utf8 (several events' ids read alike),
+    bad-utf8-unique"""
+    behaviour: str
+    """resume (after the id), from (again from the first event with the id), ignore (from 1), overlap"""
+    fresh: bool
+    """Every response numbers from 1 with data of its own (so each is a stream of its own)."""
+    total: int
+    per_id: int
+    """Events that share an id, for ``stamp`` and ``bad-utf8``."""
+    overlap: int
+
+    def raw_id(self, n: int) -> bytes:
+        group = (n - 1) // self.per_id + 1
+        if self.ids == "unique":
+            return b"%d" % n
+        if self.ids == "stamp":  # the second it was sent
+            return b"%d" % (1_700_000_000 + group)
+        if self.ids == "bad-utf8":  # \xff1, \xfe1, \xfd1...: not UTF-8, and all read as \ufffd1
+            return bytes([0xFF - (n - 1) % self.per_id]) + b"%d" % group
+        return b"\xff%d" % n  # not UTF-8, but each reads differently
+
+    def id(self, n: int) -> str:
+        return self.raw_id(n).decode("utf-8", "replace")
+
+    def event(self, response: int, n: int) -> bytes:
+        return b"id: %s\ndata: %d.%d\n\n" % (self.raw_id(n), response if self.fresh else 0, n)
+
+    def start(self, forward_id: str | None) -> int:
+        """The first event a response sends to a request with ``forward_id``."""
+        if self.fresh or self.behaviour == "ignore" or not forward_id:
+            return 1
+        matches = [n for n in range(1, self.total + 1) if self.id(n) == forward_id]
+        if not matches:
+            return 1
+        if self.behaviour == "resume":
+            return matches[-1] + 1
+        if self.behaviour == "from":  # again from the first event with that id (at-least-once)
+            return matches[0]
+        return max(1, matches[0] - self.overlap)
+
+
+@dataclass
+class SimClient:
+    connections: list[tuple[list[int], int, bool]]
+    log: list[tuple[int, int] | Connected] = field(default_factory=list)
+    """(generation, n) of each event received, in order, after the outcome of the response it came in."""
+    last_event_id: str = ""
+    outcomes: list[str] = field(default_factory=list)
+
+    def take(self, parser: SSEParser, data: bytes) -> None:
+        for block in parser.feed(data):
+            if block.data is not None:
+                generation, n = block.data.split(".")
+                self.log.append((int(generation), int(n)))
+        self.last_event_id = parser.last_event_id
+
+
+class Proxy:
+    """One Resumer, and what its relays were sent (to judge whether a miss was the only possible answer)."""
+
+    def __init__(self, upstream: Upstream, limits: HistoryLimits, inline: bool) -> None:
+        self.upstream = upstream
+        self.limits = limits
+        self.inline = inline
+        self.resumer = Resumer(MemoryHistory(limits), replay=limits.replay)
+        self.sent: dict[str, set[bytes]] = {}  # the events sent to the proxy, by the id it reads
+        self.events_sent = 0
+        self.responses = itertools.count(1)
+
+    def note_sent(self, events: list[int], response: int) -> None:
+        for n in events:
+            self.sent.setdefault(self.upstream.id(n), set()).add(self.upstream.event(response, n))
+        self.events_sent += len(events)
+
+    def miss_allowed(self, last_event_id: str) -> bool:
+        """Whether the proxy's bounds leave no other answer than a miss for ``last_event_id``."""
+        named = self.sent.get(last_event_id, set())
+        return len(named) != 1 or self.events_sent > self.limits.remembered
+
+    def decide(self, last_event_id: str) -> Decision:
+        coroutine = self.resumer.decide("s", last_event_id or None, self.inline)
+        try:  # a memory store answers without awaiting anything: no event loop needed
+            coroutine.send(None)
+        except StopIteration as done:
+            decision: Decision = done.value
+            return decision
+        raise AssertionError("a memory store's lookup awaited")
+
+
+def connect(proxy: Proxy, client: SimClient) -> Iterator[None]:
+    """A client's connections, one step (a decision, a chunk) per iteration."""
+    upstream = proxy.upstream
+    for cuts, break_after, lose in [*client.connections, ([], 10**6, False)]:  # at last, one that runs to its end
+        for _ in range(10):  # a replay response is read whole, then the client reconnects at once
+            decision = proxy.decide(client.last_event_id)
+            client.outcomes.append(decision.outcome)
+            warned = FORGOTTEN in decision.prefix or FORGOTTEN in decision.body
+            assert not warned or proxy.events_sent > proxy.limits.remembered, ("a warning without cause", client)
+            client.log.append(Connected(decision.outcome, warned))
+            parser = SSEParser()
+            parser.last_event_id = client.last_event_id
+            if decision.outcome == "miss":
+                assert proxy.miss_allowed(client.last_event_id), ("a miss the bounds do not explain", client)
+                assert decision.prefix.startswith(b": sse-resume: Last-Event-ID ")
+            if not decision.body:
+                break
+            client.take(parser, decision.body)
+            yield
+        else:
+            raise AssertionError("a client kept getting replays")
+        response = next(proxy.responses)
+        numbers = list(range(upstream.start(decision.forward_id), upstream.total + 1))
+        ends = list(itertools.accumulate(len(upstream.event(response, n)) for n in numbers))
+        data = b"".join(upstream.event(response, n) for n in numbers)
+        relay = proxy.resumer.open(decision)
+        fed = 0
+        fed_out = False  # the relay handed something on
+        for i, piece in enumerate(chunks_of(data, cuts) if data else []):
+            before = bisect.bisect_right(ends, fed)
+            fed += len(piece)
+            out = relay.feed(piece)
+            proxy.note_sent(numbers[before : bisect.bisect_right(ends, fed)], response)
+            if out and not fed_out:
+                assert out.startswith(decision.prefix)  # the comment of a miss (any prefix) comes first
+                fed_out = True
+            if i >= break_after:
+                if not lose:
+                    client.take(parser, out)
+                break  # (the relay's events not recorded yet are, by the next decision)
+            client.take(parser, out)
+            yield
+        else:
+            client.take(parser, relay.close())
+        yield
+
+
+def assert_invariant(client: SimClient, upstream: Upstream) -> None:
+    """Each event at most once, in order, none skipped, and all of them by the end (the last one came); or the
+    client was told.
+
+    Told: after a miss (the header, and the comment first in the stream) the client's position means nothing, so
+    the first event may be any the upstream sends, and what it had before counts for nothing. A response that
+    says first that the stream is longer than the proxy remembers may bring back what the proxy forgot: anything
+    goes in it, and what the client had before counts for nothing after it.
+    """
+    seen: set[tuple[int, int]] = set()
+    generations: set[int] = set()
+    previous: tuple[int, int] | None = None
+    told = lax = reached = False  # reached: the last event came
+    for item in client.log:
+        if isinstance(item, Connected):
+            told = told or lax or item.outcome == "miss"
+            lax = item.warned
+            if told:
+                seen.clear()
+                generations.clear()
+            continue
+        generation, n = item
+        previous_item, previous = previous, item
+        reached = reached or n == upstream.total
+        if lax:
+            continue
+        assert item not in seen, ("received twice", item, client)
+        if told:
+            told = False  # the first event after the client was told: whatever the upstream sends
+        elif previous_item is None:
+            assert n == 1, ("the first event skipped", item, client)
+        elif generation == previous_item[0]:
+            assert n == previous_item[1] + 1, ("not the next event", previous_item, item, client)
+        else:  # another response's events: only a new upstream response, from its start, never from history
+            new = generation not in generations
+            assert upstream.fresh and new and n == 1, ("crossed streams", previous_item, item, client)
+        seen.add(item)
+        generations.add(generation)
+    assert reached, ("not all events by the end", client)
+
+
+Schedule = tuple[Upstream, HistoryLimits, bool, list[SimClient], list[int]]
+
+
+@st.composite
+def bounded_schedules(draw: st.DrawFn, remembered: tuple[int, ...] = (100_000,), max_clients: int = 4) -> Schedule:
+    ids = draw(st.sampled_from(["unique", "stamp", "bad-utf8", "bad-utf8-unique"]))
+    fresh = draw(st.booleans()) if ids == "unique" else False
+    # An upstream that resumes after an id many events carry skips the rest of them (its own doing): not drawn.
+    behaviours = ["resume", "from", "ignore", "overlap"] if ids in ("unique", "bad-utf8-unique") else ["from", "ignore"]
+    upstream = Upstream(
+        ids,
+        draw(st.sampled_from(behaviours)),
+        fresh,
+        total=draw(st.integers(min_value=1, max_value=20)),
+        per_id=draw(st.integers(min_value=2, max_value=4)),
+        overlap=draw(st.integers(min_value=1, max_value=5)),
+    )
+    replay = draw(st.booleans())
+    limits = HistoryLimits(
+        max_events=draw(st.sampled_from([2, 3, 5, 8, 10_000])),
+        max_remembered=draw(st.sampled_from(remembered)),
+        replay=replay,
+    )
+    # Where each connection's chunks are cut and how the clients' steps interleave come from a seed (drawing them one
+    # by one took most of the time); the rest is drawn, so a failure shrinks to the upstream, bounds and schedule.
+    rng = random.Random(draw(st.integers(min_value=0, max_value=2**32)))
+    connection = st.tuples(
+        st.integers(min_value=0, max_value=12),  # break after this many chunks
+        st.booleans(),  # the bytes relayed in the breaking chunk are lost with the connection
+    )
+    clients = [
+        SimClient([([rng.randrange(2000) for _ in range(rng.randrange(7))], k, lose) for k, lose in connections])
+        for connections in draw(st.lists(st.lists(connection, max_size=6), min_size=1, max_size=max_clients))
+    ]
+    order = [rng.randrange(len(clients) + 1) for _ in range(rng.randrange(80))]  # len(clients): the timer's flush
+    return upstream, limits, draw(st.booleans()), clients, order
+
+
+def run_clients(proxy: Proxy, clients: list[SimClient], order: list[int]) -> None:
+    steps = [connect(proxy, client) for client in clients]
+    done: set[int] = set()
+    for k in itertools.chain(order, itertools.chain.from_iterable(itertools.repeat(range(len(clients)), 10_000))):
+        if len(done) == len(clients):
+            return
+        if k == len(clients):
+            proxy.resumer.flush()  # the addon's timer
+        elif k not in done and next(steps[k], StopIteration) is StopIteration:
+            done.add(k)
+    raise AssertionError("the clients never finished")
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bounded_schedules())
+def test_every_client_gets_each_event_once_in_order_or_is_told(schedule: Schedule) -> None:
+    upstream, limits, inline, clients, order = schedule
+    proxy = Proxy(upstream, limits, inline)
+    run_clients(proxy, clients, order)
+    for client in clients:
+        assert_invariant(client, upstream)
+    assert isinstance(proxy.resumer.store, MemoryHistory)
+    proxy.resumer.store._check()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bounded_schedules(remembered=(6, 15), max_clients=1))
+def test_past_the_ids_remembered_a_client_gets_each_event_once_in_order_or_is_told(schedule: Schedule) -> None:
+    """As above, with a session remembering 6 or 15 events: what an upstream that starts over sends again that the
+    proxy forgot reaches the client only after the proxy said so."""
+    upstream, limits, inline, clients, order = schedule
+    run_clients(Proxy(upstream, limits, inline), clients, order)
+    assert_invariant(clients[0], upstream)
+
+
+FORGOTTEN_ELSEWHERE = (
+    "past sse_max_remembered_ids the warning is given for a stream that lost its own first events only: one that "
+    "began after the session forgot events (a miss, a fresh response the proxy no longer recognised) is not "
+    "warned, and an id whose other occurrences were forgotten looks unique: repeats, gaps and another "
+    "response's events reach a client untold"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=FORGOTTEN_ELSEWHERE)
+@settings(
+    max_examples=2000,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.generate],  # (expected to fail: found is enough; shrinking would cost more than the search)
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(bounded_schedules(remembered=(6, 15)))
+def test_past_the_ids_remembered_every_client_gets_each_event_once_in_order_or_is_told(schedule: Schedule) -> None:
+    """As above, with several clients of the session."""
+    upstream, limits, inline, clients, order = schedule
+    run_clients(Proxy(upstream, limits, inline), clients, order)
+    for client in clients:
+        assert_invariant(client, upstream)
 
 
 @settings(max_examples=500, deadline=None)
