@@ -128,6 +128,7 @@ class Injector:
         self.cut_short = 0  # stalls ended early, at max_held
         self.repeats = 0
         self.last_repeated = ""  # the id of the last event sent twice
+        self.after_cut = 0  # events the stream would have sent after its cut (counted, never sent)
 
     def feed(self, data: bytes, now: float) -> tuple[bytes, list[Fault]]:
         """The bytes to send now for ``data`` (what the stream would send), and the faults made.
@@ -135,6 +136,7 @@ class Injector:
         Runtime complexity: O(len(data)), plus the held bytes when a stall ends."""
         faults: list[Fault] = []
         if self.done:
+            self.after_cut += sum(b.kind is BlockKind.EVENT for b in self._parser.feed(data))
             return b"", faults
         out: list[bytes] = []
         if self.until is not None and now >= self.until:
@@ -144,7 +146,8 @@ class Injector:
         start = self._fed
         self._fed += len(data)
         pos = 0
-        for block in self._parser.feed(data):
+        blocks = self._parser.feed(data)
+        for at, block in enumerate(blocks):
             self._ended += len(block.raw)
             if block.kind is not BlockKind.EVENT:
                 continue
@@ -165,6 +168,7 @@ class Injector:
                 faults.append(Fault("repeat", n, block.last_event_id, f"sse_fault_repeat_after={self.repeat_after}"))
             if cut:
                 self.done = True
+                self.after_cut = sum(b.kind is BlockKind.EVENT for b in blocks[at + 1 :])
                 self._held.clear()  # lost with the connection, as on a network (the client resumes them)
                 self._held_bytes = 0
                 self.until = None
@@ -294,6 +298,7 @@ class _Stream:
         if self.cut is not None:
             facts["cut"] = {
                 "after_events": self.cut.events,
+                "events_relayed_after": i.after_cut if i is not None else 0,
                 "last_event_id": _shown_id(self.cut.last_event_id),
                 "by": self.cut.by,
             }
@@ -426,8 +431,13 @@ class SSEFaults:
                 return
             if stream.timer is not None:
                 stream.timer.cancel()
-            if stream.injector is not None:
-                stream.injector.stop(time.monotonic())  # (a clean end has sent what a stall held already)
+            i = stream.injector
+            if i is not None:
+                i.stop(time.monotonic())  # (a clean end has sent what a stall held already)
+                if stream.cut is not None and i.after_cut and flow.response is not None:
+                    # The flow shows what its client got: the events relayed after the cut are in the history
+                    # (the client resumes them), not on this connection.
+                    flow.response.raw_content = _without_last_events(flow.response.raw_content or b"", i.after_cut)
             if stream.last is not None:
                 self._annotate(stream)  # again, after the SSEResume addon's last word on the flow
         except Exception as e:
@@ -466,12 +476,11 @@ class SSEFaults:
         out: list[bytes] = []
         faults: list[Fault] = []
         for part in parts:
-            if injector.done:
-                break
-            if not part:  # an empty chunk ends an HTTP/1 response: what a stall holds goes first
-                if held := injector.finish(now):
-                    out.append(held)
-                out.append(part)
+            if not part:  # an empty chunk ends an HTTP/1 response: what a stall holds goes first (none after a cut)
+                if not injector.done:
+                    if held := injector.finish(now):
+                        out.append(held)
+                    out.append(part)
                 continue
             data, made = injector.feed(part, now)
             if data:
@@ -641,6 +650,20 @@ def _placed(comment: str, old: str, new: str, note: str) -> str:
         head = comment[: -len(note)].rstrip("\n")
         return f"{head}\n{new}\n{note}" if head else f"{new}\n{note}"
     return f"{comment}\n{new}" if comment else new
+
+
+def _without_last_events(data: bytes, n: int) -> bytes:
+    """``data`` (an event stream) up to the end of the event ``n`` events before its last one."""
+    parser = SSEParser(len(data) + 1)
+    blocks = parser.feed(data) + parser.close()
+    keep = sum(b.kind is BlockKind.EVENT for b in blocks) - n
+    end = seen = 0
+    for block in blocks:
+        if seen >= keep:
+            break
+        end += len(block.raw)
+        seen += block.kind is BlockKind.EVENT
+    return data[:end]
 
 
 def _said_cut(streams: list[_Stream]) -> str:

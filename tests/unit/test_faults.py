@@ -17,7 +17,7 @@ from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
 
 from sse_resume_shell import FAULT_OPTIONS, MARKS, Fault, Injector, SSEFaults
-from sse_resume_shell._faults import _placed
+from sse_resume_shell._faults import _placed, _without_last_events
 from test_sse_resume import register_with_deferred, script
 
 EVENTS = [b'id: %d\ndata: {"n": %d}\n\n' % (n, n) for n in range(1, 13)]
@@ -140,6 +140,13 @@ def test_repeat_and_cut_on_the_same_event_repeat_it_then_cut() -> None:
     assert out == EVENTS[0] + EVENTS[1] * 2 and [f.kind for f in faults] == ["repeat", "cut"]
 
 
+def test_a_flows_events_after_its_cut_are_taken_off_it() -> None:
+    stream = b": hi\n\n" + b"".join(EVENTS[:4]) + b": bye\n\n"
+    assert _without_last_events(stream, 1) == b": hi\n\n" + b"".join(EVENTS[:3])
+    assert _without_last_events(stream, 0) == b": hi\n\n" + b"".join(EVENTS[:4])
+    assert _without_last_events(stream, 4) == _without_last_events(stream, 9) == b""
+
+
 # -- the comment -----------------------------------------------------------------------------------------------
 
 
@@ -250,8 +257,10 @@ def test_a_scheduled_cut_closes_the_client_connection_once_the_nth_event_is_retu
             flow.error = None
             resume.error(flow)
             faults.error(flow)
+            assert flow.response is not None and flow.response.raw_content == b"".join(EVENTS[:3])  # what it got
             assert flow.metadata["sse_faults"]["cut"] == {
                 "after_events": 3,
+                "events_relayed_after": 2,
                 "last_event_id": "'3'",
                 "by": "sse_fault_cut_after=3",
             }
