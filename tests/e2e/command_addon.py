@@ -4,8 +4,10 @@
 
 A request for ``/__command__/NAME`` (to the proxy, whatever its mode) is answered here and goes nowhere else: its
 JSON body is ``{"flows": FILTER}`` to call a command that takes flows with the open streams that the mitmproxy
-filter expression matches (mitmdump has no view to resolve ``@all`` or a filter: this stands in for it), or
-``{"args": [...]}`` for a command that takes strings. The answer is the command's result, or a 400 with its error.
+filter expression matches (mitmdump has no view to resolve ``@all`` or a filter: this stands in for it),
+``{"args": [...]}`` for a command that takes strings, or ``{"session_of": FILTER}`` to give a command the session
+header's value (``sse_session_header``) of the first open stream that the filter matches, as a user reads it off
+the flow. The answer is the command's result, or a 400 with its error.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class Commands:
             if "flows" in body:
                 match = flowfilter.parse(body["flows"])
                 result = ctx.master.commands.call(name, [f for f in self.open.values() if match(f)])
+            elif "session_of" in body:
+                match = flowfilter.parse(body["session_of"])
+                flows = [f for f in self.open.values() if match(f)]
+                if not flows:
+                    raise ValueError(f"no open flow matches {body['session_of']!r}")
+                result = ctx.master.commands.call(name, flows[0].request.headers[ctx.options.sse_session_header])
             else:
                 result = ctx.master.commands.call_strings(name, body.get("args", []))
             flow.response = http.Response.make(200, str(result), {"content-type": "text/plain"})
