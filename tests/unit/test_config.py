@@ -199,9 +199,9 @@ def test_every_fault_option_is_in_the_table_with_help_and_is_checked() -> None:
         assert default == info.default and typ in (int, str), name
         assert f"| `{name}` |" in options_table(), name
     assert not FaultSettings().active and fault_settings({"cut_every": 2}).active
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as error:
         fault_settings({"cut_after": -1, "stall_for": 0, "stall": 1})
-    assert str(info.value) == (
+    assert str(error.value) == (
         "sse_fault_cut_after: Input should be greater than or equal to 0; sse_fault_stall_for: Input should be "
         "greater than or equal to 1; sse_fault_stall: Extra inputs are not permitted"
     )
