@@ -333,18 +333,18 @@ def assert_counted_once(got: dict[str, Any], n: int) -> None:
     assert got["result"] == f"counted to {n}" and not got["error"], got
 
 
+# In keep mode (as recipes/mcp_faults.md runs it) the proxy reads a call's stream to its end while the client is
+# away, so the SDK server never replays it: its replay can lose events stored meanwhile (docs/mcp.md), which no
+# proxy can resend; the client's resume is served by the proxy alone. Only POST streams are cut: the SDK client
+# resumes a broken GET from a stale id (the recipe says more).
+KEEP_AND_CUT_POSTS = ["sse_keep_upstream=true", "sse_fault_cut_after=3", "sse_fault_filter=~m POST"]
+
+
 def test_mcp_calls_whose_post_streams_are_cut_get_every_notification_once(tmp_path: Path) -> None:
     """Each call's stream is cut after its third event (the priming event, progress 1, log 1); the SDK client
-    resumes it with a GET and Last-Event-ID. (Only POST streams are cut: see recipes/mcp_faults.md for why.)"""
-    with (
-        mcp_server(tmp_path) as server,
-        Mitmdump(
-            tmp_path,
-            server,
-            ["sse_fault_cut_after=3", "sse_fault_filter=~m POST"],
-            extra=["-w", str(tmp_path / "flows.mitm")],
-        ) as proxy,
-    ):
+    resumes it with a GET and Last-Event-ID."""
+    flows = str(tmp_path / "flows.mitm")
+    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server, KEEP_AND_CUT_POSTS, extra=["-w", flows]) as proxy:
         for n in (6, 8):  # two calls, two sessions
             assert_counted_once(asyncio.run(call_count(f"{proxy.url}/mcp", None, n, None)), n)
     cut = [f for f in saved(tmp_path / "flows.mitm") if f.marked == ":scissors:"]
@@ -354,10 +354,7 @@ def test_mcp_calls_whose_post_streams_are_cut_get_every_notification_once(tmp_pa
 
 def test_mcp_recipe_cut_a_tool_calls_stream(tmp_path: Path) -> None:
     """recipes/mcp_faults.md, as a user runs it: its client prints each notification once, then the result."""
-    with (
-        mcp_server(tmp_path) as server,
-        Mitmdump(tmp_path, server, ["sse_fault_cut_after=3", "sse_fault_filter=~m POST"]) as proxy,
-    ):
+    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server, KEEP_AND_CUT_POSTS) as proxy:
         out = subprocess.run(
             [sys.executable, ROOT / "recipes" / "mcp_client.py", f"{proxy.url}/mcp", "count", '{"n": 4, "delay": 0.2}'],
             capture_output=True,
@@ -377,7 +374,9 @@ def test_mcp_session_cut_by_command_mid_call_every_notification_once(tmp_path: P
     stream and the session's GET stream both break; the call still gets every notification once."""
     with (
         mcp_server(tmp_path) as server,
-        Mitmdump(tmp_path, server, extra=["-s", str(COMMANDS), "-w", str(tmp_path / "flows.mitm")]) as proxy,
+        Mitmdump(
+            tmp_path, server, MODES["keep"], extra=["-s", str(COMMANDS), "-w", str(tmp_path / "flows.mitm")]
+        ) as proxy,
     ):
         answers: list[str] = []
 
