@@ -53,6 +53,7 @@ from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resum
 from sse_resume_core._store import HistoryStore, open_store
 from sse_resume_core._view import Transcript, TranscriptBudget, render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
+from sse_resume_shell import FAULT_OPTIONS, SSEFaults
 
 if TYPE_CHECKING:  # imported only when an option asks for it (see FEATURES)
     from prometheus_client.core import Metric
@@ -128,7 +129,9 @@ def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> lis
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise exceptions.OptionsError(f"{name}: no such option{hint}")  # type: ignore[no-untyped-call]
-            option = registered[name]
+            option = registered.get(name)
+            if option is None:  # an option of another addon of this script, which checks it in its own load
+                continue
             if isinstance(value, unconverted):  # from --set
                 value = parse(option, value.val)
             typecheck.check_option_type(name, value, option.typespec)
@@ -317,7 +320,7 @@ class SSEResume:
             "YAML file with settings under 'sse:' (the 'client_resilience' shape, or option names without sse_). "
             "Options given with --set win over the file.",
         )
-        names = [*(f"sse_{name}" for name in Settings.model_fields), "sse_config"]
+        names = [*(f"sse_{name}" for name in Settings.model_fields), "sse_config", *FAULT_OPTIONS]
         for error in deferred_errors(loader.master.options, names):
             # Logged as an error, which stops mitmdump, mitmproxy and mitmweb at startup ("Error logged during
             # startup"). Raising would not: mitmproxy's script loader drops an exception from here, and the addon.
@@ -1249,6 +1252,7 @@ def _show_id(event_id: str | None, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "...'"
 
 
-addons = [SSEResume()]
+_resume = SSEResume()
+addons = [_resume, SSEFaults(flow_state=_resume._flows.get)]  # (faults' hooks run after the resume's)
 
 __all__ = ["HistoryLimits", "SSEResume", "addons"]

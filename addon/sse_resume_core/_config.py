@@ -656,6 +656,11 @@ def options_table() -> str:
         shown_default = str(extra.get("default") or _shown_default(info.default))
         lines.append(f"| `sse_{name}` | {shown_default} | {extra.get('doc') or info.description} |")
     lines.append("| `sse_config` | unset | A YAML file with settings under `sse:` (below). |")
+    for name, info in FaultSettings.model_fields.items():  # (the fault injection's options, last)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        lines.append(
+            f"| `sse_fault_{name}` | {_shown_default(info.default)} | {extra.get('doc') or info.description} |"
+        )
     return "\n".join(lines)
 
 
@@ -670,3 +675,116 @@ def write_options_table(path: str) -> None:
     text = Path(path).read_text()
     old = documented_table(text)
     Path(path).write_text(text.replace(old, options_table(), 1))
+
+
+# -- fault injection: the sse_fault_* options ---------------------------------------------------------------------
+
+
+class FaultSettings(BaseModel):
+    """The fault injection's settings (the ``sse_fault_*`` options, without that prefix), validated.
+
+    Options only: a debugging session's switches, not read from the ``sse:`` file or block. A count or duration
+    at 0 is off; ``stall_for`` is the length of each stall that ``stall_after`` starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cut_after: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description=(
+            "Fault injection: cut each SSE stream's client connection after its N-th event, as a network failure "
+            "would (the client sees its connection break and reconnects with Last-Event-ID). 0: never."
+        ),
+        json_schema_extra={
+            "doc": (
+                "Fault injection: cut each SSE stream's client connection right after its N-th event, as a "
+                "network failure would (the client reconnects with `Last-Event-ID`). `0`: never. See [fault "
+                "injection](inspecting.md#fault-injection-breaking-streams-on-purpose)."
+            )
+        },
+    )
+    cut_every: int = Field(
+        0,
+        ge=0,
+        le=7 * 86400,
+        description="Fault injection: cut each SSE stream's client connection S seconds after it began. 0: never.",
+        json_schema_extra={
+            "doc": "Fault injection: cut each SSE stream's client connection S seconds after its response began. "
+            "`0`: never."
+        },
+    )
+    stall_after: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description=(
+            "Fault injection: after every N-th event of an SSE stream, hold the events that follow for "
+            "sse_fault_stall_for seconds (they go out with the upstream's first bytes after that). 0: never."
+        ),
+        json_schema_extra={
+            "doc": (
+                "Fault injection: after every N-th event of a stream, hold the events that follow for "
+                "`sse_fault_stall_for` seconds. `0`: never."
+            )
+        },
+    )
+    stall_for: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="Fault injection: seconds each stall of sse_fault_stall_after holds a stream's events.",
+        json_schema_extra={
+            "doc": (
+                "Fault injection: seconds each stall holds a stream's events (1 to 3600); they go out with the "
+                "upstream's first bytes after it."
+            )
+        },
+    )
+    repeat_after: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description=(
+            "Fault injection: send every N-th event of an SSE stream twice in a row, to watch the client drop "
+            "the copy. 0: never."
+        ),
+        json_schema_extra={"doc": "Fault injection: send every N-th event of a stream twice in a row. `0`: never."},
+    )
+    filter: str = Field(
+        "",
+        description=(
+            "Fault injection: the SSE flows that the sse_fault_ schedules apply to, as a mitmproxy filter "
+            "expression (such as '~m GET'); all of them when unset."
+        ),
+        json_schema_extra={
+            "doc": (
+                "Fault injection: the SSE flows the `sse_fault_` schedules apply to, as a mitmproxy filter "
+                "expression (`~m POST`); all when unset."
+            )
+        },
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any fault is scheduled."""
+        return bool(self.cut_after or self.cut_every or self.stall_after or self.repeat_after)
+
+
+def fault_settings(values: Mapping[str, Any]) -> FaultSettings:
+    """Validate the fault options' values (names without ``sse_fault_``); a ConfigError names the option."""
+    try:
+        return FaultSettings.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, "sse_fault_")) from None
+
+
+def fault_mitmproxy_options() -> list[tuple[str, Any, Any, str]]:
+    """``(option name, mitmproxy type, default, help)`` of every fault option, as its addon registers them."""
+    return [
+        (f"sse_fault_{name}", _mitmproxy_type(info.annotation), info.default, info.description or "")
+        for name, info in FaultSettings.model_fields.items()
+    ]
+
+
+__all__ += ["FaultSettings", "fault_mitmproxy_options", "fault_settings"]

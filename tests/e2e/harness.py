@@ -260,14 +260,18 @@ class Mitmdump(Process):
         for option in [*options, *([f"sse_metrics_port={self.metrics}"] if metrics else [])]:
             args += ["--set", option]
         super().__init__(args, tmp / f"mitmdump-{self.port}.log")
-        wait_port(self.port, self.proc)
-        # The port opens before mitmproxy's own addons have all started (a request in between can find its TLS
-        # settings unset, which stops it): wait for the line it logs once they have.
-        deadline = time.monotonic() + 30
-        while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)  # (polling a condition, with a deadline)
-        if metrics:
-            wait_port(self.metrics, self.proc)
+        try:
+            wait_port(self.port, self.proc)
+            # The port opens before mitmproxy's own addons have all started (a request in between can find its TLS
+            # settings unset, which stops it): wait for the line it logs once they have.
+            deadline = time.monotonic() + 30
+            while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)  # (polling a condition, with a deadline)
+            if metrics:
+                wait_port(self.metrics, self.proc)
+        except BaseException:  # (one that does not start in time is not left running: nobody holds it)
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:

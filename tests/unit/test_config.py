@@ -12,8 +12,10 @@ from sse_resume_core._config import (
     FILE,
     OPTION,
     ConfigError,
+    FaultSettings,
     Settings,
     effective,
+    fault_settings,
     load_file,
     merge,
     section_values,
@@ -184,3 +186,22 @@ def test_every_setting_is_a_mitmproxy_option_with_help_and_documentation() -> No
         info = Settings.model_fields[name.removeprefix("sse_")]
         assert help_text and isinstance(info.json_schema_extra, dict) and info.json_schema_extra["doc"], name
         assert (default == info.default and typ in (bool, int, str)) or name == "sse_identity_headers", name
+
+
+def test_every_fault_option_is_in_the_table_with_help_and_is_checked() -> None:
+    from sse_resume_core._config import fault_mitmproxy_options, options_table
+
+    options = fault_mitmproxy_options()
+    assert [name for name, *_ in options] == [f"sse_fault_{name}" for name in FaultSettings.model_fields]
+    for name, typ, default, help_text in options:
+        info = FaultSettings.model_fields[name.removeprefix("sse_fault_")]
+        assert help_text and isinstance(info.json_schema_extra, dict) and info.json_schema_extra["doc"], name
+        assert default == info.default and typ in (int, str), name
+        assert f"| `{name}` |" in options_table(), name
+    assert not FaultSettings().active and fault_settings({"cut_every": 2}).active
+    with pytest.raises(ConfigError) as error:
+        fault_settings({"cut_after": -1, "stall_for": 0, "stall": 1})
+    assert str(error.value) == (
+        "sse_fault_cut_after: Input should be greater than or equal to 0; sse_fault_stall_for: Input should be "
+        "greater than or equal to 1; sse_fault_stall: Extra inputs are not permitted"
+    )
