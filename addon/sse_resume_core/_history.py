@@ -132,8 +132,9 @@ class Found:
     """When more than one remembered event of the session carries the id: how many (the id names none of them;
     :attr:`stream`, :attr:`seq` and :attr:`after` then say nothing)."""
     forgotten: bool = False
-    """The stream's first events are no longer remembered (past ``max_remembered``, the ttl or the byte cap): an
-    upstream that starts over sends them again, and they cannot be recognised."""
+    """Events of the session are no longer remembered (past ``max_remembered``, the ttl or the byte cap): an
+    upstream that starts over may send them again, and they cannot be recognised; nor can other occurrences of
+    the id that were forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,7 @@ class _Session:
         "bytes",
         "crcs",
         "created",
+        "forgot",
         "held",
         "ids",
         "key",
@@ -225,6 +227,7 @@ class _Session:
         # once, oldest first (rare: only an upstream that repeats ids fills it).
         self.by_id: dict[str, int] = {}
         self.older: dict[str, deque[int]] = {}
+        self.forgot = False  # events of it are no longer remembered: an id's other occurrences may be among them
         self.bytes = SESSION_OVERHEAD
         self.created = now
         self.used = now
@@ -506,7 +509,8 @@ class MemoryHistory:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
         st = s.streams_by_number[s.stream_of[seq - s.base]]
         after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
-        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=st.forgotten)
+        forgotten = st.forgotten or s.forgot
+        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=forgotten)
 
     def position(self, session: str, stream: str, event_id: str, raw: bytes, *, crc: int | None = None) -> int | None:
         """The sequence number of the event of ``stream`` with this id and these bytes (or this ``crc``, their
@@ -731,6 +735,7 @@ class MemoryHistory:
                 if not stream.count:
                     self._drop_stream(s, stream)
         ids[start:stop] = [None] * count
+        s.forgot = True
         s.bytes -= cost
         self._bytes -= cost
         s.start = start = stop

@@ -68,8 +68,8 @@ PROXY_ID_PREFIX: Final = "sse-resume."
 never sent upstream."""
 _AMBIGUOUS: Final = "names %d events of this session (the upstream repeats ids)"
 _FORGOTTEN: Final = (
-    "the stream's first events are no longer remembered (sse_max_remembered_ids): an upstream that starts over "
-    "will send them again"
+    "earlier events of this session are no longer remembered (sse_max_remembered_ids): an upstream that starts "
+    "over may send them again"
 )
 
 

@@ -487,7 +487,7 @@ def test_every_event_at_most_once_in_order_and_none_missing(schedule: dict[str, 
 # client's id names more than one event the proxy was sent, or the session saw more events than it remembers.
 
 
-FORGOTTEN = b": sse-resume: the stream's first events are no longer remembered"
+FORGOTTEN = b": sse-resume: earlier events of this session are no longer remembered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -755,10 +755,9 @@ def test_past_the_ids_remembered_a_client_gets_each_event_once_in_order_or_is_to
 
 
 FORGOTTEN_ELSEWHERE = (
-    "past sse_max_remembered_ids the warning is given for a stream that lost its own first events only: one that "
-    "began after the session forgot events (a miss, a fresh response the proxy no longer recognised) is not "
-    "warned, and an id whose other occurrences were forgotten looks unique: repeats, gaps and another "
-    "response's events reach a client untold"
+    "past sse_max_remembered_ids, with several clients of the session: every resume of a session that forgot "
+    "events is warned, but a response that is not a resume (a miss, a fresh request) is not, and what an "
+    "upstream that starts over sends it can reach a client untold"
 )
 
 
@@ -1031,7 +1030,7 @@ def test_a_stream_longer_than_the_proxy_remembers_is_told_so() -> None:
     client is told, in a comment first, on every way a resume is served."""
     r = limited(max_events=2, max_remembered=6)
     stream_of(r, decide(r, "s", None), numbered(1, 7))
-    warning = b": sse-resume: the stream's first events are no longer remembered"
+    warning = b": sse-resume: earlier events of this session are no longer remembered"
     up = decide(r, "s", "7")
     assert up.outcome == "up-to-date" and up.prefix.startswith(warning) and "no longer remembered" in up.note
     out = stream_of(r, up, numbered(1, 9))  # 1 is forgotten: it comes again, after the warning
