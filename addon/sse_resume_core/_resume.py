@@ -146,8 +146,8 @@ def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start
 
 
 def _warned(decision: Decision, found: Found) -> Decision:
-    """The decision, telling the client (in its note, and a comment first) when the stream it resumes is longer
-    than the proxy remembers: an upstream that starts over would repeat what the proxy cannot recognise."""
+    """The decision, telling the client (in its note, and a comment first) when its session has forgotten events
+    (see :attr:`Found.forgotten`): an upstream that starts over would repeat what the proxy cannot recognise."""
     if not found.forgotten:
         return decision
     comment = b": sse-resume: %s\n\n" % _FORGOTTEN.encode()
@@ -213,7 +213,7 @@ class Decision:
 class Window:
     """The events delivered lately on one connection, by a hash of their bytes (which hold their id): the one
     dedupe window. It catches an upstream that sends an event again within one response; what a resuming client
-    had before is the history's to know (see :meth:`Relay._client_has`).
+    had before is the history's to know (see :meth:`Relay._new_to_client`).
 
     The keys are held in a set to look up and a list in order, cut back to the last ``size`` in bulk (every
     BATCH keys, and by :meth:`trim`), so up to ``size + BATCH`` are held at times. (Cutting one key per event
