@@ -24,7 +24,7 @@ import shlex
 import ssl
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Optional
@@ -34,120 +34,35 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.utils import typecheck
 
 from sse_resume_core import HistoryLimits, MemoryHistory
-from sse_resume_core._config import DEFAULT, ConfigError, Settings, effective, load_file, section_values, shown
+from sse_resume_core._config import (
+    DEFAULT,
+    ConfigError,
+    Settings,
+    effective,
+    load_file,
+    mitmproxy_options,
+    section_values,
+    shown,
+)
 from sse_resume_core._decode import Decoder, UnsupportedEncoding, decoder_for
-from sse_resume_core._identity import DEFAULT_IDENTITY_HEADERS, IdentityRule, request_identity
+from sse_resume_core._identity import IdentityRule, request_identity
 from sse_resume_core._keep import Backoff
-from sse_resume_core._logsafe import id_digest, safe_traceback, withheld
+from sse_resume_core._logsafe import id_digest, redact_url, safe_traceback, withheld
 from sse_resume_core._mcp import treatment
-from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resumer, ResumeStats
+from sse_resume_core._resume import Charge, Decision, Relay, ReplayBudget, Resumer, ResumeStats, describe
+from sse_resume_core._store import HistoryStore, open_store
 from sse_resume_core._view import Transcript, TranscriptBudget, render_events
 from sse_resume_keep import TICKET_HEADER, Keeper, KeepReport, KeepSettings, UpstreamRequest, insecure_context
+from sse_resume_shell import FAULT_OPTIONS, SSEFaults
 
-if TYPE_CHECKING:  # both imported only when an option asks for them (see FEATURES)
+if TYPE_CHECKING:  # imported only when an option asks for it (see FEATURES)
     from prometheus_client.core import Metric
-
-    from sse_resume_redis import RedisHistory
 
 log = logging.getLogger("sse_resume")
 
 SSE_TYPE = "text/event-stream"
 RESULT_HEADER = "sse-resume"
 
-# option name -> (type, help). Defaults come from the Settings model, so there is one source of truth.
-OPTIONS: dict[str, tuple[Any, str]] = {
-    "session_header": (str, "Request header that names the client's session (MCP: mcp-session-id)."),
-    "identity_headers": (
-        Sequence[str],
-        "Request headers that tell users apart, besides the built-in ones: names or patterns (* and ?), any case. "
-        "A request reads only the history of requests with the same URL, session header and values of these "
-        "headers. '!pattern' takes the headers it matches out of the built-in ones. Built in: "
-        + ", ".join(DEFAULT_IDENTITY_HEADERS)
-        + ".",
-    ),
-    "max_event_history": (int, "Events kept per session for replay and deduplication; oldest evicted first."),
-    "event_ttl": (int, "Seconds an event is kept; a session idle this long is dropped whole."),
-    "support_replay": (
-        bool,
-        "Keep event payloads and answer reconnects from them. false keeps ids only: reconnects are forwarded "
-        "upstream with the right Last-Event-ID and deduplicated, nothing is replayed by the proxy.",
-    ),
-    "dedupe_window": (
-        int,
-        "Event ids remembered per client connection (the most recent, at least this many), to drop repeats.",
-    ),
-    "stale_policy": (
-        str,
-        "What to do with a Last-Event-ID that is not in history: 'forward' passes it upstream unchanged, "
-        "'restart' drops it so the upstream starts a fresh stream. Either way the client is told.",
-    ),
-    "max_event_bytes": (int, "Largest event (bytes) parsed and kept; larger ones pass through untouched."),
-    "max_sessions": (int, "Sessions kept across the proxy; the least recently used is dropped first."),
-    "max_history_bytes": (int, "Bytes of history kept across all sessions; oldest events of idle sessions go first."),
-    "replay_mode": (
-        str,
-        "How missed events are served. 'response': at once, as a complete response ending with a short retry, "
-        "so the client reconnects for the live stream (EventSource and MCP clients do). 'inline': in front of the "
-        "live upstream stream, in one response, once the upstream sends its first bytes. 'auto': 'response' for "
-        "clients that accept text/event-stream, 'inline' for the others (curl).",
-    ),
-    "max_replay_bytes": (
-        int,
-        "Bytes of one replay, at most; a longer one is served in parts of the events that fit (at least one). "
-        "'response' mode: each part ends with the short retry and the client comes back for the next. 'inline': "
-        "the events after the first part are asked of the upstream, after the last one served.",
-    ),
-    "max_replay_bytes_in_flight": (
-        int,
-        "Bytes of all replays the proxy holds at once (built, not yet sent). When full, a new replay is served "
-        "smaller, down to one event, never refused.",
-    ),
-    "replay_retry": (int, "retry (ms) sent at the end of a replay, so the client comes straight back for live events."),
-    "default_retry": (int, "retry (ms) restored after a replay when the upstream never sent one."),
-    "transcript_bytes": (
-        int,
-        "Bytes of each SSE response's events kept on the flow (the most recent, whole events), so the flow view "
-        "and saved flows show what was relayed. 0 keeps none.",
-    ),
-    "transcript_total_bytes": (
-        int,
-        "Bytes of all open streams' transcripts together; past it, the largest lose their oldest events first "
-        "(0: no bound but sse_transcript_bytes each).",
-    ),
-    "live_flows": (
-        str,
-        "Show an open SSE stream's events on its flow as they are relayed, refreshed once a second: 'on', 'off', "
-        "or 'auto' (on in mitmweb and mitmproxy's console, which show flows; off in mitmdump).",
-    ),
-    "store": (
-        str,
-        "Where history is kept: 'memory' (this proxy only), or a redis:// or rediss:// URL shared by several "
-        "proxies (each keeps a local copy in front; writes go behind, lookups ask Redis first).",
-    ),
-    "store_timeout": (int, "Milliseconds a lookup waits for Redis before this proxy's own history answers."),
-    "store_secret": (
-        str,
-        "With a Redis store: a secret, the same on every proxy sharing it, that keys the session digests (so "
-        "they cannot be checked against guessed session ids or credentials). Memory stores use a random one.",
-    ),
-    "keep_upstream": (
-        bool,
-        "Keep mode: the proxy reads SSE upstreams itself, so a reconnecting client gets the replay and the live "
-        "stream in one response, the upstream is reconnected while the client's response stays open, and events "
-        "keep being recorded while the client is away (see sse_keep_grace).",
-    ),
-    "keep_grace": (int, "Keep mode: seconds a kept stream is still read after its last client left."),
-    "keep_max_bytes": (int, "Keep mode: bytes of events a kept stream reads with no client before it stops."),
-    "keep_max_streams": (int, "Keep mode: streams kept at once; further SSE requests are served the usual way."),
-    "keep_max_tries": (int, "Keep mode: upstream reconnection tries (1 s, 2 s, 4 s ... at most 30 s apart)."),
-    "assign_ids": (
-        bool,
-        "Keep mode: give events that come without an id one of the proxy's (sse-resume.<stream>.<n>), so "
-        "clients of servers without ids can resume. Proxy-made ids are never sent upstream.",
-    ),
-    "metrics_port": (int, "Port of a Prometheus metrics endpoint (0: none)."),
-    "metrics_host": (str, "Address the Prometheus endpoint listens on."),
-}
 MARK = ":arrows_counterclockwise:"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"})
 MAX_ENDPOINTS = 1000
@@ -190,14 +105,6 @@ def feature(option: str) -> ModuleType:
         ) from None
 
 
-def _redis(store: MemoryHistory) -> RedisHistory | None:
-    """The store if it is a Redis store. (Without one, the Redis package is never imported.)"""
-    module = sys.modules.get("sse_resume_redis")
-    if module is not None and isinstance(store, module.RedisHistory):
-        return store
-    return None
-
-
 def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> list[str]:
     """The wrong values mitmproxy holds for ``names`` until their addon registers them; each one is dropped.
 
@@ -222,7 +129,9 @@ def deferred_errors(options: optmanager.OptManager, names: Iterable[str]) -> lis
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise exceptions.OptionsError(f"{name}: no such option{hint}")  # type: ignore[no-untyped-call]
-            option = registered[name]
+            option = registered.get(name)
+            if option is None:  # an option of another addon of this script, which checks it in its own load
+                continue
             if isinstance(value, unconverted):  # from --set
                 value = parse(option, value.val)
             typecheck.check_option_type(name, value, option.typespec)
@@ -351,15 +260,14 @@ class MetricsCollector:
                 ("sse_resume_keep_buffer_full", "Kept streams ended at their bounds.", k.buffer_full),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
-        store = _redis(self.addon.store)
-        if store is not None:
-            h = store.snapshot_health()
+        h = self.addon.store.health()
+        if h is not None:
             yield GaugeMetricFamily("sse_resume_store_up", "1 when the Redis store answers.", value=int(h.up))
-            yield GaugeMetricFamily("sse_resume_store_queued", "Writes waiting for Redis.", value=h.queued)
+            yield GaugeMetricFamily("sse_resume_store_queued", "Events waiting for Redis.", value=h.queued)
             for name, doc, value in (
                 ("sse_resume_store_writes", "Events written to Redis.", h.writes),
                 ("sse_resume_store_failures", "Failed exchanges with Redis (timeouts, errors).", h.failures),
-                ("sse_resume_store_dropped_writes", "Writes given up while Redis was away too long.", h.dropped),
+                ("sse_resume_store_dropped_writes", "Events given up while Redis was away too long.", h.dropped),
                 ("sse_resume_store_fallbacks", "Lookups answered locally because Redis did not.", h.fallbacks),
             ):
                 yield CounterMetricFamily(name, doc, value=value)
@@ -376,7 +284,7 @@ def wants_sse(request: http.Request) -> bool:
 class SSEResume:
     def __init__(self) -> None:
         self.settings = Settings()
-        self.store: MemoryHistory = MemoryHistory(self.settings.limits())
+        self.store: HistoryStore = MemoryHistory(self.settings.limits())
         self.resume_stats = ResumeStats()
         self._unflushed: set[Relay] = set()  # relays with events to record, whichever resumer opened them
         self._budget = ReplayBudget(self.settings.max_replay_bytes, self.settings.max_replay_bytes_in_flight)
@@ -403,10 +311,8 @@ class SSEResume:
 
     def load(self, loader: Loader) -> None:
         contentviews.add(SSEContentview())
-        defaults = Settings()
-        for name, (typ, help_text) in OPTIONS.items():
-            default = getattr(defaults, name)
-            loader.add_option(f"sse_{name}", typ, default, help_text)
+        for name, typ, default, help_text in mitmproxy_options():  # (one table: the Settings model)
+            loader.add_option(name, typ, default, help_text)
         loader.add_option(
             "sse_config",
             Optional[str],  # type: ignore[arg-type]  # noqa: UP045 (mitmproxy wants typing.Optional)
@@ -414,7 +320,8 @@ class SSEResume:
             "YAML file with settings under 'sse:' (the 'client_resilience' shape, or option names without sse_). "
             "Options given with --set win over the file.",
         )
-        for error in deferred_errors(loader.master.options, [*(f"sse_{name}" for name in OPTIONS), "sse_config"]):
+        names = [*(f"sse_{name}" for name in Settings.model_fields), "sse_config", *FAULT_OPTIONS]
+        for error in deferred_errors(loader.master.options, names):
             # Logged as an error, which stops mitmdump, mitmproxy and mitmweb at startup ("Error logged during
             # startup"). Raising would not: mitmproxy's script loader drops an exception from here, and the addon.
             log.error("sse-resume: invalid option: %s", error)
@@ -433,7 +340,7 @@ class SSEResume:
             block = section_values(options.deferred["sse"], "config.yaml") if "sse" in options.deferred else {}
             file_values = load_file(options.sse_config) if options.sse_config else {}
             settings, sources = effective(
-                file_values, {name: getattr(options, f"sse_{name}") for name in OPTIONS}, block
+                file_values, {name: getattr(options, f"sse_{name}") for name in Settings.model_fields}, block
             )
             for option in FEATURES:
                 if getattr(settings, option) != Settings.model_fields[option].default:
@@ -473,7 +380,17 @@ class SSEResume:
         self.transcript_budget.limit = settings.transcript_total_bytes
         if settings.transcript_total_bytes and self.transcript_budget.total > settings.transcript_total_bytes:
             self.transcript_budget.trim()
-        self.resumer = self._resumer()
+        # Reconfigured, not rebuilt: what it remembers (the retry to restore after a replay) outlives the change.
+        self.resumer.reconfigure(
+            store=self.store,
+            replay=settings.support_replay,
+            stale_policy=settings.stale_policy,
+            dedupe_window=settings.dedupe_window,
+            max_event_bytes=settings.max_event_bytes,
+            replay_retry=settings.replay_retry,
+            default_retry=settings.default_retry,
+            transcript_bytes=settings.transcript_bytes,
+        )
         self._serve_metrics()
         if self._running:
             self.live = self._wants_live()
@@ -511,8 +428,6 @@ class SSEResume:
             assign_ids=s.assign_ids,
             backoff=Backoff(tries=s.keep_max_tries),
             max_event_bytes=s.max_event_bytes,
-            dedupe_window=s.dedupe_window,
-            stale_policy=s.stale_policy,
             transcript_bytes=s.transcript_bytes,
             transcript_budget=self.transcript_budget,
             tls=tls,
@@ -528,7 +443,7 @@ class SSEResume:
         if not self.settings.keep_upstream:
             return
         if keeper is None:
-            self.keeper = Keeper(self.store, self._keep_settings(), self.resume_stats, self._budget)
+            self.keeper = Keeper(self.resumer, self._keep_settings())
             try:
                 self.keeper.start()
             except OSError as e:
@@ -544,34 +459,29 @@ class SSEResume:
         task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    def _make_store(settings: Settings) -> MemoryHistory:
+    def _make_store(settings: Settings) -> HistoryStore:
         if settings.store == "memory":
             return MemoryHistory(settings.limits())
-        redis = feature("store")
-        log.info("sse-resume: history shared in Redis at %s", redis.redact(settings.store))
+        feature("store")  # without its package: the OptionsError naming the command that installs it
+        log.info("sse-resume: history shared in Redis at %s", redact_url(settings.store))
         if not settings.store_secret:
             log.warning(
                 "sse-resume: sse_store_secret is not set: session keys in Redis are digests with a well-known key, "
                 "which anyone holding them can check against guessed session ids and credentials. Set the same "
                 "secret on every proxy that shares this Redis."
             )
-        store: MemoryHistory = redis.RedisHistory(
-            settings.store, settings.limits(), timeout=settings.store_timeout / 1000
-        )
-        return store
+        return open_store(settings.store, settings.limits(), settings.store_timeout / 1000)
 
-    def _replace_store(self, store: MemoryHistory) -> None:
+    def _replace_store(self, store: HistoryStore) -> None:
         old, self.store = self.store, store
-        if (old_redis := _redis(old)) is not None:
-            with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
-                self._spawn(old_redis.aclose())
-        if (new_redis := _redis(store)) is not None:
-            new_redis.start()
+        with contextlib.suppress(RuntimeError):  # no loop yet: the old store never started either
+            asyncio.get_running_loop()
+            self._spawn(old.aclose())
+        store.start()
 
     def running(self) -> None:
         log.info("sse-resume: %s", self._settings_line())
-        if (redis := _redis(self.store)) is not None:
-            redis.start()  # connect now: a Redis that cannot be reached shows in the log at start
+        self.store.start()  # a remote store connects now: one that cannot be reached shows in the log at start
         self._running = True
         self.live = self._wants_live()
         self._run_keeper()
@@ -677,8 +587,7 @@ class SSEResume:
         if self.keeper is not None:
             await self.keeper.aclose()
             self.keeper = None
-        if (redis := _redis(self.store)) is not None:
-            await redis.aclose()  # writes what is still queued, for a second at most
+        await self.store.aclose()  # a remote store writes what is still queued, for a second at most
 
     def _resumer(self) -> Resumer:
         s = self.settings
@@ -1054,21 +963,7 @@ class SSEResume:
         relay = state.relay
         outcome = decision.outcome if decision is not None else "fresh"
         shown = _show_id(state.last_event_id)
-        words: list[str] = []
-        if outcome == "hit":
-            assert decision is not None
-            n = len(decision.replay)
-            words.append(f"served {n} event{'s' if n != 1 else ''} from history after id {shown}")
-            if not decision.body:
-                words[-1] += ", then the live stream"
-        elif outcome == "miss":
-            assert decision is not None
-            done = "restarted the stream upstream" if decision.forward_id is None else "forwarded upstream"
-            words.append(f"Last-Event-ID {shown} unknown: {done}")
-        elif outcome == "up-to-date":
-            words.append(f"resumed upstream after id {shown} (nothing newer held)")
-        elif outcome == "behind":
-            words.append(f"resumed upstream after id {shown}: newer events seen but not kept (ids only)")
+        words: list[str] = [describe(decision, shown)] if decision is not None and outcome != "fresh" else []
         facts: dict[str, Any] = {"outcome": outcome, "session": state.session[:12]}
         if state.last_event_id is not None:
             facts["client_last_event_id"] = shown
@@ -1276,10 +1171,9 @@ class SSEResume:
         }
 
     def _store_stats(self) -> dict[str, Any]:
-        store = _redis(self.store)
-        if store is None:
+        h = self.store.health()
+        if h is None:
             return {"store": "memory"}
-        h = store.snapshot_health()
         return {
             "store": shown(self.settings)["store"],
             "store_up": h.up,
@@ -1358,6 +1252,7 @@ def _show_id(event_id: str | None, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "...'"
 
 
-addons = [SSEResume()]
+_resume = SSEResume()
+addons = [_resume, SSEFaults(flow_state=_resume._flows.get)]  # (faults' hooks run after the resume's)
 
 __all__ = ["HistoryLimits", "SSEResume", "addons"]

@@ -1,41 +1,44 @@
-"""Parser throughput: sse_resume_core against httpx-sse's decoders and sseclient-py, in one run.
+"""Parser throughput: sse_resume_core's SSEParser against httpx-sse's decoders, shape by shape, in one run.
 
-A stream of about 200-byte events (id, event type, one line of JSON data) is cut into 16 KiB chunks, as a socket
-would deliver it, and each parser turns it into events whose id, type and data the loop reads. Each parser runs
-``--rounds`` times; the best round counts. Ratios against httpx-sse are printed last.
+For each event shape of ``event_shapes.py`` (the MCP SDKs' JSON-RPC events, LLM token streams, multi-line data,
+...), a stream of about ``--megabytes`` MB of ~200-byte events is fed to each parser in two ways: cut into 16 KiB
+pieces, as a socket read delivers it to a client, and as the upstream's HTTP chunks (one event each, but for the
+``many`` shape), as mitmproxy hands them to the relay. Each parser turns it into events whose id, type and data
+the loop reads. httpx-sse is run as its ``EventSource.iter_sse`` runs it: incremental UTF-8 decoding, its
+``SSELineDecoder``, ``rstrip("\\n")`` of each line, its ``SSEDecoder``.
 
-    python benchmarks/bench_parser.py [--megabytes 50] [--rounds 3]
+Rounds are paired, as in ``bench_relay.py``: in each, every parser reads the stream once, in turn (the order
+reversed every other round), timed in CPU seconds of this process (time spent waiting for a CPU on a busy machine
+does not count), and each round gives the ratio of httpx-sse's time to SSEParser's. The median of those ratios
+and the middle half of them are printed last (above 1: SSEParser is faster); the headline is the ``starlette``
+shape (what MCP Python SDK servers send) in 16 KiB pieces.
+
+    python benchmarks/bench_parser.py [--shapes starlette] [--megabytes 20] [--rounds 5] [--sseclient]
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
-import json
+import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from event_shapes import SHAPES
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from sseclient import SSEClient
 
 from sse_resume_core import SSEParser
 
-CHUNK = 16 * 1024
+PIECE = 16 * 1024
+SIZE = 200
 
 
-def make_stream(megabytes: float) -> tuple[bytes, int]:
-    parts: list[bytes] = []
-    size = 0
-    count = 0
-    while size < megabytes * 1_000_000:
-        count += 1
-        data = json.dumps(
-            {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"n": count, "pad": "x" * 80}}
-        )
-        event = f"id: {count}\nevent: update\ndata: {data}\n\n".encode()
-        parts.append(event)
-        size += len(event)
-    return b"".join(parts), count
+def make_stream(shape: str, megabytes: float) -> tuple[list[bytes], int]:
+    """About ``megabytes`` MB of events of ``shape``, as its HTTP chunks; and how many events that is."""
+    one = len(SHAPES[shape].make(1, SIZE)[1])
+    count = max(1, int(megabytes * 1_000_000 / one))
+    return SHAPES[shape].chunks(count, SIZE), count
 
 
 def ours(chunks: list[bytes]) -> int:
@@ -57,7 +60,7 @@ def httpx_sse(chunks: list[bytes]) -> int:
     count = 0
     for chunk in chunks:
         for line in lines.decode(text.decode(chunk)):
-            event = decoder.decode(line)
+            event = decoder.decode(line.rstrip("\n"))
             if event is not None:
                 _ = (event.id, event.event, event.data)
                 count += 1
@@ -72,39 +75,64 @@ def sseclient_py(chunks: list[bytes]) -> int:
     return count
 
 
-def best_of(rounds: int, run: Callable[[list[bytes]], int], chunks: list[bytes]) -> tuple[float, int]:
-    best = float("inf")
-    count = 0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        count = run(chunks)
-        best = min(best, time.perf_counter() - start)
-    return best, count
+def paired(
+    rounds: int, parsers: dict[str, Callable[[list[bytes]], int]], chunks: list[bytes], expected: int
+) -> dict[str, list[float]]:
+    """Each parser's CPU seconds in each of ``rounds`` paired rounds (stops if one miscounts the events)."""
+    seconds: dict[str, list[float]] = {name: [] for name in parsers}
+    names = list(parsers)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.process_time()
+            count = parsers[name](chunks)
+            seconds[name].append(time.process_time() - start)
+            if count != expected:
+                raise SystemExit(f"{name} parsed {count} events, expected {expected}")
+    return seconds
 
 
-def chunked(data: bytes) -> Iterator[bytes]:
-    for i in range(0, len(data), CHUNK):
-        yield data[i : i + CHUNK]
+def middle(ratios: list[float]) -> str:
+    """The median of per-round ratios and the range of the middle half of them."""
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return f"{q[1]:5.2f}x (middle half {q[0]:.2f}-{q[2]:.2f}x)"
+
+
+def pieces(data: bytes) -> list[bytes]:
+    return [data[i : i + PIECE] for i in range(0, len(data), PIECE)]
 
 
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args.add_argument("--megabytes", type=float, default=50)
-    args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of: {', '.join(SHAPES)}")
+    args.add_argument("--megabytes", type=float, default=20)
+    args.add_argument("--rounds", type=int, default=5)
+    args.add_argument("--sseclient", action="store_true", help="run sseclient-py too (slow)")
     opts = args.parse_args()
-    data, expected = make_stream(opts.megabytes)
-    chunks = list(chunked(data))
-    print(f"{len(data) / 1e6:.1f} MB, {expected} events of {len(data) / expected:.0f} bytes, {len(chunks)} chunks")
-    results: dict[str, float] = {}
-    for name, run in (("sse_resume_core", ours), ("httpx-sse", httpx_sse), ("sseclient-py", sseclient_py)):
-        seconds, count = best_of(opts.rounds, run, chunks)
-        if count != expected:
-            raise SystemExit(f"{name} parsed {count} events, expected {expected}")
-        results[name] = seconds
-        print(f"{name:16} {len(data) / seconds / 1e6:8.1f} MB/s {count / seconds:12,.0f} events/s")
-    base = results["httpx-sse"]
-    for name, seconds in results.items():
-        print(f"ratio {name} / httpx-sse: {base / seconds:.2f}x")
+    names = [name.strip() for name in opts.shapes.split(",") if name.strip()]
+    if not names or any(name not in SHAPES for name in names):
+        raise SystemExit(f"--shapes: a comma-separated list of {', '.join(SHAPES)}")
+    parsers: dict[str, Callable[[list[bytes]], int]] = {"sse_resume_core": ours, "httpx-sse": httpx_sse}
+    if opts.sseclient:
+        parsers["sseclient-py"] = sseclient_py
+    ratios: list[tuple[str, str, str]] = []
+    for shape in names:
+        chunks, expected = make_stream(shape, opts.megabytes)
+        data = b"".join(chunks)
+        print(f"shape {shape}: {len(data) / 1e6:.1f} MB, {expected:,} events of {len(data) / expected:.0f} bytes")
+        for how, feed in (("16 KiB pieces", pieces(data)), ("HTTP chunks", chunks)):
+            seconds = paired(opts.rounds, parsers, feed, expected)
+            for name, times in seconds.items():
+                median = statistics.median(times)
+                print(
+                    f"  {how:14} {name:16} {len(data) / median / 1e6:7.1f} MB/s {expected / median:11,.0f} events/s"
+                    f" (median of {opts.rounds} rounds, CPU time)",
+                    flush=True,
+                )
+            theirs, mine = seconds["httpx-sse"], seconds["sse_resume_core"]
+            ratios.append((shape, how, middle([t / m for t, m in zip(theirs, mine, strict=True)])))
+    print("\nratio SSEParser / httpx-sse throughput, median of paired rounds (above 1: SSEParser is faster)")
+    for shape, how, ratio in ratios:
+        print(f"  {shape:14} {how:14} {ratio}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""An SSE upstream that costs next to nothing: ``GET /sse?n=N&size=S`` writes N events of about S bytes, each its
-own HTTP chunk, prepared once and written in one go, then ends the response. Used by the relay benchmarks."""
+"""An SSE upstream that costs next to nothing: ``GET /sse?n=N&size=S&shape=NAME`` writes N events of about S
+bytes in one of the shapes of ``event_shapes.py`` (``id-data`` by default), each its own HTTP chunk unless the
+shape puts several in one, prepared once and written in one go, then ends the response. Used by the relay
+benchmarks, which ask for each body once directly (so that preparing it is never part of a measured round)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,13 @@ import asyncio
 import functools
 from urllib.parse import parse_qs, urlsplit
 
+from event_shapes import SHAPES
+
 
 @functools.cache
-def body(n: int, size: int) -> bytes:
-    parts = []
-    for i in range(1, n + 1):
-        head = f"id: {i}\ndata: ".encode()
-        event = head + b"x" * max(1, size - len(head) - 2) + b"\n\n"
-        parts.append(b"%x\r\n%s\r\n" % (len(event), event))
+def body(shape: str, n: int, size: int) -> bytes:
+    """The response body, in HTTP/1.1 chunked framing: the events of ``shape``, then the last chunk."""
+    parts = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in SHAPES[shape].chunks(n, size)]
     parts.append(b"0\r\n\r\n")
     return b"".join(parts)
 
@@ -27,9 +28,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             target = head.split(b" ", 2)[1].decode()
             q = parse_qs(urlsplit(target).query)
             n, size = int(q.get("n", ["1000"])[0]), int(q.get("size", ["200"])[0])
+            shape = q.get("shape", ["id-data"])[0]
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n" + body(n, size)
+                b"Transfer-Encoding: chunked\r\n\r\n" + body(shape, n, size)
             )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

@@ -19,6 +19,8 @@ HERE = Path(__file__).parent
 # module: mostly the processes they start and the streams they wait on). The others follow, the end-to-end ones
 # first, then those with the most tests.
 LONGEST = (
+    "e2e/test_invariant_e2e.py",
+    "e2e/test_fault_injection_e2e.py",
     "e2e/test_keep_e2e.py",
     "e2e/test_live_flows_e2e.py",
     "e2e/test_attack_e2e.py",
@@ -28,6 +30,7 @@ LONGEST = (
     "e2e/test_resume_e2e.py",
     "e2e/test_clients_e2e.py",
     "e2e/test_redis_e2e.py",
+    "e2e/test_migration_e2e.py",
     "e2e/test_replay_memory_e2e.py",
     "e2e/test_schedules_e2e.py",
     "e2e/test_observe_e2e.py",

@@ -1,28 +1,43 @@
-"""Bounded event history: what the proxy can replay, and what it deduplicates against.
+"""Bounded event history: what the proxy can replay, and what it recognises when an upstream sends it again.
 
-History is kept per *session* (an opaque key the caller derives, for example from ``Mcp-Session-Id`` and the
-upstream URL) and, inside a session, per *stream*: each upstream SSE response is one stream, and a reconnect that
-resumes a known id continues the stream that id came from (MCP forbids replaying one stream's events on another).
+History is kept per *session* (an opaque key the caller derives, for example from ``Mcp-Session-Id``, the
+credentials and the upstream URL) and, inside a session, per *stream*: each upstream SSE response is one stream
+unless it carries the same events as one already held (see :meth:`MemoryHistory.stream_of`), and a reconnect
+that resumes a known id continues the stream that id came from (MCP forbids replaying one stream's events on
+another).
 
-Layout, chosen so that an ids-only history costs about 100 bytes per event beyond the id string:
+An event is known by its id *and* its bytes: SSE does not make ids unique (an upstream may stamp events with the
+second they were sent, or number every response from 1), so "the same event again" is the same id with the same
+bytes, compared by a CRC-32 of the block as the upstream sent it, beside the id itself.
 
-* each session holds its events in arrival order, in columns (ids, arrival times, stream numbers, and in full
-  mode the raw bytes), numbered by a per-session sequence number; eviction is always oldest first, from the front;
-* each stream holds a :class:`sortedcontainers.SortedList` of the sequence numbers of its events, for the events
-  after a position in O(log n + k), and a dict from event id to sequence number, for lookups in O(1); numbers
-  recorded since the last lookup wait in a deque and are merged in by the next lookup (a record appends, which
-  costs far less than a sorted insert);
-* sessions sit in least-recently-used order, so the global caps drop the coldest first.
+Each session remembers its events at two depths, newest last:
 
-Bounds, all enforced on every write: ``max_events`` per session (reason ``count``), ``ttl`` seconds per event and
-per idle session (``ttl``), ``max_sessions`` (``session-lru``) and ``max_bytes`` across all sessions (``bytes``).
-Stored bytes are an estimate that errs high: payload and id lengths plus a measured per-event, per-stream and
-per-session overhead.
+* the **history**: the last ``max_events`` events, with their payloads (in ids-only mode, without): what a
+  reconnecting client can be served from, and what a ``Last-Event-ID`` is looked up in;
+* the **memory** behind it: up to ``max_remembered`` events in all (``max_events`` at least) whose id, CRC and
+  stream are kept after their payload went. They let a relay recognise the events an upstream that ignores
+  ``Last-Event-ID`` sends again, long after their payloads were dropped, and let a lookup tell "the events after
+  this id are no longer held" (a gap, served as a resume upstream) from "this id was never seen".
+
+Layout, chosen so that remembering an event costs about 150 bytes beyond its id: columns in arrival order (ids,
+CRCs, arrival times, stream numbers, and in replay mode the payloads), numbered by a per-session sequence number;
+forgetting and eviction are always oldest first, from the front. A dict maps each id to its newest occurrence
+(older ones of a repeated id wait in a small deque beside it). Each stream holds a
+:class:`sortedcontainers.SortedList` of the sequence numbers of its events in the history, for the events after a
+position in O(log n + k); numbers recorded since the last lookup wait in a deque and are merged in by the next
+lookup (a record appends, which costs far less than a sorted insert). Sessions sit in least-recently-used order,
+so the global caps drop the coldest first.
+
+Bounds, all enforced on every write: ``max_events`` in the history and ``max_remembered`` in memory per session
+(reason ``count``), ``ttl`` seconds per event and per idle session (``ttl``), ``max_sessions`` (``session-lru``)
+and ``max_bytes`` across all sessions (``bytes``). Stored bytes are an estimate that errs high: payload and id
+lengths plus a measured per-event, per-stream and per-session overhead.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -42,19 +57,24 @@ __all__ = [
     "Recorded",
     "SessionInfo",
     "StoredEvent",
+    "fingerprint",
 ]
 
 EvictionReason = Literal["count", "ttl", "session-lru", "bytes"]
 REASONS: Final[tuple[EvictionReason, ...]] = ("count", "ttl", "session-lru", "bytes")
 
+fingerprint: Final = zlib.crc32
+"""The CRC-32 of an event's bytes: with its id, what tells one event from another (0.5 ns a byte, in C)."""
+
 # Estimated bytes of bookkeeping, measured with tracemalloc on CPython 3.12 (tests/unit/test_history.py checks that
 # the estimate stays above what is really allocated).
-EVENT_OVERHEAD: Final = 120  # list slots, time, stream number, sorted-list slot and its int, dict entry
-PAYLOAD_OVERHEAD: Final = 48  # a bytes object's header and its list slot, in full mode
-ID_OVERHEAD: Final = 56  # a str object's header
-STREAM_OVERHEAD: Final = 2000  # a SortedList and a deque (770 bytes empty), their dict entry
+REMEMBER_OVERHEAD: Final = 40  # a remembered event's column slots: id, CRC, time, stream, payload
+ID_OVERHEAD: Final = 150  # an id's str object header, its entry in the id dict and the int it maps to
+HELD_OVERHEAD: Final = 48  # an event in the history: its stream's sorted-list slot and int
+PAYLOAD_OVERHEAD: Final = 40  # a bytes object's header, in replay mode
+STREAM_OVERHEAD: Final = 2000  # a SortedList and a deque (770 bytes empty), their dict entries
 SESSION_OVERHEAD: Final = 1600
-MAX_EMPTY_STREAMS: Final = 16  # streams opened without an event yet, per session, beyond max_events
+MAX_EMPTY_STREAMS: Final = 16  # streams opened without an event yet, per session, beyond the remembered events
 
 
 class Recorded(Enum):
@@ -63,7 +83,7 @@ class Recorded(Enum):
     NEW = "new"
     """Stored (or, in ids-only mode, its id remembered)."""
     DUPLICATE = "duplicate"
-    """Its id is already held for this stream: the first occurrence stands, nothing is stored."""
+    """The stream holds this event already (same id, same bytes): the first occurrence stands, nothing is stored."""
     SKIPPED = "skipped"
     """Nothing worth keeping: an event without id in ids-only mode."""
 
@@ -77,6 +97,12 @@ class HistoryLimits:
     max_sessions: int = 10_000
     max_bytes: int = 256 * 1024 * 1024
     replay: bool = True
+    max_remembered: int = 100_000
+
+    @property
+    def remembered(self) -> int:
+        """Events remembered per session, those in the history included."""
+        return max(self.max_events, self.max_remembered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +123,18 @@ class Found:
     stream: str
     seq: int
     after: tuple[StoredEvent, ...]
+    """The events of the stream after the id that the history holds (all of them when :attr:`complete`)."""
     newest_id: str
-    """The newest non-empty id held for the stream: what to ask an upstream to resume from."""
+    """The newest non-empty id remembered for the stream: what to ask an upstream to resume from."""
+    complete: bool = True
+    """False when events of the stream after the id were evicted from the history (remembered, not held)."""
+    ambiguous: int = 0
+    """When more than one remembered event of the session carries the id: how many (the id names none of them;
+    :attr:`stream`, :attr:`seq` and :attr:`after` then say nothing)."""
+    forgotten: bool = False
+    """Events of the session are no longer remembered (past ``max_remembered``, the ttl or the byte cap): an
+    upstream that starts over may send them again, and they cannot be recognised; nor can other occurrences of
+    the id that were forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +149,8 @@ class SessionInfo:
 
 @dataclass(slots=True)
 class HistoryStats:
-    """Counters a caller can export. ``stored`` and ``evicted`` only grow."""
+    """Counters a caller can export. ``stored`` and ``evicted`` only grow; ``evicted`` counts events that left
+    the history (their payloads), whether or not their ids are still remembered."""
 
     stored: int = 0
     evicted: dict[EvictionReason, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
@@ -123,24 +160,23 @@ class HistoryStats:
 
 
 class _Stream:
-    __slots__ = ("by_id", "name", "newest_id", "number", "seqs", "tail")
+    __slots__ = ("count", "forgotten", "lost", "name", "newest_id", "number", "seqs", "tail")
 
     def __init__(self, name: str, number: int) -> None:
         self.name = name
         self.number = number  # what the session's stream column holds for this stream's events
-        # Sequence numbers of this stream's held events, ascending: those in the sorted list, then those in
-        # ``tail``, recorded since the last lookup (each greater than every one in the list). Appending to a
-        # deque costs a twentieth of a SortedList.add; a lookup merges the tail in first.
+        # Sequence numbers of this stream's events in the history, ascending: those in the sorted list, then
+        # those in ``tail``, recorded since the last lookup (each greater than every one in the list). Appending
+        # to a deque costs a twentieth of a SortedList.add; a lookup merges the tail in first.
         self.seqs: SortedList = SortedList()
         self.tail: deque[int] = deque()
-        self.by_id: dict[str, int] = {}  # id -> sequence number of its first occurrence
+        self.count = 0  # events remembered (in the history or behind it)
         self.newest_id = ""
-
-    def empty(self) -> bool:
-        return not self.seqs and not self.tail
+        self.lost = -1  # the newest sequence number of this stream's events evicted from the history
+        self.forgotten = False  # some of its events are no longer remembered
 
     def merged(self) -> SortedList:
-        """The sorted list of every held sequence number. Runtime complexity: O(tail + log n) amortized."""
+        """The sorted list of its sequence numbers in the history. Runtime complexity: O(tail + log n) amortized."""
         if self.tail:
             self.seqs.update(self.tail)
             self.tail.clear()
@@ -150,11 +186,16 @@ class _Stream:
 class _Session:
     __slots__ = (
         "base",
+        "by_id",
         "bytes",
+        "crcs",
         "created",
+        "forgot",
+        "held",
         "ids",
         "key",
         "next_stream",
+        "older",
         "raws",
         "start",
         "stream_of",
@@ -166,11 +207,14 @@ class _Session:
 
     def __init__(self, key: str, now: float, replay: bool, base: int) -> None:
         self.key = key
-        # Column i holds event number base + i; columns [0, start) are evicted and trimmed lazily. A new
-        # session starts above every number the store has given out, so numbers are unique store-wide.
+        # Column i holds event number base + i. Columns [0, start) are forgotten (trimmed lazily), [start, held)
+        # remembered, [held, len) in the history. A new session starts above every number the store has given
+        # out, so numbers are unique store-wide.
         self.base = base
         self.start = 0
+        self.held = 0
         self.ids: list[str | None] = []
+        self.crcs = array("I")  # CRC-32 of each event's bytes (0 for events without id: never compared)
         self.raws: list[bytes | None] | None = [] if replay else None
         # Arrival times as float32 seconds since the session was created: 4 bytes an event, precise to well
         # under a second for sessions younger than a month (an idle session is dropped after ttl anyway).
@@ -179,11 +223,20 @@ class _Session:
         self.streams: dict[str, _Stream] = {}
         self.streams_by_number: dict[int, _Stream] = {}
         self.next_stream = 1
+        # id -> sequence number of its newest remembered occurrence; the older ones of an id seen more than
+        # once, oldest first (rare: only an upstream that repeats ids fills it).
+        self.by_id: dict[str, int] = {}
+        self.older: dict[str, deque[int]] = {}
+        self.forgot = False  # events of it are no longer remembered: an id's other occurrences may be among them
         self.bytes = SESSION_OVERHEAD
         self.created = now
         self.used = now
 
     def __len__(self) -> int:
+        """Events in the history."""
+        return len(self.ids) - self.held
+
+    def remembered(self) -> int:
         return len(self.ids) - self.start
 
     def event(self, seq: int) -> StoredEvent:
@@ -192,28 +245,43 @@ class _Session:
         raw = self.raws[i] if self.raws is not None else None
         return StoredEvent(seq, stream.name, self.ids[i], raw, self.created + self.times[i])
 
+    def occurrences(self, event_id: str) -> Iterator[int]:
+        """The sequence numbers of the remembered events with this id, newest first."""
+        newest = self.by_id.get(event_id)
+        if newest is None:
+            return
+        yield newest
+        older = self.older.get(event_id)
+        if older:
+            yield from reversed(older)
 
-def _cost(event_id: str | None, raw: bytes | None) -> int:
-    cost = EVENT_OVERHEAD
-    if event_id:
-        cost += ID_OVERHEAD + len(event_id)
-    if raw is not None:
-        cost += PAYLOAD_OVERHEAD + len(raw)
-    return cost
+    def find(self, stream: _Stream, event_id: str, crc: int) -> int | None:
+        """The sequence number of the remembered event of ``stream`` with this id and CRC, if any."""
+        base = self.base
+        number = stream.number
+        for seq in self.occurrences(event_id):
+            i = seq - base
+            if self.stream_of[i] == number and self.crcs[i] == crc:
+                return seq
+        return None
 
 
 class MemoryHistory:
     """The in-memory history store. Sans-I/O: time comes from ``clock`` (``time.monotonic`` by default).
 
-    >>> h = MemoryHistory(HistoryLimits(max_events=3))
+    >>> h = MemoryHistory(HistoryLimits(max_events=3, max_remembered=5))
     >>> s = h.new_stream("session")
-    >>> for n in "1234":
+    >>> for n in "123456":
     ...     _ = h.record("session", s, n, f"id: {n}\\ndata: x\\n\\n".encode())
-    >>> found = h.lookup("session", "2")
-    >>> [e.id for e in found.after], found.newest_id
-    (['3', '4'], '4')
-    >>> h.lookup("session", "1") is None  # evicted: the session holds 3 events
+    >>> found = h.lookup("session", "4")
+    >>> [e.id for e in found.after], found.newest_id, found.complete
+    (['5', '6'], '6', True)
+    >>> h.lookup("session", "2").complete  # remembered, but 3 left the history: a gap
+    False
+    >>> h.lookup("session", "1") is None  # forgotten: the session remembers 5 events
     True
+    >>> h.record("session", s, "2", b"id: 2\\ndata: x\\n\\n")  # the same event again
+    <Recorded.DUPLICATE: 'duplicate'>
     """
 
     def __init__(self, limits: HistoryLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -221,7 +289,7 @@ class MemoryHistory:
         self.clock = clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
         self._bytes = 0
-        self._events = 0
+        self._events = 0  # events in the histories
         self._mru: _Session | None = None  # the session last moved to the end of the LRU order
         self.stats = HistoryStats()
 
@@ -245,43 +313,58 @@ class MemoryHistory:
         self._enforce_global(s)
         return name
 
-    def record(self, session: str, stream: str, event_id: str | None, raw: bytes) -> Recorded:
+    def record(
+        self, session: str, stream: str, event_id: str | None, raw: bytes, *, crc: int | None = None
+    ) -> Recorded:
         """Record one event of ``stream``, in arrival order. Runtime complexity: O(log n) amortized.
 
-        ``event_id`` is the block's own ``id`` field (``None`` without one, ``""`` for a reset). An id already
-        held for the stream is not recorded again. In ids-only mode the payload is not kept, and an event
-        without id is not recorded at all. Oldest events are evicted as the bounds require.
+        ``event_id`` is the block's own ``id`` field (``None`` without one, ``""`` for a reset). An event the
+        stream remembers already (same id, same bytes) is not recorded again. In ids-only mode the payload is not
+        kept, and an event without id is not recorded at all. Oldest events are evicted as the bounds require.
+        ``crc``: the event's :data:`fingerprint`, when the caller knows it without its bytes (a store that copies
+        an ids-only history from elsewhere); ``raw`` is then not read for it.
         """
         limits = self.limits
         now = self.clock()
         s = self._use(session, now)
-        ids = s.ids
+        raws = s.raws
+        if raws is None and not event_id:
+            return Recorded.SKIPPED
         st = s.streams.get(stream) or self._stream(s, stream)
-        cost = EVENT_OVERHEAD
-        if event_id:
-            if event_id in st.by_id:
+        cost = REMEMBER_OVERHEAD + HELD_OVERHEAD
+        prior = None
+        if not event_id:
+            crc = 0
+        else:
+            crc = fingerprint(raw) if crc is None else crc
+            prior = s.by_id.get(event_id)
+            if prior is not None and s.find(st, event_id, crc) is not None:
                 return Recorded.DUPLICATE
             cost += ID_OVERHEAD + len(event_id)
-        raws = s.raws
         if raws is not None:
             raws.append(raw)
             cost += PAYLOAD_OVERHEAD + len(raw)
-        elif not event_id:
-            return Recorded.SKIPPED
+        ids = s.ids
         seq = s.base + len(ids)
         ids.append(event_id)
+        s.crcs.append(crc)
         s.times.append(now - s.created)
         s.stream_of.append(st.number)
         st.tail.append(seq)
+        st.count += 1
         if event_id:
-            st.by_id[event_id] = seq
+            if prior is not None:
+                s.older.setdefault(event_id, deque()).append(prior)
+            s.by_id[event_id] = seq
             st.newest_id = event_id
         s.bytes += cost
         self._bytes += cost
         self._events += 1
         self.stats.stored += 1
-        if len(ids) - s.start > limits.max_events:
-            self._evict_oldest(s, "count")
+        if len(ids) - s.held > limits.max_events:
+            self._evict(s, "count")
+        if len(ids) - s.start > limits.remembered:
+            self._forget_front(s, "count")
         if self._bytes > limits.max_bytes:
             self._enforce_global(s)
         return Recorded.NEW
@@ -290,15 +373,15 @@ class MemoryHistory:
         """Record several events of ``stream`` at once, in order: what :meth:`record` of each would do.
 
         The relay's batches: bulk list operations instead of one call per event. Events that :meth:`record`
-        would treat one by one (a repeated id, an id-less event in ids-only mode) take that path.
-        Runtime complexity: O(k) amortized for k events (plus the evictions they cause).
+        would treat one by one (an id repeated or already remembered, an id-less event in ids-only mode) take
+        that path. Runtime complexity: O(k) amortized for k events (plus the evictions they cause).
         """
         n = len(event_ids)
         limits = self.limits
         now = self.clock()
         s = self._sessions.get(session)
         st = None if s is None else s.streams.get(stream)
-        if n >= 2 and s is not None and st is not None and s.raws is not None and now - s.used <= limits.ttl:
+        if n >= 2 and s is not None and st is not None and now - s.used <= limits.ttl:
             first = s.base + len(s.ids)  # (expiring events in _use below does not change it)
             seqs = range(first, first + n)
             index: dict[str, int]
@@ -308,11 +391,12 @@ class MemoryHistory:
             else:
                 index = {event_id: seq for event_id, seq in zip(event_ids, seqs, strict=True) if event_id}
                 named = n - event_ids.count(None) - event_ids.count("")
-            # No id repeated in the batch, none held already (those go one by one, as record() takes them).
-            if len(index) == named and st.by_id.keys().isdisjoint(index):
+            # No id repeated in the batch, none remembered already (those go one by one, as record() takes
+            # them), and in ids-only mode none without id.
+            if len(index) == named and (s.raws is not None or named == n) and s.by_id.keys().isdisjoint(index):
                 self._use(session, now)  # marks it used, and expires old events: the stream may go with them
                 if s.streams.get(stream) is st:
-                    self._append(s, st, s.raws, event_ids, raws, now, seqs, index)
+                    self._append(s, st, event_ids, raws, now, seqs, index)
                     return
         for event_id, raw in zip(event_ids, raws, strict=True):
             self.record(session, stream, event_id, raw)
@@ -321,7 +405,6 @@ class MemoryHistory:
         self,
         s: _Session,
         st: _Stream,
-        held: list[bytes | None],
         event_ids: list[str | None],
         raws: list[bytes],
         now: float,
@@ -329,31 +412,36 @@ class MemoryHistory:
         index: dict[str, int],
     ) -> None:
         """The bulk part of :meth:`record_many`: new events of one stream, numbered ``seqs``, none of their ids
-        held (``index`` maps those with one to their sequence numbers)."""
+        remembered (``index`` maps those with one to their sequence numbers)."""
         limits = self.limits
         n = len(event_ids)
         ids = s.ids
         ids.extend(event_ids)
-        held.extend(raws)
+        if len(index) == n:
+            s.crcs.extend(array("I", map(fingerprint, raws)))
+        else:
+            s.crcs.extend(array("I", (fingerprint(raw) if i else 0 for i, raw in zip(event_ids, raws, strict=True))))
+        cost = n * (REMEMBER_OVERHEAD + HELD_OVERHEAD) + len(index) * ID_OVERHEAD + sum(map(len, index))
+        if s.raws is not None:
+            s.raws.extend(raws)
+            cost += n * PAYLOAD_OVERHEAD + sum(map(len, raws))
         s.times.extend(array("f", (now - s.created,)) * n)  # (arrays repeat and extend by copying memory)
         s.stream_of.extend(array("I", (st.number,)) * n)
         st.tail.extend(seqs)
-        st.by_id.update(index)
+        st.count += n
+        s.by_id.update(index)
         if index:
             st.newest_id = next(reversed(index))
-        cost = (
-            n * (EVENT_OVERHEAD + PAYLOAD_OVERHEAD)
-            + len(index) * ID_OVERHEAD
-            + sum(map(len, raws))
-            + sum(map(len, index))
-        )
         s.bytes += cost
         self._bytes += cost
         self._events += n
         self.stats.stored += n
-        excess = len(ids) - s.start - limits.max_events
+        excess = len(ids) - s.held - limits.max_events
         if excess > 0:
-            self._evict_oldest(s, "count", excess)
+            self._evict(s, "count", excess)
+        excess = len(ids) - s.start - limits.remembered
+        if excess > 0:
+            self._forget_front(s, "count", excess)
         if self._bytes > limits.max_bytes:
             self._enforce_global(s)
 
@@ -362,7 +450,7 @@ class MemoryHistory:
         s = self._sessions.pop(session, None)
         if s is None:
             return False
-        self._forget(s)
+        self._drop(s)
         return True
 
     def clear(self) -> int:
@@ -382,8 +470,10 @@ class MemoryHistory:
         self.limits = limits
         self.expire()
         for s in list(self._sessions.values()):
-            while len(s) > limits.max_events:
-                self._evict_oldest(s, "count")
+            if len(s) > limits.max_events:
+                self._evict(s, "count", len(s) - limits.max_events)
+            if s.remembered() > limits.remembered:
+                self._forget_front(s, "count", s.remembered() - limits.remembered)
         self._enforce_global(None)
 
     def expire(self) -> None:
@@ -396,12 +486,12 @@ class MemoryHistory:
     # -- reading ---------------------------------------------------------------------------------------------
 
     def lookup(self, session: str, event_id: str) -> Found | None:
-        """Find ``event_id`` in ``session``: its stream and the events held after it there.
+        """Find ``event_id`` in ``session``: its stream and the events the history holds after it there.
 
-        Runtime complexity: O(s + log n + k) for k events after it, s being the session's streams (the id
-        is looked up in each, newest stream first: two streams of one session may hold the same id when an
-        upstream numbers every response from 1), plus merging what was recorded since the last lookup.
-        ``None`` when the id is not held (never seen, evicted, expired, or empty).
+        Runtime complexity: O(log n + k) for k events after it, plus merging what was recorded since the last
+        lookup. ``None`` when the id is not remembered (never seen, forgotten, expired, or empty). An id that
+        more than one remembered event carries (an upstream that numbers every response from 1, or stamps ids
+        by the second) names none of them: :attr:`Found.ambiguous` says so.
         """
         s = self._sessions.get(session)
         if s is None or not event_id:
@@ -411,37 +501,63 @@ class MemoryHistory:
             self._drop_idle(now)
             return None
         self._expire_session(s, now)
-        for st in reversed(s.streams.values()):
-            seq = st.by_id.get(event_id)
-            if seq is not None:
-                after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
-                return Found(st.name, seq, after, st.newest_id)
-        return None
+        seq = s.by_id.get(event_id)
+        if seq is None:
+            return None
+        older = s.older.get(event_id)
+        if older:
+            return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
+        st = s.streams_by_number[s.stream_of[seq - s.base]]
+        after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
+        forgotten = st.forgotten or s.forgot
+        return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=forgotten)
 
-    def position(self, session: str, stream: str, event_id: str) -> int | None:
-        """The sequence number of ``event_id`` in ``stream``, if held. Runtime complexity: O(1).
+    def position(self, session: str, stream: str, event_id: str, raw: bytes, *, crc: int | None = None) -> int | None:
+        """The sequence number of the event of ``stream`` with this id and these bytes (or this ``crc``, their
+        :data:`fingerprint`), if remembered. Runtime complexity: O(1) (O(r) for an id seen r times).
 
         Sequence numbers grow with arrival and are never reused, even by a session created again later.
         """
         s = self._sessions.get(session)
-        if s is None:
+        if s is None or event_id not in s.by_id:
             return None
         st = s.streams.get(stream)
-        return None if st is None else st.by_id.get(event_id)
+        return None if st is None else s.find(st, event_id, fingerprint(raw) if crc is None else crc)
+
+    def stream_of(self, session: str, event_id: str, raw: bytes) -> str | None:
+        """The one stream of ``session`` that remembers this event (same id, same bytes), if exactly one does:
+        a new upstream response that starts with it carries the same stream again (an upstream that restarts
+        every response, or a feed several clients of one session read). Runtime complexity: O(1) (O(r))."""
+        s = self._sessions.get(session)
+        if s is None or not event_id:
+            return None
+        crc = fingerprint(raw)
+        found = {s.stream_of[seq - s.base] for seq in s.occurrences(event_id) if s.crcs[seq - s.base] == crc}
+        if len(found) != 1:
+            return None
+        return s.streams_by_number[found.pop()].name
+
+    def forgot(self, session: str, stream: str) -> None:
+        """Say that ``stream`` began before the events it holds (a stream adopted from a store that trimmed it):
+        a lookup in it then says :attr:`Found.forgotten`."""
+        s = self._sessions.get(session)
+        st = None if s is None else s.streams.get(stream)
+        if st is not None:
+            st.forgotten = True
 
     def newest_id(self, session: str, stream: str) -> str:
-        """The newest non-empty id held for ``stream``, or ``""``. Runtime complexity: O(1)."""
+        """The newest non-empty id remembered for ``stream``, or ``""``. Runtime complexity: O(1)."""
         s = self._sessions.get(session)
         st = None if s is None else s.streams.get(stream)
         return "" if st is None else st.newest_id
 
     def events(self, session: str) -> list[StoredEvent]:
-        """Every event held for ``session``, oldest first. Runtime complexity: O(n)."""
+        """Every event in the history of ``session``, oldest first. Runtime complexity: O(n)."""
         s = self._sessions.get(session)
         if s is None:
             return []
         self._expire_session(s, self.clock())
-        return [s.event(seq) for seq in range(s.base + s.start, s.base + len(s.ids))]
+        return [s.event(seq) for seq in range(s.base + s.held, s.base + len(s.ids))]
 
     def sessions(self) -> list[SessionInfo]:
         """A summary of each session held, least recently used first. Runtime complexity: O(sessions)."""
@@ -465,19 +581,19 @@ class MemoryHistory:
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._sessions))
 
-    # -- the async storage interface (see sse_resume_core._store.HistoryStore) ------------------------------
+    # -- the storage interface's coroutines and life cycle (see sse_resume_core._store.HistoryStore) ----------
 
     async def find(self, session: str, event_id: str) -> Found | None:
         return self.lookup(session, event_id)
 
-    async def forget(self, session: str) -> bool:
-        return self.drop_session(session)
+    def health(self) -> None:
+        """A memory store has no remote side."""
 
-    async def list_sessions(self) -> list[SessionInfo]:
-        return self.sessions()
+    def start(self) -> None:
+        """Nothing runs in the background of a memory store."""
 
-    async def list_events(self, session: str) -> list[StoredEvent]:
-        return self.events(session)
+    async def aclose(self) -> None:
+        """Nothing to write anywhere."""
 
     # -- internals -------------------------------------------------------------------------------------------
 
@@ -486,10 +602,10 @@ class MemoryHistory:
         self._bytes += delta
 
     def _stream(self, s: _Session, name: str) -> _Stream:
-        if len(s.streams) >= self.limits.max_events + MAX_EMPTY_STREAMS:
-            # Streams that hold events are at most max_events; the rest were opened and never got one (yet).
-            # Drop the oldest of those; a connection still writing to it simply opens it again.
-            oldest_empty = next(st for st in s.streams.values() if st.empty())
+        if len(s.streams) >= self.limits.remembered + MAX_EMPTY_STREAMS:
+            # Streams that remember events are at most as many as the events; the rest were opened and never got
+            # one (yet). Drop the oldest of those; a connection still writing to it simply opens it again.
+            oldest_empty = next(st for st in s.streams.values() if not st.count)
             self._drop_stream(s, oldest_empty)
         stream = s.streams[name] = _Stream(name, s.next_stream)
         s.streams_by_number[stream.number] = stream
@@ -528,57 +644,41 @@ class MemoryHistory:
         s.used = now
         return s
 
-    def _evict_oldest(self, s: _Session, reason: EvictionReason, count: int = 1) -> None:
-        """Evict the session's ``count`` oldest events (it holds at least that many)."""
-        # On the hot path once the session is full (one eviction per event recorded), so _cost, _account and
-        # _Stream.empty are written out here: calling them made a record ~5% slower (3.05 vs 3.19 us, measured).
-        ids = s.ids
+    def _evict(self, s: _Session, reason: EvictionReason, count: int = 1) -> None:
+        """Evict the ``count`` oldest events of the session's history (it holds at least that many): their
+        payloads go, their ids stay remembered."""
+        # On the hot path once the session is full (one eviction per event recorded), so the costs are written
+        # out here: calling helpers made a record ~5% slower (measured).
         raws = s.raws
         by_number = s.streams_by_number
         stream_of = s.stream_of
         base = s.base
-        cost = 0
-        start = s.start
+        start = s.held
         stop = start + count
+        cost = count * HELD_OVERHEAD
         if count > 1 and stream_of[start:stop].count(stream_of[start]) == count:
-            cost = self._evict_from_one_stream(s, by_number[stream_of[start]], start, stop)
+            self._evict_from_one_stream(s, by_number[stream_of[start]], start, stop)
         else:
             for i in range(start, stop):
-                event_id = ids[i]
                 stream = by_number[stream_of[i]]
-                # The session's oldest event is the oldest of its stream too: the front of the list, or of the tail.
+                # The history's oldest event is the oldest of its stream's too: the front of the list, or the tail.
                 if stream.seqs:
                     stream.seqs.pop(0)
                 else:
                     stream.tail.popleft()
-                cost += EVENT_OVERHEAD
-                if event_id:
-                    cost += ID_OVERHEAD + len(event_id)
-                    by_id = stream.by_id
-                    if by_id.get(event_id) == base + i:
-                        del by_id[event_id]
-                ids[i] = None
-                if raws is not None:
-                    cost += PAYLOAD_OVERHEAD + len(raws[i])  # type: ignore[arg-type]  # held events have their bytes
-                    raws[i] = None
-                if not stream.seqs and not stream.tail:
-                    self._drop_stream(s, stream)
+                stream.lost = base + i
+        if raws is not None:
+            cost += count * PAYLOAD_OVERHEAD + sum(map(len, raws[start:stop]))  # type: ignore[arg-type]
+            raws[start:stop] = [None] * count
+        s.held = stop
         s.bytes -= cost
         self._bytes -= cost
-        self._events -= stop - start
-        self.stats.evicted[reason] += stop - start
-        s.start = start = stop
-        if start > 64 and start * 2 > len(ids):  # trim the evicted prefix, amortized O(1) per event
-            del ids[:start]
-            if raws is not None:
-                del raws[:start]
-            del s.times[:start]
-            del stream_of[:start]
-            s.base += start
-            s.start = 0
+        self._events -= count
+        self.stats.evicted[reason] += count
 
-    def _evict_from_one_stream(self, s: _Session, stream: _Stream, start: int, stop: int) -> int:
-        """Evict the session's events ``start:stop``, all of ``stream``, with bulk operations; return their cost.
+    @staticmethod
+    def _evict_from_one_stream(s: _Session, stream: _Stream, start: int, stop: int) -> None:
+        """Take the session's events ``start:stop``, all of ``stream``, off its history positions, in bulk.
         (A batch recorded by a relay evicts as many events at once, nearly always of a single stream.)"""
         count = stop - start
         seqs = stream.seqs
@@ -591,19 +691,64 @@ class MemoryHistory:
             tail.clear()
         elif from_tail:
             deque(map(deque.popleft, repeat(tail, from_tail)), maxlen=0)  # popleft a number of times, in C
+        stream.lost = s.base + stop - 1
+
+    def _forget_front(self, s: _Session, reason: EvictionReason, count: int = 1) -> None:
+        """Forget the session's ``count`` oldest remembered events (evicting them from the history first if they
+        are still in it)."""
+        start = s.start
+        stop = start + count
+        if stop > s.held:
+            self._evict(s, reason, stop - s.held)
         ids = s.ids
-        named = list(filter(None, ids[start:stop]))
-        # Each held id maps to its own event (ids are held once per stream): drop them all, in one C-level loop.
-        deque(map(stream.by_id.pop, named, repeat(None)), maxlen=0)
-        cost = count * EVENT_OVERHEAD + len(named) * ID_OVERHEAD + sum(map(len, named))
+        by_id = s.by_id
+        older = s.older
+        by_number = s.streams_by_number
+        stream_of = s.stream_of
+        cost = count * REMEMBER_OVERHEAD
+        if count > 1 and stream_of[start:stop].count(stream_of[start]) == count and not older:
+            # The usual case, in bulk: one stream, no repeated id. Each id maps to its own event: drop them all.
+            stream = by_number[stream_of[start]]
+            named = list(filter(None, ids[start:stop]))
+            deque(map(by_id.pop, named, repeat(None)), maxlen=0)
+            cost += len(named) * ID_OVERHEAD + sum(map(len, named))
+            stream.count -= count
+            stream.forgotten = True
+            if not stream.count:
+                self._drop_stream(s, stream)
+        else:
+            base = s.base
+            for i in range(start, stop):
+                event_id = ids[i]
+                stream = by_number[stream_of[i]]
+                if event_id:
+                    cost += ID_OVERHEAD + len(event_id)
+                    earlier = older.get(event_id)
+                    if earlier:  # this is the oldest occurrence of a repeated id
+                        earlier.popleft()
+                        if not earlier:
+                            del older[event_id]
+                    elif by_id.get(event_id) == base + i:
+                        del by_id[event_id]
+                stream.count -= 1
+                stream.forgotten = True
+                if not stream.count:
+                    self._drop_stream(s, stream)
         ids[start:stop] = [None] * count
-        raws = s.raws
-        if raws is not None:
-            cost += count * PAYLOAD_OVERHEAD + sum(map(len, raws[start:stop]))  # type: ignore[arg-type]
-            raws[start:stop] = [None] * count
-        if not seqs and not tail:
-            self._drop_stream(s, stream)
-        return cost
+        s.forgot = True
+        s.bytes -= cost
+        self._bytes -= cost
+        s.start = start = stop
+        if start > 64 and start * 2 > len(ids):  # trim the forgotten prefix, amortized O(1) per event
+            del ids[:start]
+            if s.raws is not None:
+                del s.raws[:start]
+            del s.crcs[:start]
+            del s.times[:start]
+            del stream_of[:start]
+            s.base += start
+            s.held -= start
+            s.start = 0
 
     def _drop_stream(self, s: _Session, stream: _Stream) -> None:
         del s.streams[stream.name]
@@ -613,8 +758,13 @@ class MemoryHistory:
     def _expire_session(self, s: _Session, now: float) -> None:
         limit = now - s.created - self.limits.ttl
         times = s.times
-        while s.start < len(s.ids) and times[s.start] < limit:
-            self._evict_oldest(s, "ttl")
+        start = s.start
+        stop = start
+        n = len(s.ids)
+        while stop < n and times[stop] < limit:
+            stop += 1
+        if stop > start:
+            self._forget_front(s, "ttl", stop - start)
 
     def _drop_idle(self, now: float) -> None:
         limit = now - self.limits.ttl
@@ -623,9 +773,9 @@ class MemoryHistory:
             if s.used >= limit:
                 break
             del self._sessions[key]
-            self._forget(s, "ttl")
+            self._drop(s, "ttl")
 
-    def _forget(self, s: _Session, reason: EvictionReason | None = None) -> None:
+    def _drop(self, s: _Session, reason: EvictionReason | None = None) -> None:
         n = len(s)
         self._events -= n
         self._bytes -= s.bytes
@@ -636,14 +786,15 @@ class MemoryHistory:
         limits = self.limits
         while len(self._sessions) > limits.max_sessions:
             _, s = self._sessions.popitem(last=False)
-            self._forget(s, "session-lru")
+            self._drop(s, "session-lru")
         while self._bytes > limits.max_bytes and self._sessions:
             key, s = next(iter(self._sessions.items()))
-            if len(s):
-                self._evict_oldest(s, "bytes")
-            if not len(s) and (s is not current or self._bytes > limits.max_bytes):
+            if s.remembered():
+                # The oldest first: what is only remembered goes before what the history holds.
+                self._forget_front(s, "bytes", min(s.remembered(), 64))
+            if not s.remembered() and (s is not current or self._bytes > limits.max_bytes):
                 del self._sessions[key]
-                self._forget(s)
+                self._drop(s)
                 if s is current:
                     break
 
@@ -657,31 +808,47 @@ class MemoryHistory:
         for key, s in self._sessions.items():
             assert s.key == key
             n = len(s.ids)
-            assert len(s.times) == n and len(s.stream_of) == n
+            assert len(s.times) == n and len(s.stream_of) == n and len(s.crcs) == n
             assert s.raws is None or len(s.raws) == n
             assert (s.raws is not None) == self.limits.replay
-            assert 0 <= s.start <= n
+            assert 0 <= s.start <= s.held <= n
             assert len(s) <= self.limits.max_events
+            assert s.remembered() <= self.limits.remembered
             assert all(s.ids[i] is None for i in range(s.start))
+            assert s.raws is None or all(s.raws[i] is None for i in range(s.held))
             assert list(s.times[s.start :]) == sorted(s.times[s.start :]), "arrival order"
             expected = SESSION_OVERHEAD + STREAM_OVERHEAD * len(s.streams)
             held: dict[str, list[int]] = {name: [] for name in s.streams}
+            counts: dict[str, int] = dict.fromkeys(s.streams, 0)
+            occurrences: dict[str, list[int]] = {}
             for i in range(s.start, n):
                 stream = s.streams_by_number[s.stream_of[i]]
-                held[stream.name].append(s.base + i)
-                expected += _cost(s.ids[i], s.raws[i] if s.raws is not None else None)
-                assert s.raws is None or s.raws[i] is not None
+                counts[stream.name] += 1
+                event_id = s.ids[i]
+                expected += REMEMBER_OVERHEAD
+                if event_id:
+                    expected += ID_OVERHEAD + len(event_id)
+                    occurrences.setdefault(event_id, []).append(s.base + i)
+                    if s.raws is not None and i >= s.held:
+                        assert s.crcs[i] == fingerprint(s.raws[i] or b""), "a held event's CRC is its bytes'"
+                if i >= s.held:
+                    held[stream.name].append(s.base + i)
+                    expected += HELD_OVERHEAD
+                    if s.raws is not None:
+                        raw = s.raws[i]
+                        assert raw is not None
+                        expected += PAYLOAD_OVERHEAD + len(raw)
                 assert s.raws is not None or s.ids[i], "ids-only mode keeps only events with ids"
             assert s.bytes == expected, (s.bytes, expected)
-            assert len(s.streams) <= self.limits.max_events + MAX_EMPTY_STREAMS
+            assert len(s.streams) <= self.limits.remembered + MAX_EMPTY_STREAMS
+            for event_id, seqs in occurrences.items():
+                assert s.by_id[event_id] == seqs[-1]
+                assert list(s.older.get(event_id, ())) == seqs[:-1]
+            assert set(s.by_id) == set(occurrences)
+            assert all(s.older.values()), "no empty deque of older occurrences"
             for name, st in s.streams.items():
                 assert list(st.seqs) + list(st.tail) == held[name], "a stream's positions match the columns"
-                for event_id, seq in st.by_id.items():
-                    assert s.ids[seq - s.base] == event_id
-                ids = [s.ids[seq - s.base] for seq in held[name]]
-                named = [i for i in ids if i]
-                assert len(named) == len(set(named)), "an id is held once per stream"
-                assert set(named) == set(st.by_id)
+                assert st.count == counts[name]
             assert all(st.number == number for number, st in s.streams_by_number.items())
             assert {st.name for st in s.streams_by_number.values()} == set(s.streams)
             total_bytes += s.bytes

@@ -2,37 +2,30 @@
 
 In keep mode the proxy reads an SSE upstream itself (the I/O lives in ``sse_resume_keep``). Each connection to
 the upstream feeds a :class:`KeptFeed`, which parses the stream, gives events without an id one of the proxy's
-own when asked, records each event into the history once, and says which blocks go to the attached clients.
-The same feed lives across the upstream reconnects of its stream, so an event the upstream sends again after a
-reconnect is recognised by its id and dropped. :class:`Backoff` says how long to wait before the next try.
+own when asked, records each event into the history once (with the relay's :class:`Recorder`, a batch per
+upstream read), and says which blocks go to the attached clients. The same feed lives across the upstream
+reconnects of its stream, so an event the upstream sends again after a reconnect (one that ignores
+``Last-Event-ID`` starts over) is recognised, by its id and bytes, as the history remembers it, and dropped.
+:class:`Backoff` says how long to wait before the next try.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from sse_resume_core._history import Recorded
 from sse_resume_core._parser import Block, BlockKind, SSEParser
+from sse_resume_core._resume import BATCH, PROXY_ID_PREFIX, Recorder, Window, is_proxy_id
 from sse_resume_core._store import HistoryStore
 
 _OVERSIZE: Final = BlockKind.OVERSIZE
 
 __all__ = ["PROXY_ID_PREFIX", "Backoff", "KeepStats", "KeptFeed", "is_proxy_id"]
 
-PROXY_ID_PREFIX: Final = "sse-resume."
-"""Proxy-made event ids start with this: ``sse-resume.<stream>.<n>``. They are never sent upstream."""
-
 _ids = itertools.count(1)  # one counter for the process: ids stay unique however often a stream is re-kept
-
-
-def is_proxy_id(event_id: str | None) -> bool:
-    """True when ``event_id`` was made by the proxy (so the upstream has never heard of it)."""
-    return bool(event_id) and event_id.startswith(PROXY_ID_PREFIX)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +83,8 @@ class KeptFeed:
     __slots__ = (
         "_open",
         "_parser",
-        "_seen",
-        "_seen_order",
+        "_rec",
+        "_window",
         "assign_ids",
         "max_event_bytes",
         "retry",
@@ -100,7 +93,6 @@ class KeptFeed:
         "store",
         "stream",
         "upstream_id",
-        "window",
     )
 
     def __init__(
@@ -111,7 +103,6 @@ class KeptFeed:
         *,
         assign_ids: bool = False,
         max_event_bytes: int = 1024 * 1024,
-        window: int = 100,
         upstream_id: str | None = None,
     ) -> None:
         self.store = store
@@ -119,15 +110,15 @@ class KeptFeed:
         self.stream = stream
         self.assign_ids = assign_ids
         self.max_event_bytes = max_event_bytes
-        self.window = window
         self.upstream_id = upstream_id
         """The newest id the upstream itself sent: the ``Last-Event-ID`` of the next upstream request."""
         self.retry: int | None = None
         """The upstream's last ``retry`` (ms), if it sent one."""
         self.stats = KeepStats()
         self._parser = SSEParser(max_event_bytes)
-        self._seen: set[str] = set()  # ids recorded lately, for an upstream that resends what history evicted
-        self._seen_order: deque[str] = deque()
+        self._rec = Recorder(store, session, stream)
+        # The events of the batch being read (the history knows those of earlier batches): the one dedupe window.
+        self._window = Window(BATCH)
         self._open = False  # the last piece handed on left an oversize event unfinished
 
     @property
@@ -181,22 +172,22 @@ class KeptFeed:
             if event_id:
                 if not is_proxy_id(event_id):
                     self.upstream_id = event_id
-                if event_id in self._seen:
-                    continue
+                if self.store.position(self.session, self.stream, event_id, raw) is not None:
+                    continue  # the history has it: the upstream sent it again
+                if not self._window.add(hash(raw)):
+                    continue  # (so does the batch not recorded yet)
             elif event_id is None and self.assign_ids:
                 event_id = f"{PROXY_ID_PREFIX}{self.stream}.{next(_ids)}"
                 raw = b"id: %s\n%s" % (event_id.encode(), raw)
             elif event_id == "":
                 self.upstream_id = None  # the upstream reset its ids: resume without one
-            if self.store.record(self.session, self.stream, event_id, raw) is Recorded.DUPLICATE:
-                continue
+            rec = self._rec
+            rec.add(event_id, raw)
             self.stats.recorded += 1
-            if event_id and self.window:
-                self._seen.add(event_id)
-                self._seen_order.append(event_id)
-                if len(self._seen_order) > self.window:
-                    self._seen.discard(self._seen_order.popleft())
+            if len(rec.raws) >= BATCH:
+                rec.flush()
             out.append(Delivery(raw, True))
+        self._rec.flush()  # before the blocks go out: a client reconnecting finds them in the history
         return out
 
     def ended(self) -> list[Delivery]:

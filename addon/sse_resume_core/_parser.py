@@ -54,8 +54,6 @@ _SPLIT_LINES: Final = re.compile(_EOL).split
 # The shape almost every server sends, with LF line ends: an optional "id", an optional "event", one "data"
 # line. Such a block is read with one C-level match; anything else takes the general line-by-line path.
 _CANONICAL: Final = re.compile(rb"(?:id: ?([^\n\x00]*)\n)?(?:event: ?([^\n]*)\n)?data: ?([^\n]*)").fullmatch
-# The same shape as one whole chunk, blank line included and no CR anywhere: the relay's per-chunk test.
-_SINGLE: Final = re.compile(rb"(?:id: ?([^\n\r\x00]*)\n)?(?:event: ?[^\n\r]*\n)?data: ?[^\n\r]*\n\n").fullmatch
 
 
 class BlockKind(IntEnum):
@@ -162,39 +160,48 @@ def _make(
 
 
 def single_event_id(data: bytes) -> str | Literal[False] | None:
-    """The id field of ``data`` when it is exactly one event block in the usual shape, else ``False``.
+    """The id field of ``data`` when it is exactly one event block of the plain kind, else ``False``.
 
-    The shape: LF line ends only, an optional ``id`` line, an optional ``event`` line, one ``data`` line and
-    the blank line. ``None``: such an event without an id. This is all a stream between blocks needs to be
-    relayed event by event without building a :class:`Block`; the caller checks that the stream is between
-    blocks and that ``data`` is not oversize. Runtime complexity: O(len(data)).
+    The plain kind: LF line ends throughout or CRLF throughout (no lone CR, no mixing), lines that are only
+    ``id``, ``event`` and ``data`` fields in any order (one or more ``data`` lines, with or without a value; a
+    field name with no colon counts, as the spec says), then exactly one empty line. No comment, ``retry``,
+    unknown field, BOM, empty line before the end, nor an id containing NUL: anything else is ``False``, and
+    the general parser decides it. Several ids: the last one counts. ``None``: such an event without an id.
+    What it returns is what :class:`SSEParser` gives as the one block's ``id``, for a stream between blocks
+    (the caller checks that it is, and that ``data`` is not oversize). Runtime complexity: O(len(data)).
     """
-    # Written with indexing and ``in`` on an integer rather than bytes methods: on this path (once per chunk
-    # relayed) each method call costs more than the search it makes. ``b"\r" in data`` would be 15 times
-    # slower than ``13 in data``: it tries the needle as an integer first and raises.
-    if len(data) < 3 or data[-1] != 10 or data[-2] != 10 or 13 in data:  # complete, and no CR anywhere
-        return False
-    lines = data.split(b"\n", 5)  # the lines, then the two empty strings after the final LFs (at most 6 parts)
-    count = len(lines)
-    if count == 4 and lines[1][:5] == b"data:":  # "id: ...\ndata: ...\n\n", maybe
-        value = lines[0]
-        if value[:4] == b"id: ":
-            value = value[4:]
-        elif value[:3] == b"id:":
-            value = value[3:]
-        else:
-            return _single(data)
-        if 0 in value:
+    # Written with one ``split`` (and two ``count`` for CRLF), then slices, comparisons and ``in`` on an integer
+    # rather than more bytes methods: on this path (once per chunk relayed) each method call costs more than the
+    # search it makes. ``b"\r" in data`` would be 15 times slower than ``13 in data``: it tries the needle as an
+    # integer first and raises.
+    if 13 in data:  # CRLF throughout, or not ours
+        lines = data.split(b"\r\n")
+        ends = len(lines) - 1
+        if data.count(b"\n") != ends or data.count(b"\r") != ends:  # a lone CR or LF somewhere
             return False
-        try:
-            return value.decode()
-        except UnicodeDecodeError:  # the general parser replaces what does not decode
-            return False
-    if count == 3 and lines[0][:5] == b"data:":  # "data: ...\n\n"
-        return None
-    if count != 4 and count != 5:
+    else:
+        lines = data.split(b"\n")
+    # The lines, then the two empty strings the final empty line leaves: at least one field line before them.
+    if len(lines) < 3 or lines[-1] or lines[-2]:
         return False
-    return _single(data)
+    event_id: bytes | None = None
+    dispatches = False
+    for line in lines[:-2]:
+        if line[:5] == b"data:" or line == b"data":
+            dispatches = True
+        elif line[:3] == b"id:":
+            event_id = line[4:] if line[3:4] == b" " else line[3:]
+            if 0 in event_id:  # ignored by the spec: the general parser keeps an earlier id, if any
+                return False
+        elif line[:6] == b"event:" or line == b"event":
+            pass
+        elif line == b"id":
+            event_id = b""
+        else:  # an empty line (two blocks), a comment, retry, another field, a BOM...
+            return False
+    if not dispatches:
+        return False
+    return None if event_id is None else event_id.decode("utf-8", "replace")
 
 
 def plain_event_id_py(data: bytes) -> str | None:
@@ -213,15 +220,6 @@ def plain_event_id_py(data: bytes) -> str | None:
     ):
         return lines[0][4:].decode("utf-8", "replace")
     return None
-
-
-def _single(data: bytes) -> str | Literal[False] | None:
-    """:func:`single_event_id` of the other canonical shapes (with an event line): by the regex."""
-    match = _SINGLE(data)
-    if match is None:
-        return False
-    event_id = match.group(1)
-    return None if event_id is None else event_id.decode("utf-8", "replace")
 
 
 def _compiled() -> tuple[Callable[[bytes], str | None], bool]:

@@ -7,13 +7,18 @@ A reconnecting client sends ``Last-Event-ID: X``. :meth:`Resumer.decide` looks X
   back for the live stream; or, *inline*, forward upstream from the newest id held and put the missed events in
   front of the first upstream bytes (one response, but it waits for the upstream to send something);
 * **up-to-date**: X is held and nothing newer is: forward upstream with the newest id held for the stream;
-* **behind**: X is held, newer events went by, but payloads are not kept (ids-only): forward with X itself;
-* **miss**: X is not held (never seen, evicted, expired, garbage): forward X unchanged (policy ``forward``) or
-  without the header (policy ``restart``), telling the client with a comment at the start of the stream.
+* **behind**: X is remembered, newer events of its stream went by, but their payloads are not held (ids-only mode,
+  or evicted from the history): forward with X itself, and drop what the client has of what the upstream sends;
+* **miss**: X is not remembered (never seen, forgotten, expired, garbage), or names more than one event (an
+  upstream that repeats ids): forward X unchanged (policy ``forward``) or without the header (policy
+  ``restart``), telling the client with a comment at the start of the stream.
 
 :class:`Relay` then carries one upstream response to one client: it parses, records into the history, and drops
-what that client already has (events at or before its resume position, and ids it already got on this
-connection). Its output is block-aligned: a block is handed on once complete, so a duplicate can still be dropped.
+what that client already has: the events of its stream at or before its resume position, and the events it got
+on this connection already (an event is its id and its bytes: see :mod:`sse_resume_core._history`). Its output is
+block-aligned: a block is handed on once complete, so a duplicate can still be dropped.
+
+The keeper (keep mode) takes the same decisions from :meth:`Resumer.decide` and words them with the same notes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from sse_resume_core._history import Found, StoredEvent
@@ -32,6 +37,7 @@ from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 
 __all__ = [
+    "PROXY_ID_PREFIX",
     "Charge",
     "Decision",
     "Outcome",
@@ -40,7 +46,9 @@ __all__ = [
     "ReplayBudget",
     "ResumeStats",
     "Resumer",
+    "describe",
     "digest",
+    "is_proxy_id",
     "session_key",
 ]
 
@@ -54,6 +62,20 @@ _EVENT: Final = BlockKind.EVENT
 _EMPTY: Final = BlockKind.EMPTY
 _OVERSIZE: Final = BlockKind.OVERSIZE
 _BOM: Final = BlockKind.BOM
+_UNKNOWN: Final = "unknown"
+PROXY_ID_PREFIX: Final = "sse-resume."
+"""Ids the proxy makes (keep mode, ``sse_assign_ids``) start with this: ``sse-resume.<stream>.<n>``. They are
+never sent upstream."""
+_AMBIGUOUS: Final = "names %d events of this session (the upstream repeats ids)"
+_FORGOTTEN: Final = (
+    "earlier events of this session are no longer remembered (sse_max_remembered_ids): an upstream that starts "
+    "over may send them again"
+)
+
+
+def is_proxy_id(event_id: str | None) -> bool:
+    """True when ``event_id`` was made by the proxy (so the upstream has never heard of it)."""
+    return bool(event_id) and event_id.startswith(PROXY_ID_PREFIX)  # type: ignore[union-attr]
 
 
 class Charge:
@@ -123,6 +145,46 @@ def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start
     return best or len(events) - start
 
 
+def _warned(decision: Decision, found: Found) -> Decision:
+    """The decision, telling the client (in its note, and a comment first) when the stream it resumes is longer
+    than the proxy remembers: an upstream that starts over would repeat what the proxy cannot recognise."""
+    if not found.forgotten:
+        return decision
+    comment = b": sse-resume: %s\n\n" % _FORGOTTEN.encode()
+    body = decision.body
+    if body:
+        first = body.index(b"\n\n") + 2  # after the replay's own comment
+        body = body[:first] + comment + body[first:]
+    prefix = comment + decision.prefix if decision.prefix or not body else decision.prefix
+    return replace(decision, note=f"{decision.note}; {_FORGOTTEN}", body=body, prefix=prefix)
+
+
+def describe(decision: Decision, shown_id: str) -> str:
+    """The decision in words for the flow's comment, with the client's id as the caller may show it (the note,
+    which goes to logs and streams too, never carries an id). Beside the notes of :class:`Resumer`: the one
+    place a decision is worded."""
+    words = _described(decision, shown_id)
+    return f"{words}; {_FORGOTTEN}" if _FORGOTTEN in decision.note else words
+
+
+def _described(decision: Decision, shown_id: str) -> str:
+    outcome = decision.outcome
+    if outcome == "hit":
+        n = len(decision.replay)
+        words = f"served {n} event{'s' if n != 1 else ''} from history after id {shown_id}"
+        return words if decision.body else words + ", then the live stream"
+    if outcome == "miss":
+        done = "restarted the stream upstream" if decision.forward_id is None else "forwarded upstream"
+        why = decision.note.removeprefix("Last-Event-ID ").partition(":")[0]  # unknown, or names N events ...
+        return f"Last-Event-ID {shown_id} {why}: {done}"
+    if outcome == "up-to-date":
+        return f"resumed upstream after id {shown_id} (nothing newer held)"
+    if outcome == "behind":
+        why = decision.note.partition(":")[0]
+        return f"resumed upstream after id {shown_id}: {why}"
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one request, and why."""
@@ -148,12 +210,109 @@ class Decision:
     """For a hit served in part: the events after it, left for the next response (or, inline, the upstream)."""
 
 
+class Window:
+    """The events delivered lately on one connection, by a hash of their bytes (which hold their id): the one
+    dedupe window. It catches an upstream that sends an event again within one response; what a resuming client
+    had before is the history's to know (see :meth:`Relay._client_has`).
+
+    The keys are held in a set to look up and a list in order, cut back to the last ``size`` in bulk (every
+    BATCH keys, and by :meth:`trim`), so up to ``size + BATCH`` are held at times. (Cutting one key per event
+    made the window cost 1.6 times as much; a dict used as a FIFO would be shorter, but finding its oldest key
+    scans past the deleted ones: 3.6x slower.)
+    """
+
+    __slots__ = ("_keys", "_order", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: set[int] = set()
+        self._order: list[int] = []
+
+    def add(self, key: int) -> bool:
+        """Note an event delivered; False when it was delivered already (a duplicate). Runtime complexity: O(1)
+        amortized."""
+        keys = self._keys
+        if key in keys:
+            return False
+        keys.add(key)
+        order = self._order
+        order.append(key)
+        if len(order) >= self.size + BATCH:
+            self.trim()
+        return True
+
+    def trim(self) -> None:
+        """Forget all but the last ``size`` keys."""
+        order = self._order
+        excess = len(order) - self.size
+        if excess > 0:
+            self._keys.difference_update(order[:excess])
+            del order[:excess]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class _LRU(OrderedDict[tuple[str, str], int]):
     def put(self, key: tuple[str, str], value: int) -> None:
         self[key] = value
         self.move_to_end(key)
         if len(self) > MAX_TRACKED:
             self.popitem(last=False)
+
+
+class Recorder:
+    """The events of one upstream response on their way into the history: held in arrival order and recorded in
+    batches (one ``record_many`` each), into the response's stream. The one recorder of the relay and of keep
+    mode's feed.
+
+    A response whose stream is not known yet (a fresh request) is given one with its first batch: the one stream
+    of the session that holds its first event with an id already (the same upstream stream read again: an
+    upstream that starts every response over, or a feed several clients of one session read), or a new one. So
+    several clients reading the same stream share one copy of it, and a later resume finds its ids in one stream.
+    """
+
+    __slots__ = ("ids", "raws", "recorded", "session", "store", "stream")
+
+    def __init__(self, store: HistoryStore, session: str, stream: str | None) -> None:
+        self.store = store
+        self.session = session
+        self.stream = stream
+        self.ids: list[str | None] = []
+        self.raws: list[bytes] = []
+        self.recorded = 0
+        """Events handed to the store so far (the store itself drops those it remembers already)."""
+
+    def add(self, event_id: str | None, raw: bytes) -> None:
+        self.raws.append(raw)
+        self.ids.append(event_id)
+
+    def drop(self) -> None:
+        """Forget what is pending (after a failure: it is not recorded)."""
+        self.ids, self.raws = [], []
+
+    def flush(self) -> None:
+        """Record what is pending. May raise what the store raises (the batch is then dropped)."""
+        raws = self.raws
+        if not raws:
+            return
+        ids = self.ids
+        self.ids, self.raws = [], []
+        stream = self.stream
+        if stream is None:
+            stream = self.stream = self._bind(ids, raws)
+        self.store.record_many(self.session, stream, ids, raws)
+        self.recorded += len(raws)
+
+    def _bind(self, ids: list[str | None], raws: list[bytes]) -> str:
+        store = self.store
+        for event_id, raw in zip(ids, raws, strict=True):
+            if event_id:
+                stream = store.stream_of(self.session, event_id, raw)
+                if stream is not None:
+                    return stream
+                break
+        return store.new_stream(self.session)
 
 
 @dataclass(slots=True)
@@ -172,14 +331,12 @@ class Relay:
         "_hot_bytes",
         "_max_event_bytes",
         "_parser",
-        "_pending",
-        "_pending_ids",
         "_prefix",
         "_prefixed",
+        "_rec",
         "_resume_seq",
         "_resumer",
-        "_seen",
-        "_seen_order",
+        "_retry",
         "_started",
         "_store",
         "_synced",
@@ -190,7 +347,6 @@ class Relay:
         "passthrough",
         "session",
         "stats",
-        "stream",
         "transcript",
     )
 
@@ -198,7 +354,7 @@ class Relay:
         self,
         resumer: Resumer,
         session: str,
-        stream: str,
+        stream: str | None,
         resume_seq: int | None,
         prefix: bytes,
         window: int,
@@ -213,17 +369,12 @@ class Relay:
         self._charge = charge if charge is not None and charge.held else None
         self._store = resumer.store
         self.session = session
-        self.stream = stream
+        self._rec = Recorder(self._store, session, stream)
         self._resume_seq = resume_seq
         self._prefix = prefix
         self._prefixed = False  # the prefix went to the client (before the upstream's first bytes)
-        self._window = window
-        # The ids delivered lately: a set to look up and a list of them in order, cut back to the last
-        # ``window`` in bulk (by _trim, after each batch and every BATCH ids), so up to ``window + BATCH`` are
-        # held at times. (Cutting one id per event made the window cost 1.6 times as much; a dict used as a
-        # FIFO would be shorter, but finding its oldest key scans past the deleted ones: 3.6x slower here.)
-        self._seen: set[str] = set()
-        self._seen_order: list[str] = []
+        self._window = Window(window) if window else None
+        self._retry: int | None = None  # the upstream's last retry, until the stream is known
         self._parser = SSEParser(max_event_bytes)
         self._max_event_bytes = max_event_bytes
         self._hot_bytes = min(max_event_bytes, BIG_CHUNK)  # (so a batch holds at most BATCH * BIG_CHUNK bytes)
@@ -241,8 +392,6 @@ class Relay:
         # BIG_CHUNK), before a decision looks the history up, at the end, and on the caller's timer. (Recording
         # one event at a time was most of the relay's cost, and a batch costs less per event the larger it is:
         # inside mitmdump, 1.6 us an event in batches of 250, 0.85 us in batches of 840.)
-        self._pending: list[bytes] = []
-        self._pending_ids: list[str | None] = []
         self._synced = 0  # how many of those the window's order and the transcript have (see _sync)
         self._hot = False  # pipe() may take the batched path: started, parser idle, not failed or passed through
         self.transcript = Transcript(transcript_bytes, transcript_budget) if transcript_bytes else None
@@ -264,19 +413,14 @@ class Relay:
                 if event_id is None:
                     event_id = single_event_id(chunk)
                 if event_id is not False:
-                    if event_id and self._resume_seq is not None and self._client_has(event_id):
+                    if event_id and not self._new_to_client(event_id, chunk):
                         return ()
-                    if event_id and self._window:  # _remember(), but put in order (and cut) by flush()
-                        seen = self._seen
-                        if event_id in seen:  # delivered on this connection already
-                            self._count_duplicate()
-                            return ()
-                        seen.add(event_id)
-                    pending = self._pending
+                    rec = self._rec
+                    pending = rec.raws
                     if not pending:
                         self._resumer.unflushed.add(self)
                     pending.append(chunk)
-                    self._pending_ids.append(event_id)
+                    rec.ids.append(event_id)
                     if len(pending) >= BATCH:
                         self.flush()
                     return chunk  # (no prefix is left once started; flush() keeps it in the transcript)
@@ -324,7 +468,8 @@ class Relay:
                 and self._charge is None  # (the next call releases it)
             )
         out = self._emit(out)
-        if len(self._pending) >= BATCH or (self._pending and len(chunk) > BIG_CHUNK):
+        pending = len(self._rec.raws)
+        if pending >= BATCH or (pending and len(chunk) > BIG_CHUNK):
             self.flush()
         return out
 
@@ -342,16 +487,14 @@ class Relay:
         """Catch up with the events :meth:`pipe` relayed since the last call (or :meth:`_emit`): the parser
         learns their last id, the dedupe window their order, the transcript their bytes."""
         start = self._synced
-        pending = self._pending
+        pending = self._rec.raws
         if len(pending) == start:
             return
-        ids = self._pending_ids[start:] if start else self._pending_ids
+        ids = self._rec.ids[start:] if start else self._rec.ids
         for event_id in reversed(ids):  # what the parser would say, had it seen them (pipe() skipped it)
             if event_id is not None:
                 self._parser.last_event_id = event_id
                 break
-        if self._window:
-            self._seen_order.extend(filter(None, ids))  # each in _seen already
         if self.transcript is not None:
             self.transcript.extend(pending[start:] if start else pending)
         self._synced = len(pending)
@@ -359,22 +502,31 @@ class Relay:
     def flush(self) -> None:
         """Record the events relayed but not recorded yet (and bring the window and the transcript up to date).
         Never raises."""
-        pending = self._pending
-        if not pending:
+        rec = self._rec
+        if not rec.raws:
             return
         self._sync()
-        ids = self._pending_ids
-        self._pending, self._pending_ids, self._synced = [], [], 0
+        self._synced = 0
         self._resumer.unflushed.discard(self)
-        if self._window:
-            self._trim()
         if self.failed is not None:
+            rec.drop()
             return
         try:
-            self._store.record_many(self.session, self.stream, ids, pending)
-            self.stats.recorded += len(pending)
+            unbound = rec.stream is None
+            n = len(rec.raws)
+            rec.flush()
+            self.stats.recorded += n
+            if unbound and self._retry is not None:
+                self._resumer.upstream_retry.put((self.session, rec.stream), self._retry)  # type: ignore[arg-type]
         except Exception as e:  # the bytes went to the client already: only the record is lost
             self._fail(e)
+
+    @property
+    def stream(self) -> str | None:
+        """The history stream this response continues; ``None`` until its first events are recorded, when it
+        joins the stream that holds the same events already (if one does) or opens a new one (see
+        :class:`Recorder`)."""
+        return self._rec.stream
 
     def close(self) -> bytes:
         """The upstream ended cleanly: return what is left to send (an unfinished final block, as it came)."""
@@ -413,7 +565,7 @@ class Relay:
             self._prefixed = True
         if self.transcript is not None:
             self.transcript.add(out)
-        self._synced = len(self._pending)
+        self._synced = len(self._rec.raws)
         return out
 
     def _first_events(self, blocks: list[Block]) -> bytes:
@@ -456,59 +608,45 @@ class Relay:
             return kept[0]
         return b"".join(kept)
 
-    def _client_has(self, event_id: str) -> bool:
-        """Whether the event is at or before the resuming client's position (counted as a duplicate if so)."""
-        position = self._store.position(self.session, self.stream, event_id)
-        if position is not None and self._resume_seq is not None and position <= self._resume_seq:
+    def _new_to_client(self, event_id: str, raw: bytes) -> bool:
+        """Whether the client lacks this event (with an id), noting it delivered if so. It has it when its stream
+        holds it at or before the position it resumed from, or when this connection delivered it lately (either
+        is counted as a duplicate)."""
+        resume_seq = self._resume_seq
+        if resume_seq is not None:
+            position = self._store.position(self.session, self.stream, event_id, raw)  # type: ignore[arg-type]
+            if position is not None and position <= resume_seq:
+                self._count_duplicate()
+                return False
+        window = self._window
+        if window is not None and not window.add(hash(raw)):
             self._count_duplicate()
-            return True
-        return False
+            return False
+        return True
 
     def _count_duplicate(self) -> None:
         self.stats.duplicates += 1
         self._resumer.stats.deduplicated += 1
 
-    def _remember(self, event_id: str) -> bool:
-        """Note an id delivered on this connection; False when it was delivered already (a duplicate)."""
-        seen = self._seen
-        if event_id in seen:
-            self._count_duplicate()
-            return False
-        seen.add(event_id)
-        order = self._seen_order
-        order.append(event_id)
-        if len(order) >= self._window + BATCH:
-            self._trim()
-        return True
-
-    def _trim(self) -> None:
-        """Forget all but the last ``window`` ids delivered. Runtime complexity: O(1) amortized per id."""
-        order = self._seen_order
-        excess = len(order) - self._window
-        if excess > 0:
-            self._seen.difference_update(order[:excess])
-            del order[:excess]
-
     def _keep(self, raw: bytes, kind: BlockKind, event_id: str | None, retry: int | None) -> bool:
         """Take one block to record (see flush); say whether this client should get it (False: it already has it)."""
         stats = self.stats
-        if event_id:
-            if self._resume_seq is not None and self._client_has(event_id):
-                return False
-            if self._window and not self._remember(event_id):  # delivered on this connection already
-                return False
+        if event_id and not self._new_to_client(event_id, raw):
+            return False
         if kind is _EVENT or (kind is _EMPTY and event_id is not None):
             # An event, or an id-only block (a priming event, a reset): both are positions in the stream,
             # recorded by flush() with those pipe() relayed, in order.
-            pending = self._pending
-            if not pending:
+            rec = self._rec
+            if not rec.raws:
                 self._resumer.unflushed.add(self)
-            pending.append(raw)
-            self._pending_ids.append(event_id)
+            rec.add(event_id, raw)
         elif kind is _OVERSIZE:
             stats.oversize += 1
         if retry is not None:
-            self._resumer.upstream_retry.put((self.session, self.stream), retry)
+            if self.stream is None:
+                self._retry = retry
+            else:
+                self._resumer.upstream_retry.put((self.session, self.stream), retry)
         return True
 
 
@@ -523,7 +661,9 @@ class ResumeStats:
 
 
 class Resumer:
-    """Makes resume decisions against a history store and opens relays. One per proxy."""
+    """Makes resume decisions against a history store and opens relays. One per proxy, for the relay and the
+    keeper alike; :meth:`reconfigure` changes its settings in place, so what it remembers (the ``retry`` to
+    restore after a replay) outlives a change of options."""
 
     def __init__(
         self,
@@ -559,48 +699,99 @@ class Resumer:
         self.pending_restore = _LRU()  # streams whose clients got a short retry with a replay
         self.stats = stats or ResumeStats()
 
-    async def decide(self, session: str, last_event_id: str | None, inline: bool = False) -> Decision:
+    def reconfigure(
+        self,
+        *,
+        store: HistoryStore | None = None,
+        replay: bool | None = None,
+        stale_policy: Literal["forward", "restart"] | None = None,
+        dedupe_window: int | None = None,
+        max_event_bytes: int | None = None,
+        replay_retry: int | None = None,
+        default_retry: int | None = None,
+        transcript_bytes: int | None = None,
+    ) -> None:
+        """Change settings in place (relays already open keep theirs). A new store starts a new history: what
+        was remembered of the old one's streams is dropped with it."""
+        if store is not None and store is not self.store:
+            self.flush()
+            self.store = store
+            self.upstream_retry.clear()
+            self.pending_restore.clear()
+        if replay is not None:
+            self.replay = replay
+        if stale_policy is not None:
+            self.stale_policy = stale_policy
+        if dedupe_window is not None:
+            self.dedupe_window = dedupe_window
+        if max_event_bytes is not None:
+            self.max_event_bytes = max_event_bytes
+        if replay_retry is not None:
+            self.replay_retry = replay_retry
+        if default_retry is not None:
+            self.default_retry = default_retry
+        if transcript_bytes is not None:
+            self.transcript_bytes = transcript_bytes
+
+    async def decide(
+        self, session: str, last_event_id: str | None, inline: bool = False, kept: bool = False
+    ) -> Decision:
         """Decide how to serve a request of ``session`` that carries ``last_event_id`` (or none).
 
         ``inline`` asks for a hit to be served in front of the live upstream stream rather than as a response
-        of its own (for clients that do not reconnect by themselves).
+        of its own (for clients that do not reconnect by themselves). ``kept``: keep mode, where the client is
+        served from history and then attached to the stream the proxy reads (see :mod:`sse_resume_keep`): a
+        hit's :attr:`Decision.replay` is then every event held after the id, and no body is made.
         """
         if not last_event_id:
             return Decision("fresh", session)
         self.flush()  # every event relayed so far is in the history before it is looked up
         found = await self.store.find(session, last_event_id)
         if found is None:
-            return self._miss(session, last_event_id)
-        # Replay up to the newest event that has an id: the client's Last-Event-ID after the replay is then a
-        # position we hold, and events without id after it are not sent twice.
+            return self._miss(session, last_event_id, _UNKNOWN)
+        if found.ambiguous:
+            return self._miss(session, last_event_id, _AMBIGUOUS % found.ambiguous)
         after = found.after
-        last = max((i for i, e in enumerate(after) if e.id), default=-1)
-        after = after[: last + 1]
-        if after and self.replay:
-            return self._hit(session, found, after, inline)
+        if not kept:
+            # Replay up to the newest event that has an id: the client's Last-Event-ID after the replay is then a
+            # position we hold, and events without id after it are not sent twice.
+            last = max((i for i, e in enumerate(after) if e.id), default=-1)
+            after = after[: last + 1]
+        if after and self.replay and found.complete:
+            if kept:
+                return _warned(self._kept_hit(session, found, after), found)
+            return _warned(self._hit(session, found, after, inline), found)
         key = (session, found.stream)
         prefix = b""
-        if key in self.pending_restore:
+        if key in self.pending_restore and not kept:
             del self.pending_restore[key]
             retry = self.upstream_retry.get(key, self.default_retry)
             prefix = b"retry: %d\n\n" % retry
-        if after:  # ids only: newer events went by but cannot be replayed; the upstream must resend them
+        if after or not found.complete:
+            # Newer events went by but cannot be replayed (ids only, or evicted from the history): the upstream
+            # must send them again, resuming from the client's own id. What it sends that the client has (an
+            # upstream that starts over) is recognised by the relay and dropped.
             self.stats.behind += 1
-            return Decision(
-                "behind",
-                session,
-                found.stream,
-                last_event_id,
-                found.seq,
-                prefix=prefix,
-                note=f"{len(after)} newer events seen but not kept (ids only): resuming upstream",
-            )
+            why = "not kept (ids only)" if self.replay is False else "no longer held"
+            note = f"newer events seen but {why}: resuming upstream from the client's Last-Event-ID"
+            prefix = b": sse-resume: %s\n\n%s" % (note.encode(), prefix)  # (told, as on a miss)
+            decision = Decision("behind", session, found.stream, last_event_id, found.seq, prefix=prefix, note=note)
+            return _warned(decision, found)
         self.stats.up_to_date += 1
         newest = found.newest_id or last_event_id
-        seq = found.seq
-        return Decision(
-            "up-to-date", session, found.stream, newest, seq, prefix=prefix, note="up to date: resuming upstream"
-        )
+        note = "up to date: " + ("attached to the kept stream" if kept else "resuming upstream")
+        decision = Decision("up-to-date", session, found.stream, newest, found.seq, prefix=prefix, note=note)
+        return _warned(decision, found)
+
+    def _kept_hit(self, session: str, found: Found, after: tuple[StoredEvent, ...]) -> Decision:
+        """A hit in keep mode: the keeper sends the replay in parts (bounded by the budget as it goes), then the
+        live events of the kept stream, on one response."""
+        n = len(after)
+        self.stats.hits += 1
+        self.stats.replayed += n
+        note = f"served {n} event{'s' if n != 1 else ''} from history, then the kept stream"
+        newest = next((e.id for e in reversed(after) if e.id), None) or found.newest_id
+        return Decision("hit", session, found.stream, newest, found.seq, after, note=note)
 
     def _hit(self, session: str, found: Found, after: tuple[StoredEvent, ...], inline: bool) -> Decision:
         budget = self.budget
@@ -654,19 +845,24 @@ class Resumer:
             held_back=rest,
         )
 
-    def _miss(self, session: str, last_event_id: str) -> Decision:
+    def _miss(self, session: str, last_event_id: str, why: str) -> Decision:
         self.stats.misses += 1
-        if self.stale_policy == "restart":
-            note = "Last-Event-ID unknown: restarted the stream upstream; continuity not guaranteed"
+        # An id the proxy made (keep mode's sse_assign_ids) means nothing to the upstream: it is never sent.
+        if self.stale_policy == "restart" or is_proxy_id(last_event_id):
+            note = f"Last-Event-ID {why}: restarted the stream upstream; continuity not guaranteed"
             forward = None
         else:
-            note = "Last-Event-ID unknown: forwarded upstream; continuity not guaranteed"
+            note = f"Last-Event-ID {why}: forwarded upstream; continuity not guaranteed"
             forward = last_event_id
         return Decision("miss", session, None, forward, None, prefix=b": sse-resume: %s\n\n" % note.encode(), note=note)
 
     def flush(self) -> None:
-        """Record what every relay holds back (see :meth:`Relay.flush`); the caller's timer calls it too."""
-        for relay in list(self.unflushed):
+        """Record what every relay holds back (see :meth:`Relay.flush`); the caller's timer calls it too.
+
+        Relays that know their stream go first: a fresh one then finds the events it shares with them (the
+        same upstream stream read by several clients of a session) and joins their stream."""
+        relays = sorted(self.unflushed, key=lambda relay: relay.stream is None)
+        for relay in relays:
             relay.flush()
 
     def open(self, decision: Decision, release_early: bool = False) -> Relay:
@@ -675,11 +871,10 @@ class Resumer:
         ``release_early``: the relay releases the decision's charge (an inline replay) as soon as the proxy has
         sent it (see :meth:`Relay._feed`; true of HTTP/1 clients); otherwise its caller does, at the flow's end.
         """
-        stream = decision.stream or self.store.new_stream(decision.session)
         return Relay(
             self,
             decision.session,
-            stream,
+            decision.stream,
             decision.resume_seq,
             decision.prefix,
             self.dedupe_window,

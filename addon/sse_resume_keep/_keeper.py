@@ -22,15 +22,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import h11
 
 from sse_resume_core._decode import Decoder, UnsupportedEncoding, decoder_for
-from sse_resume_core._history import MemoryHistory, StoredEvent
-from sse_resume_core._keep import Backoff, Delivery, KeptFeed, is_proxy_id
+from sse_resume_core._history import StoredEvent
+from sse_resume_core._keep import Backoff, Delivery, KeptFeed
 from sse_resume_core._logsafe import safe_traceback
-from sse_resume_core._resume import Charge, ReplayBudget, ResumeStats, digest, fitting
+from sse_resume_core._resume import Charge, Decision, Resumer, digest, fitting, is_proxy_id
+from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
 
@@ -114,8 +115,6 @@ class KeepSettings:
     assign_ids: bool = False
     backoff: Backoff = field(default_factory=Backoff)
     max_event_bytes: int = 1024 * 1024
-    dedupe_window: int = 100
-    stale_policy: Literal["forward", "restart"] = "forward"
     transcript_bytes: int = 0
     transcript_budget: TranscriptBudget | None = None
     """The bound on all transcripts together, shared with the addon's relays."""
@@ -471,18 +470,13 @@ class KeptStream:
 class Keeper:
     """The keeper server and its kept streams."""
 
-    def __init__(
-        self,
-        store: MemoryHistory,
-        settings: KeepSettings,
-        resume_stats: ResumeStats,
-        budget: ReplayBudget | None = None,
-    ) -> None:
-        self.store = store
-        self.budget = budget or ReplayBudget()
+    def __init__(self, resumer: Resumer, settings: KeepSettings) -> None:
+        self.resumer = resumer
+        """Decides what a reconnecting client gets (shared with the addon's relays: one engine)."""
+        self.store = resumer.store
+        self.budget = resumer.budget
         """Bounds the bytes of replays queued for clients (each part, and all in flight); shared with the addon's."""
         self.settings = settings
-        self.resume_stats = resume_stats
         self.stats = KeeperStats()
         self.streams: dict[tuple[str, str], KeptStream] = {}
         self.port = 0
@@ -647,55 +641,21 @@ class Keeper:
                 conn.receive_data(eof.result())  # the start of mitmproxy's next request, or b"": it hung up
 
     async def _open(self, ticket: _Ticket, client: _Client) -> KeptStream | None:
-        """Answer the ticket's request: attach to a kept stream, start one, or relay the upstream's answer."""
+        """Answer the ticket's request: attach to a kept stream, start one, or relay the upstream's answer.
+
+        What a ``Last-Event-ID`` gets is the Resumer's decision, as for the relay (:meth:`Resumer.decide`); the
+        keeper only serves it: a hit or up-to-date from history and the kept stream, anything else upstream."""
         session, request, last_id, report = ticket.session, ticket.request, ticket.last_event_id, ticket.report
-        store = self.store
-        stats = self.resume_stats
         if last_id:
-            await store.find(session, last_id)  # a shared store adopts what another proxy recorded
-            found = store.lookup(session, last_id)  # then the local view, read with no await before attaching
-            if found is not None:
-                stream = self.streams.get((session, found.stream))
-                replay = list(found.after)
-                if replay:
-                    stats.hits += 1
-                    stats.replayed += len(replay)
-                else:
-                    stats.up_to_date += 1
-                report.outcome = "hit" if replay else "up-to-date"
-                report.replayed = len(replay)
-                report.stream = found.stream
-                n = len(replay)
-                then = "the kept stream" if stream is not None else "the upstream, read by the proxy"
-                report.note = (
-                    f"served {n} event{'s' if n != 1 else ''} from history, then {then}"
-                    if n
-                    else f"up to date: attached to {then}"
-                )
-                if stream is None:
-                    upstream_id = _newest_upstream_id(found.after, last_id, store, session, found.stream)
-                    feed = self._feed(session, found.stream, upstream_id)
-                    stream = KeptStream(self, feed, request.resumed(upstream_id))
-                    self.streams[stream.key] = stream
-                    self.stats.kept += 1
-                    stream.headers = [(b"content-type", SSE_TYPE.encode()), (b"cache-control", b"no-cache")]
-                    stream.start(None)
-                self._respond(client, stream.status, stream.headers, report.outcome)
-                if not await self._replay(client, report.note, session, found.stream, replay):
-                    return stream  # (the client is finished: it is gone, or did not read)
-                if self.streams.get(stream.key) is not stream:  # it stopped while the replay went out
-                    client.finish("kept stream ended during the replay", clean=True)
-                elif stream.finished:
-                    client.finish("upstream stream complete", clean=True)
-                else:
-                    stream.attach(client)
-                return stream
-            stats.misses += 1
-            report.outcome = "miss"
-            forward = None if (self.settings.stale_policy == "restart" or is_proxy_id(last_id)) else last_id
-            done = "restarted the stream upstream" if forward is None else "forwarded upstream"
-            report.note = f"Last-Event-ID unknown: {done}; continuity not guaranteed"
-            request = request.with_last_event_id(forward)
+            decision = await self.resumer.decide(session, last_id, kept=True)
+            report.outcome = decision.outcome
+            report.note = decision.note
+            report.stream = decision.stream
+            if decision.outcome in ("hit", "up-to-date") and decision.stream is not None:
+                return await self._resume(client, request, decision, report)
+            # A miss, or behind (the events after the client's id are no longer held): the upstream is asked,
+            # with the id the decision says, on a stream of its own.
+            request = request.with_last_event_id(decision.forward_id)
         response = await self._send(request)
         if isinstance(response, UpstreamError):
             # As mitmproxy answers when it cannot reach an upstream: 502, and the reason.
@@ -716,10 +676,37 @@ class Keeper:
         self.streams[stream.key] = stream
         self.stats.kept += 1
         self._respond(client, stream.status, stream.headers, report.outcome)
-        if report.outcome == "miss":
+        if report.outcome in ("miss", "behind"):
             self._comment(client, report.note)
         stream.attach(client)
         stream.start(response)
+        return stream
+
+    async def _resume(
+        self, client: _Client, request: UpstreamRequest, decision: Decision, report: KeepReport
+    ) -> KeptStream:
+        """Serve a hit or up-to-date decision: the replay, then the kept stream (started if none reads it)."""
+        session, name = decision.session, decision.stream
+        assert name is not None
+        report.replayed = len(decision.replay)
+        stream = self.streams.get((session, name))
+        if stream is None:
+            upstream_id = _newest_upstream_id(decision, self.store)
+            feed = self._feed(session, name, upstream_id)
+            stream = KeptStream(self, feed, request.resumed(upstream_id))
+            self.streams[stream.key] = stream
+            self.stats.kept += 1
+            stream.headers = [(b"content-type", SSE_TYPE.encode()), (b"cache-control", b"no-cache")]
+            stream.start(None)
+        self._respond(client, stream.status, stream.headers, decision.outcome)
+        if not await self._replay(client, decision.note, session, name, decision.replay):
+            return stream  # (the client is finished: it is gone, or did not read)
+        if self.streams.get(stream.key) is not stream:  # it stopped while the replay went out
+            client.finish("kept stream ended during the replay", clean=True)
+        elif stream.finished:
+            client.finish("upstream stream complete", clean=True)
+        else:
+            stream.attach(client)
         return stream
 
     def _feed(self, session: str, stream: str, upstream_id: str | None) -> KeptFeed:
@@ -730,7 +717,6 @@ class Keeper:
             stream,
             assign_ids=s.assign_ids,
             max_event_bytes=s.max_event_bytes,
-            window=s.dedupe_window,
             upstream_id=upstream_id,
         )
 
@@ -842,17 +828,12 @@ def _release(charge: Charge, _: asyncio.Future[str]) -> None:
     charge.release()
 
 
-def _newest_upstream_id(
-    after: tuple[StoredEvent, ...], last_id: str, store: MemoryHistory, session: str, stream: str
-) -> str | None:
-    """The newest id of ``stream`` that came from the upstream (proxy-made ids mean nothing to it)."""
-    for event in reversed(after):
-        if event.id and not is_proxy_id(event.id):
-            return event.id
-    if not is_proxy_id(last_id):
-        return last_id
-    for event in reversed(store.events(session)):
-        if event.stream == stream and event.id and not is_proxy_id(event.id):
+def _newest_upstream_id(decision: Decision, store: HistoryStore) -> str | None:
+    """The newest id of the decision's stream that came from the upstream (proxy-made ids mean nothing to it)."""
+    if decision.forward_id and not is_proxy_id(decision.forward_id):
+        return decision.forward_id
+    for event in reversed(store.events(decision.session)):
+        if event.stream == decision.stream and event.id and not is_proxy_id(event.id):
             return event.id
     return None
 

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADDON = ROOT / "addon" / "sse_resume.py"
 UPSTREAM = ROOT / "recipes" / "demo_upstream.py"
+SCRIPTED_UPSTREAM = Path(__file__).with_name("scripted_upstream.py")  # ids that repeat, responses from 1...
+OPTIONS_ADDON = Path(__file__).with_name("options_addon.py")  # changes options at run time (GET /__options__?...)
 
 
 def _ephemeral_ports() -> tuple[int, int]:
@@ -236,6 +238,15 @@ def upstream(tmp: Path, interval: float = 0.05) -> Iterator[int]:
         yield port
 
 
+@contextlib.contextmanager
+def scripted_upstream(tmp: Path) -> Iterator[int]:
+    """The test-only upstream of ``scripted_upstream.py`` on a free port, once it listens; yields the port."""
+    port = free_port()
+    with Process([sys.executable, SCRIPTED_UPSTREAM, "--port", str(port)], tmp / f"scripted-{port}.log") as proc:
+        wait_port(port, proc.proc)
+        yield port
+
+
 class RedisServer(Process):
     """A real redis-server on 127.0.0.1 and a free port, in memory only. ``kill`` and ``restart`` for outages."""
 
@@ -294,14 +305,18 @@ class Mitmdump(Process):
         for option in [*options, *([f"sse_metrics_port={self.metrics}"] if metrics else [])]:
             args += ["--set", option]
         super().__init__(args, tmp / f"mitmdump-{self.port}.log")
-        wait_port(self.port, self.proc)
-        # The port opens before mitmproxy's own addons have all started (a request in between can find its TLS
-        # settings unset, which stops it): wait for the line it logs once they have.
-        deadline = time.monotonic() + 30
-        while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)  # (polling a condition, with a deadline)
-        if metrics:
-            wait_port(self.metrics, self.proc)
+        try:
+            wait_port(self.port, self.proc)
+            # The port opens before mitmproxy's own addons have all started (a request in between can find its TLS
+            # settings unset, which stops it): wait for the line it logs once they have.
+            deadline = time.monotonic() + 30
+            while "listening at" not in self.output and self.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)  # (polling a condition, with a deadline)
+            if metrics:
+                wait_port(self.metrics, self.proc)
+        except BaseException:  # (one that does not start in time is not left running: nobody holds it)
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:

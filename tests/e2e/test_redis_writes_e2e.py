@@ -150,7 +150,7 @@ def events_in_redis(port: int, prefix: str = "sse-resume:") -> int:
     """Events held in Redis under ``prefix``, every session counted, asked of the server directly."""
     client = redis.Redis(port=port)
     try:
-        return sum(client.zcard(key) for key in client.scan_iter(match=prefix + "{*}:ev", count=1000))
+        return sum(client.zcard(key) for key in client.scan_iter(match=prefix + "v2:{*}:ev", count=1000))
     finally:
         client.close()
 
@@ -172,7 +172,7 @@ def big(n: int, size: int) -> bytes:
 
 
 def drained(store: RedisHistory) -> bool:
-    health = store.snapshot_health()
+    health = store.health()
     return health.up and not health.queued
 
 
@@ -188,7 +188,7 @@ def test_a_burst_of_large_events_lands_over_a_12_mb_s_link(server: RedisServer, 
             stream = store.new_stream(S)
             for n in range(1, 101):
                 store.record(S, stream, str(n), big(n, 256 * KIB))
-            await await_until("100 writes land", lambda: store.snapshot_health().writes == 100)
+            await await_until("100 writes land", lambda: store.health().writes == 100)
             await await_until("the store is up with nothing queued", lambda: drained(store))
             await store.aclose()
 
@@ -209,11 +209,11 @@ def test_after_an_outage_the_queue_drains_over_a_30_mb_s_link(server: RedisServe
             link.cut()
             for n in range(1, 201):
                 store.record(S, stream, str(n), big(n, 256 * KIB))
-            await await_until("the store notices the outage", lambda: not store.snapshot_health().up)
+            await await_until("the store notices the outage", lambda: not store.health().up)
             link.restore()
-            await await_until("every write lands", lambda: store.snapshot_health().writes == 201, timeout=120)
+            await await_until("every write lands", lambda: store.health().writes == 201, timeout=120)
             await await_until("the store is up with nothing queued", lambda: drained(store))
-            assert store.snapshot_health().dropped == 0
+            assert store.health().dropped == 0
             await store.aclose()
 
         asyncio.run(scenario())
@@ -229,7 +229,7 @@ def test_an_event_bigger_than_a_batch_goes_alone_with_time_for_its_size(server: 
             stream = store.new_stream(S)
             store.record(S, stream, "1", big(1, 4 * KIB * KIB))
             store.record(S, stream, "2", big(2, 100))
-            await await_until("both writes land", lambda: store.snapshot_health().writes == 2)
+            await await_until("both writes land", lambda: store.health().writes == 2)
             await await_until("the store is up with nothing queued", lambda: drained(store))
             await store.aclose()
 
@@ -247,8 +247,8 @@ def test_after_a_timeout_the_same_writes_go_again_in_smaller_batches(server: Red
             stream = store.new_stream(S)
             for n in range(1, 25):
                 store.record(S, stream, str(n), big(n, 64 * KIB))
-            await await_until("a batch times out", lambda: store.snapshot_health().failures >= 1)
-            await await_until("every write lands", lambda: store.snapshot_health().writes == 24)
+            await await_until("a batch times out", lambda: store.health().failures >= 1)
+            await await_until("every write lands", lambda: store.health().writes == 24)
             await await_until("the store is up with nothing queued", lambda: drained(store))
             await store.aclose()
 
@@ -270,11 +270,11 @@ def test_writes_past_the_queue_bound_are_given_up_counted_and_logged_without_pay
             link.cut()
             for n in range(1, 81):  # 80 MiB: past the 64 MiB the queue holds
                 store.record(S, stream, str(n), payload)
-            health = store.snapshot_health()
+            health = store.health()
             assert health.dropped >= 80 - 64 and health.queued <= 64
             link.restore()
             await await_until("the rest lands", lambda: drained(store), timeout=120)
-            health = store.snapshot_health()
+            health = store.health()
             assert health.writes + health.dropped == 81
             await store.aclose()
 

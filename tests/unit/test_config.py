@@ -12,8 +12,10 @@ from sse_resume_core._config import (
     FILE,
     OPTION,
     ConfigError,
+    FaultSettings,
     Settings,
     effective,
+    fault_settings,
     load_file,
     merge,
     section_values,
@@ -165,3 +167,41 @@ def test_shown_hides_secrets_and_passwords() -> None:
     assert text["store"] == "redis://user:***@example:6379/0" and text["store_secret"] == "(set)"
     assert text["support_replay"] == "true" and text["event_ttl"] == "300"
     assert shown(Settings())["store_secret"] == "(unset)" and set(text) == set(Settings.model_fields)
+
+
+def test_the_options_table_in_the_docs_is_the_models() -> None:
+    """docs/options.md's table is made from the Settings model (`./dev options-table`): it says what the code does."""
+    from sse_resume_core._config import documented_table, options_table
+
+    docs = (Path(__file__).parents[2] / "docs" / "options.md").read_text()
+    assert documented_table(docs) == options_table(), "run ./dev options-table and commit docs/options.md"
+
+
+def test_every_setting_is_a_mitmproxy_option_with_help_and_documentation() -> None:
+    from sse_resume_core._config import Settings, mitmproxy_options
+
+    options = mitmproxy_options()
+    assert [name for name, *_ in options] == [f"sse_{name}" for name in Settings.model_fields]
+    for name, typ, default, help_text in options:
+        info = Settings.model_fields[name.removeprefix("sse_")]
+        assert help_text and isinstance(info.json_schema_extra, dict) and info.json_schema_extra["doc"], name
+        assert (default == info.default and typ in (bool, int, str)) or name == "sse_identity_headers", name
+
+
+def test_every_fault_option_is_in_the_table_with_help_and_is_checked() -> None:
+    from sse_resume_core._config import fault_mitmproxy_options, options_table
+
+    options = fault_mitmproxy_options()
+    assert [name for name, *_ in options] == [f"sse_fault_{name}" for name in FaultSettings.model_fields]
+    for name, typ, default, help_text in options:
+        info = FaultSettings.model_fields[name.removeprefix("sse_fault_")]
+        assert help_text and isinstance(info.json_schema_extra, dict) and info.json_schema_extra["doc"], name
+        assert default == info.default and typ in (int, str), name
+        assert f"| `{name}` |" in options_table(), name
+    assert not FaultSettings().active and fault_settings({"cut_every": 2}).active
+    with pytest.raises(ConfigError) as error:
+        fault_settings({"cut_after": -1, "stall_for": 0, "stall": 1})
+    assert str(error.value) == (
+        "sse_fault_cut_after: Input should be greater than or equal to 0; sse_fault_stall_for: Input should be "
+        "greater than or equal to 1; sse_fault_stall: Extra inputs are not permitted"
+    )

@@ -99,22 +99,70 @@ def test_id_recorded_once_per_stream_even_from_two_connections() -> None:
     h._check()
 
 
-def test_repeated_id_in_a_stream_keeps_the_first_occurrence() -> None:
+def test_an_event_is_its_id_and_its_bytes() -> None:
+    """SSE ids need not be unique: the same id with other bytes is another event, the same bytes again are not."""
     h = store()
     s = h.new_stream("a")
-    h.record("a", s, "1", b"id: 1\ndata: first\n\n")
-    assert h.record("a", s, "1", b"id: 1\ndata: second\n\n") is Recorded.DUPLICATE
-    assert [e.raw for e in h.events("a")] == [b"id: 1\ndata: first\n\n"]
+    assert h.record("a", s, "1", b"id: 1\ndata: first\n\n") is Recorded.NEW
+    assert h.record("a", s, "1", b"id: 1\ndata: second\n\n") is Recorded.NEW
+    assert h.record("a", s, "1", b"id: 1\ndata: first\n\n") is Recorded.DUPLICATE
+    assert h.record("a", s, "1", b"id: 1\r\ndata: first\r\n\r\n") is Recorded.NEW  # (other bytes: CRLF)
+    assert [e.raw for e in h.events("a")] == [
+        b"id: 1\ndata: first\n\n",
+        b"id: 1\ndata: second\n\n",
+        b"id: 1\r\ndata: first\r\n\r\n",
+    ]
+    h._check()
 
 
-def test_same_id_in_two_streams_resolves_to_the_newest_stream() -> None:
+def test_ids_that_decode_alike_but_differ_as_bytes_are_other_events() -> None:
+    h = store()
+    s = h.new_stream("a")
+    for raw in (b"id: \xff1\ndata: x\n\n", b"id: \xfe1\ndata: x\n\n", b"id: \xfd1\ndata: x\n\n"):
+        assert h.record("a", s, "\ufffd1", raw) is Recorded.NEW  # (the parser's id for each of them)
+    assert len(h.events("a")) == 3
+    h._check()
+
+
+def test_an_id_held_more_than_once_names_none_of_its_events() -> None:
     h = store()
     first, second = h.new_stream("a"), h.new_stream("a")
     fill(h, "a", first, range(1, 4))
     fill(h, "a", second, range(1, 3))
     found = h.lookup("a", "1")
-    assert found is not None and found.stream == second
-    assert [e.id for e in found.after] == ["2"]
+    assert found is not None and found.ambiguous == 2 and found.after == ()
+    found = h.lookup("a", "3")  # only the first stream has a 3
+    assert found is not None and not found.ambiguous and found.stream == first
+    h.record("a", first, "3", b"id: 3\ndata: again, other bytes\n\n")
+    assert h.lookup("a", "3").ambiguous == 2  # type: ignore[union-attr]
+    h._check()
+
+
+def test_repeats_of_an_id_are_forgotten_oldest_first() -> None:
+    h = store(max_events=2, max_remembered=3)
+    s = h.new_stream("a")
+    h.record("a", s, "t", b"id: t\ndata: 1\n\n")
+    h.record("a", s, "t", b"id: t\ndata: 2\n\n")
+    h.record("a", s, "u", ev("u"))
+    assert h.lookup("a", "t").ambiguous == 2  # type: ignore[union-attr]
+    h.record("a", s, "v", ev("v"))  # the first t is forgotten: the second is the only one left
+    found = h.lookup("a", "t")
+    assert found is not None and not found.ambiguous and found.complete  # (it left the history, none after it)
+    assert [e.id for e in found.after] == ["u", "v"]
+    assert h.record("a", s, "t", b"id: t\ndata: 1\n\n") is Recorded.NEW  # forgotten: new again
+    h._check()
+
+
+def test_the_stream_that_holds_an_event() -> None:
+    h = store()
+    first, second = h.new_stream("a"), h.new_stream("a")
+    fill(h, "a", first, [1, 2])
+    fill(h, "a", second, [2, 3])
+    assert h.stream_of("a", "1", ev(1)) == first
+    assert h.stream_of("a", "3", ev(3)) == second
+    assert h.stream_of("a", "2", ev(2)) is None  # in both: it names neither
+    assert h.stream_of("a", "1", b"id: 1\ndata: other\n\n") is None  # another event with that id
+    assert h.stream_of("a", "9", ev(9)) is None and h.stream_of("b", "1", ev(1)) is None
 
 
 def test_events_without_id_are_replayed_after_the_id_before_them() -> None:
@@ -144,9 +192,10 @@ def test_position_and_newest_id() -> None:
     h = store()
     s = h.new_stream("a")
     fill(h, "a", s, range(1, 4))
-    p1, p3 = h.position("a", s, "1"), h.position("a", s, "3")
+    p1, p3 = h.position("a", s, "1", ev(1)), h.position("a", s, "3", ev(3))
     assert p1 is not None and p3 is not None and p1 < p3
-    assert h.position("a", s, "9") is None and h.position("a", "99", "1") is None
+    assert h.position("a", s, "9", ev(9)) is None and h.position("a", "99", "1", ev(1)) is None
+    assert h.position("a", s, "1", b"id: 1\ndata: other bytes\n\n") is None
     assert h.newest_id("a", s) == "3" and h.newest_id("a", "99") == "" and h.newest_id("b", s) == ""
 
 
@@ -154,7 +203,7 @@ def test_position_and_newest_id() -> None:
 
 
 def test_max_events_per_session_evicts_oldest_first() -> None:
-    h = store(max_events=5)
+    h = store(max_events=5, max_remembered=5)
     s = h.new_stream("a")
     fill(h, "a", s, range(1, 6))
     assert [e.id for e in h.events("a")] == ["1", "2", "3", "4", "5"]
@@ -164,6 +213,23 @@ def test_max_events_per_session_evicts_oldest_first() -> None:
     assert h.snapshot().evicted["count"] == 1
     assert h.lookup("a", "1") is None
     assert after_ids(h, "a", "2") == ["3", "4", "5", "6"]
+    h._check()
+
+
+def test_ids_are_remembered_past_the_history() -> None:
+    """Past max_events an event's payload goes, its id stays (up to max_remembered): a lookup tells a gap."""
+    h = store(max_events=3, max_remembered=6)
+    s = h.new_stream("a")
+    fill(h, "a", s, range(1, 9))
+    assert [e.id for e in h.events("a")] == ["6", "7", "8"]
+    assert h.lookup("a", "2") is None  # forgotten
+    for gap in ("3", "4"):
+        found = h.lookup("a", gap)
+        assert found is not None and not found.complete and [e.id for e in found.after] == ["6", "7", "8"]
+    found = h.lookup("a", "5")  # its own payload went, none after it: nothing is missing
+    assert found is not None and found.complete and [e.id for e in found.after] == ["6", "7", "8"]
+    assert h.record("a", s, "4", ev(4)) is Recorded.DUPLICATE  # still recognised
+    assert h.position("a", s, "4", ev(4)) is not None
     h._check()
 
 
@@ -177,7 +243,7 @@ def test_max_events_counts_all_streams_of_a_session() -> None:
 
 
 def test_stream_whose_events_are_all_evicted_is_dropped() -> None:
-    h = store(max_events=2)
+    h = store(max_events=2, max_remembered=2)
     one, two = h.new_stream("a"), h.new_stream("a")
     fill(h, "a", one, ["a1"])
     fill(h, "a", two, ["b1", "b2"])
@@ -303,9 +369,12 @@ def test_memory_history_implements_the_storage_interface() -> None:
     async def use() -> None:
         found = await h.find("a", "1")
         assert found is not None and [e.id for e in found.after] == ["2"]
-        assert [i.key for i in await h.list_sessions()] == ["a"]
-        assert len(await h.list_events("a")) == 2
-        assert await h.forget("a")
+        assert [i.key for i in h.sessions()] == ["a"]
+        assert len(h.events("a")) == 2
+        assert h.health() is None
+        h.start()
+        await h.aclose()
+        assert h.drop_session("a")
 
     asyncio.run(use())
 
@@ -318,7 +387,7 @@ def test_memory_history_implements_the_storage_interface() -> None:
 def test_random_operations_keep_invariants(seed: int, replay: bool) -> None:
     rng = random.Random(seed)
     clock = Clock()
-    h = store(clock, max_events=30, ttl=50, max_sessions=6, max_bytes=40_000, replay=replay)
+    h = store(clock, max_events=30, max_remembered=45, ttl=50, max_sessions=6, max_bytes=40_000, replay=replay)
     streams: dict[str, list[str]] = {}
     for step in range(3000):
         clock.now += rng.random()
@@ -328,11 +397,12 @@ def test_random_operations_keep_invariants(seed: int, replay: bool) -> None:
             streams.setdefault(key, []).append(h.new_stream(key))
         elif op < 0.75:
             event_id = rng.choice([None, "", str(rng.randrange(60))])
-            raw = b"data: " + b"y" * rng.randrange(300) + b"\n\n"
+            raw = b"data: " + b"y" * rng.randrange(3) * rng.randrange(100) + b"\n\n"  # (bytes repeat at times)
             h.record(key, rng.choice(streams[key]), event_id, raw)
         elif op < 0.9:
             found = h.lookup(key, str(rng.randrange(60)))
             if found is not None:
+                assert found.ambiguous != 1 and (not found.ambiguous or found.after == ())
                 assert all(e.seq > found.seq and e.stream == found.stream for e in found.after)
                 assert all(clock.now - e.time <= 50 for e in found.after)
         elif op < 0.95:
@@ -383,7 +453,7 @@ def test_event_history_memory() -> None:
 
 
 def test_streams_opened_without_events_are_bounded() -> None:
-    h = store(max_events=4)
+    h = store(max_events=4, max_remembered=4)
     for _ in range(1000):
         h.new_stream("a")
     assert h.sessions()[0].streams <= 4 + 16

@@ -197,3 +197,21 @@ def test_an_oversize_event_is_open_until_its_end_and_a_new_connection_closes_it(
     feed.connected()
     assert not feed.open_oversize
     assert [d.oversize for d in feed.feed(b"id: 9\ndata: c\n\n")] == [False]
+
+
+def test_an_upstream_that_starts_over_past_the_history_is_recognised() -> None:
+    store = MemoryHistory(HistoryLimits(max_events=10))
+    feed = KeptFeed(store, "s", store.new_stream("s"))
+    events = [b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 31)]
+    feed.connected()
+    assert delivered(feed, *events[:20]) == b"".join(events[:20])
+    feed.ended()
+    feed.connected()  # it ignores Last-Event-ID: 1..20 again (1..10 long out of the history), then new ones
+    assert delivered(feed, b"".join(events[:25])) == b"".join(events[20:25])
+    assert len(store.events("s")) == 10
+
+
+def test_repeated_ids_with_other_bytes_are_other_events_in_keep_mode_too() -> None:
+    _, feed = feed_of()
+    stamped = [b"id: 17\ndata: %d\n\n" % n for n in range(5)]
+    assert delivered(feed, b"".join(stamped), *stamped) == b"".join(stamped)  # (the second time: recognised)

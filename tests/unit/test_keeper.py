@@ -27,7 +27,7 @@ def test_fuzzed_header_bytes_pass_through_the_keeper_both_ways(
     upstream gets the client's bytes and the client the upstream's, exactly."""
     from mitmproxy.http import Headers
 
-    from sse_resume_core._resume import ResumeStats
+    from sse_resume_core._resume import Resumer
     from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
 
     last_id = b"v" + last_id  # (never a proxy-made id)
@@ -47,7 +47,7 @@ def test_fuzzed_header_bytes_pass_through_the_keeper_both_ways(
 
         server = await asyncio.start_server(upstream, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        keeper = Keeper(MemoryHistory(HistoryLimits()), KeepSettings(), ResumeStats())
+        keeper = Keeper(Resumer(MemoryHistory(HistoryLimits())), KeepSettings())
         keeper.start()
         try:
             request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", tuple(sent.items(multi=True)))
@@ -74,7 +74,7 @@ def test_fuzzed_header_bytes_pass_through_the_keeper_both_ways(
 def test_a_client_that_takes_nothing_of_an_oversize_event_is_dropped_after_the_grace_time() -> None:
     """While an oversize event is under way the keeper waits for its clients; one that reads nothing at all is
     dropped after sse_keep_grace seconds, and the kept stream reads on."""
-    from sse_resume_core._resume import ResumeStats
+    from sse_resume_core._resume import Resumer
     from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
 
     big = b"data: " + b"x" * (16 * 1024 * 1024) + b"\n\n"
@@ -91,7 +91,7 @@ def test_a_client_that_takes_nothing_of_an_oversize_event_is_dropped_after_the_g
 
         server = await asyncio.start_server(upstream, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        keeper = Keeper(MemoryHistory(HistoryLimits()), KeepSettings(grace=0.5, max_event_bytes=64), ResumeStats())
+        keeper = Keeper(Resumer(MemoryHistory(HistoryLimits())), KeepSettings(grace=0.5, max_event_bytes=64))
         keeper.start()
         try:
             request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", (("Accept", "text/event-stream"),))
@@ -118,7 +118,7 @@ def test_a_client_that_takes_nothing_of_an_oversize_event_is_dropped_after_the_g
 def test_a_kept_replay_goes_out_in_parts_within_the_budget_each_event_once_in_order() -> None:
     """A replay larger than the budget allows is sent part by part as the client reads: every event once, in
     order, and no more than the budget (plus one event) queued at any time."""
-    from sse_resume_core._resume import ReplayBudget, ResumeStats
+    from sse_resume_core._resume import ReplayBudget, Resumer
     from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
 
     events = [b"id: %d\ndata: %s\n\n" % (n, b"x" * 3000) for n in range(301)]  # ~900 KiB after id 0
@@ -137,7 +137,7 @@ def test_a_kept_replay_goes_out_in_parts_within_the_budget_each_event_once_in_or
         stream = store.new_stream("s")
         for n, raw in enumerate(events):
             store.record("s", stream, str(n), raw)
-        keeper = Keeper(store, KeepSettings(), ResumeStats(), budget)
+        keeper = Keeper(Resumer(store, budget=budget), KeepSettings())
         keeper.start()
         peak = 0
         try:

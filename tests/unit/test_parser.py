@@ -10,13 +10,21 @@ import os
 import random
 import re
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, BlockKind, SSEParser, parse
-from sse_resume_core._parser import COMPILED, MAX_RETRY, plain_event_id, plain_event_id_py, single_event_id
+from sse_resume_core._parser import (
+    COMPILED,
+    DEFAULT_MAX_SIZE,
+    MAX_RETRY,
+    plain_event_id,
+    plain_event_id_py,
+    single_event_id,
+)
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
 BOM = BlockKind.BOM
@@ -450,16 +458,134 @@ def test_rule_cases_at_random_splits(draw: st.DataObject) -> None:
     assert normalise(feed_in(split_at(data, cuts))) == normalise(feed_in([data]))
 
 
-def test_single_event_id_reads_only_the_usual_shapes() -> None:
-    for chunk in (b"data: a\r\n\r\n", b"data: a\n\ndata: b\n\n", b"data: a\n", b"retry: 5\ndata: a\n\n"):
-        assert single_event_id(chunk) is False, chunk
+def test_single_event_id_reads_one_plain_event() -> None:
     assert single_event_id(b"data: a\n\n") is None
+    assert single_event_id(b"data\n\n") is None  # "data" with no colon: one empty line of data
     assert single_event_id(b"id: 7\ndata: a\n\n") == "7"
     assert single_event_id(b"id:8\ndata:a\n\n") == "8"  # the space after the colon is optional
     assert single_event_id(b"id:  9\ndata: a\n\n") == " 9"  # only one space is removed
     assert single_event_id(b"id: 9\nevent: e\ndata: a\n\n") == "9"
-    for chunk in (b"id: 1\nid: 2\ndata: a\n\n", b"id: a\x00b\ndata: a\n\n", b"data: a\ndata: b\n\n"):
-        assert single_event_id(chunk) is False, chunk  # the general parser decides these
+    assert single_event_id(b"id: u\r\nevent: message\r\ndata: {}\r\n\r\n") == "u"  # sse-starlette (MCP Python)
+    assert single_event_id(b"event: message\nid: t\ndata: {}\n\n") == "t"  # the MCP TypeScript SDK
+    assert single_event_id(b'id: 3\ndata: {\ndata:  "a": 1\ndata: }\n\n') == "3"  # pretty-printed JSON
+    assert single_event_id(b"data: a\nid: 4\ndata: b\nevent\n\n") == "4"  # any order; "event" alone
+    assert single_event_id(b"id: 1\nid: 2\ndata: a\n\n") == "2"  # the last id counts
+    assert single_event_id(b"id\ndata: a\n\n") == ""  # "id" with no colon: an empty id (it resets)
+    assert single_event_id(b"id: \xff7\ndata: a\n\n") == "\ufffd7"  # invalid UTF-8 replaced, as the parser does
+    declined = [
+        b"",
+        b"\n\n",
+        b"data: a\n",  # no empty line
+        b"data: a\n\nx",
+        b"data: a\n\n\n",  # two
+        b"data: a\n\ndata: b\n\n",  # two events
+        b"\ndata: a\n\n",  # an empty block first
+        b"id: 7\n\n",  # no data: dispatches nothing
+        b"retry: 5\ndata: a\n\n",
+        b": note\ndata: a\n\n",
+        b"foo: x\ndata: a\n\n",
+        b"Data: a\n\n",  # field names are case-sensitive
+        b"data : a\n\n",
+        b"\xef\xbb\xbfdata: a\n\n",
+        b"id: a\x00b\ndata: a\n\n",  # an id with NUL is ignored: the general parser decides
+        b"id: 1\nid: a\x00b\ndata: a\n\n",
+        b"data: a\r\n\n",  # mixed line ends
+        b"data: a\n\r\n",
+        b"data: a\r\r",  # CR line ends
+        b"data: a\rid: 1\r\n\r\n",  # a lone CR
+        b"data: a\nid: 1\r\n\r\n",  # a lone LF
+        b"data: a\r\n\r\n\r\n",
+    ]
+    for chunk in declined:
+        assert single_event_id(chunk) is False, chunk
+
+
+def _as_parsed(chunk: bytes) -> str | Literal[False] | None:
+    """The id of the one event ``chunk`` is, as the general parser reads it; False: it is not exactly one event."""
+    parser = SSEParser(max(DEFAULT_MAX_SIZE, len(chunk)))  # (a chunk's size is the caller's to check)
+    blocks = parser.feed(chunk) + parser.close()
+    if len(blocks) == 1 and blocks[0].kind is EVENT and blocks[0].raw == chunk:
+        return blocks[0].id
+    return False
+
+
+_values = st.one_of(
+    st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12).map(str.encode),
+    st.sampled_from([b"", b" ", b" x ", b":", b"a:b", b"\x00", b"\xef\xbb\xbf", b"\xff"]),
+    st.integers(min_value=1, max_value=300_000).map(lambda n: b"v" * n),  # huge values
+)
+_field = st.tuples(st.sampled_from([b"id", b"event", b"data"]), st.sampled_from([b": ", b":", b""]), _values).map(
+    lambda f: f[0] + (f[1] + f[2] if f[1] else b"")  # (no colon: the name alone)
+)
+
+
+@st.composite
+def _single_events(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """A single event (LF or CRLF throughout, one data line at least), or a near miss; and whether it is one."""
+    lines = draw(st.lists(_field, min_size=0, max_size=6))
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), b"data" + draw(st.sampled_from([b": ", b":"])) + b"x")
+    eol = draw(st.sampled_from([b"\n", b"\r\n"]))
+    chunk = eol.join(lines) + eol + eol
+    plain = any(line[:5] == b"data:" or line == b"data" for line in lines) and not any(
+        (line[:3] == b"id:" or line == b"id") and b"\x00" in line for line in lines
+    )
+    miss = draw(
+        st.sampled_from(
+            [
+                None,
+                b"retry: 10",
+                b"retry",
+                b": comment",
+                b":",
+                b"foo: bar",
+                b"ID: 1",
+                b"Data: x",
+                b"data : x",
+                b"",
+                b"\xef\xbb\xbfdata: x",
+                b"id: \x00",
+                b"\r",
+                b"\n",
+                b"\r\n",
+                b"\rid: 9",  # (inside a line: a lone line end starts a field of its own)
+                b"\nid: 9",
+                b"\r\nid: 9",
+                b"\n\nid: 9",
+                b"x",
+            ]
+        )
+    )
+    if miss is not None:
+        plain = False
+        where = draw(st.sampled_from(["line", "bytes", "start", "end"]))
+        if where == "line":  # as a line of its own among the others
+            at = draw(st.integers(0, len(lines)))
+            chunk = eol.join([*lines[:at], miss, *lines[at:]]) + eol + eol
+        elif where == "bytes":  # anywhere in the bytes
+            at = draw(st.integers(0, len(chunk)))
+            chunk = chunk[:at] + miss + chunk[at:]
+        elif where == "start":
+            chunk = miss + chunk
+        else:
+            chunk = chunk + miss
+    elif draw(st.integers(0, 9)) == 0:  # the final empty line missing, or other line ends at the end
+        plain = False
+        chunk = chunk[: -len(eol)] + draw(st.sampled_from([b"", b"\r", b"\n", b"\r\n" if eol == b"\n" else b"\n\n"]))
+    return chunk, plain
+
+
+@settings(max_examples=500, deadline=None)
+@given(_single_events())
+def test_single_event_id_agrees_with_the_parser(case: tuple[bytes, bool]) -> None:
+    chunk, plain = case
+    fast = single_event_id(chunk)
+    if fast is not False:  # what it reads, the general parser reads the same way
+        expected = _as_parsed(chunk)
+        assert expected is not False and fast == expected and type(fast) is type(expected), chunk[:200]
+    if plain:  # and a single event of the plain kind it does read
+        assert fast is not False, chunk[:200]
 
 
 class _Broken(Exception):

@@ -29,6 +29,7 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd  # (what mitmproxy installs before Python 3.14)
 
+from sse_resume_core._config import Settings
 from sse_resume_core._decode import ALLOWANCE, MAX_RATIO
 
 ADDON = Path(__file__).resolve().parents[2] / "addon" / "sse_resume.py"
@@ -756,7 +757,7 @@ def test_settings_command_and_startup_line_hide_secrets(caplog: pytest.LogCaptur
         rows = {row.split()[0]: row.split()[1:] for row in tctx.command(addon.settings_command).splitlines()[1:]}
         assert rows["sse_event_ttl"] == ["60", "option"] and rows["sse_dedupe_window"] == ["100", "default"]
         assert rows["sse_store_secret"] == ["(set)", "option"] and rows["sse_config"] == ["(unset)", "option"]
-        assert set(rows) == {f"sse_{name}" for name in script.OPTIONS} | {"sse_config"}
+        assert set(rows) == {f"sse_{name}" for name in Settings.model_fields} | {"sse_config"}
 
         async def start() -> None:
             with caplog.at_level(logging.INFO, "sse_resume"):
