@@ -31,12 +31,11 @@ def nothing_left_behind() -> Iterator[None]:
     """A test module leaves no process behind: anything it started that is still alive once its tests and
     fixtures are done is killed, and fails the module's last test (checked per module, so per worker too when
     the tests run in several processes)."""
-    before = set(STARTED_GROUPS)
+    before = set(STARTED_GROUPS.values())
     yield
-    groups = STARTED_GROUPS - before
-    left = live_processes(groups)
+    left = live_processes(group for group, process in STARTED_GROUPS.items() if process not in before)
     if left:
-        for group in groups:
+        for pid, _ in left:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
-        pytest.fail("processes left behind by the tests:\n  " + "\n  ".join(left))
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail("processes left behind by the tests:\n  " + "\n  ".join(f"{pid} {cmd}" for pid, cmd in left))

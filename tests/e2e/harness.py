@@ -11,13 +11,14 @@ import contextlib
 import json
 import os
 import random
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
@@ -106,11 +107,26 @@ async def async_wait_for[T](condition: Callable[[], T], timeout: float, what: st
         await asyncio.sleep(every)
 
 
-STARTED_GROUPS: set[int] = set()  # every process group the harness started (conftest checks none outlives its module)
+# Every process group the harness started, by its id (the pid of its first process): conftest checks that none
+# outlives its module.
+#
+# A group's id is only ever signalled while its first process is unreaped (a zombie at least): pids are reused
+# (a busy machine with the usual limit of 32768 goes round them often), and the id of a group whose processes are
+# all gone may name someone else's group by then. Past that, a process counts as the group's only if it started
+# before the harness saw the group's first process gone.
+STARTED_GROUPS: dict[int, Process] = {}
+
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def live_processes(groups: set[int]) -> list[str]:
-    """The processes still alive in ``groups``, as "pid command" strings (from /proc)."""
+def _now_ticks() -> float:
+    """Now, on the clock of /proc's start times (clock ticks since boot)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS
+
+
+def live_processes(groups: Iterable[int]) -> list[tuple[int, str]]:
+    """The processes still alive in ``groups`` (ids the harness started), with their command lines (from /proc)."""
+    wanted = {group: STARTED_GROUPS[group] for group in groups}
     alive = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -121,10 +137,18 @@ def live_processes(groups: set[int]) -> list[str]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp in groups and state != "Z":
-            alive.append(f"{entry.name} {cmdline.strip()}")
+        state, group, session, started = fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+        # (each group the harness starts is a session of its own as well: start_new_session)
+        if group in wanted and session == group and state != "Z" and wanted[group].holds(started):
+            alive.append((int(entry.name), cmdline.strip()))
     return alive
+
+
+def _start_ticks(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 class Process:
@@ -143,7 +167,9 @@ class Process:
             cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
-        STARTED_GROUPS.add(self.proc.pid)
+        self.started = _start_ticks(self.proc.pid)
+        self.gone: float | None = None  # when the harness first saw the group's first process gone and reaped
+        STARTED_GROUPS[self.proc.pid] = self
 
     def __enter__(self) -> Self:
         return self
@@ -157,20 +183,38 @@ class Process:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def holds(self, started: int) -> bool:
+        """Whether a process of this group's id that started at ``started`` (ticks since boot) is this group's."""
+        return started >= self.started and (self.gone is None or started < self.gone)
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
+        """SIGTERM to the group, SIGKILL to what is left of it after 10 s; then the first process is reaped."""
+        if self.proc.returncode is None:  # unreaped: the group's id is still this group's
+            if not self._exited(0):
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        else:  # the leader is gone; make sure no child of its group survives it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                self._exited(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # (whatever of the group outlived its first process)
+            self.proc.wait(10)
+        else:  # reaped already (a test waited for it): its id may name another group now, so kill by pid
+            for pid, _ in live_processes([self.proc.pid]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.gone is None:
+            self.gone = _now_ticks()
         self._log.close()
+
+    def _exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the first process to exit, without reaping it; say whether it did."""
+        try:
+            fd = os.pidfd_open(self.proc.pid)
+        except ProcessLookupError:
+            return True
+        try:
+            return bool(select.select([fd], [], [], timeout)[0])
+        finally:
+            os.close(fd)
 
 
 def start_upstream(tmp: Path, port: int, interval: float = 0.05, extra: Sequence[str] = ()) -> Process:
@@ -219,10 +263,11 @@ class RedisServer(Process):
 
     def kill(self) -> None:
         """Die at once, as in a crash (SIGKILL): nothing is flushed, connections just break."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
+        if self.proc.returncode is None:  # (the group's id is its own until the server is reaped)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.stop()
 
     def restart(self) -> RedisServer:
         """A new, empty server on the same port."""

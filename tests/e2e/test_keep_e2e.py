@@ -316,14 +316,21 @@ def test_upstream_tls_options_are_honoured(tmp_path: Path, trust: str) -> None:
         assert numbers(sse.events) == [1, 2, 3]
 
 
-def test_mcp_server_without_event_store_cut_mid_call(tmp_path: Path) -> None:
-    """The SDK server keeps no events and sends no ids: with keep mode and proxy-made ids the cut call completes."""
-    from test_mcp_e2e import assert_every_notification_once, cut_call, mcp_server
+@pytest.fixture(scope="module")
+def server_without_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An MCP server (the SDK's) without an event store, one for the module: each test's client has sessions of
+    its own."""
+    from test_mcp_e2e import mcp_server
 
-    with (
-        mcp_server(tmp_path, event_store=False) as server,
-        keep_proxy(tmp_path, server, "sse_assign_ids=true") as proxy,
-    ):
+    with mcp_server(tmp_path_factory.mktemp("mcp-server"), event_store=False) as port:
+        yield port
+
+
+def test_mcp_server_without_event_store_cut_mid_call(tmp_path: Path, server_without_store: int) -> None:
+    """The SDK server keeps no events and sends no ids: with keep mode and proxy-made ids the cut call completes."""
+    from test_mcp_e2e import assert_every_notification_once, cut_call
+
+    with keep_proxy(tmp_path, server_without_store, "sse_assign_ids=true") as proxy:
         got = cut_call(proxy.port)
         log = proxy.output
     assert_every_notification_once(got)
@@ -404,15 +411,12 @@ def test_streams_beyond_the_cap_are_served_the_usual_way(tmp_path: Path, upstrea
     assert all(numbers(s.events) == [1, 2] for s in streams)
 
 
-def test_mcp_tool_result_that_arrives_while_the_client_is_away(tmp_path: Path) -> None:
+def test_mcp_tool_result_that_arrives_while_the_client_is_away(tmp_path: Path, server_without_store: int) -> None:
     """MCP by hand (httpx): a tool call's POST stream is read to 2 notifications and cut; the call finishes while
     the client is away; the client comes back with the proxy-made id of the last event it had and gets the rest
     of the notifications and the result, then the end of the response."""
-    from test_mcp_e2e import mcp_server
-
     with (
-        mcp_server(tmp_path, event_store=False) as server,
-        keep_proxy(tmp_path, server, "sse_assign_ids=true") as proxy,
+        keep_proxy(tmp_path, server_without_store, "sse_assign_ids=true") as proxy,
         httpx.Client(base_url=proxy.url, timeout=10) as client,
     ):
         accept = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}

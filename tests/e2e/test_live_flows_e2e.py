@@ -239,7 +239,7 @@ def test_mitmweb_shows_kept_streams_live(tmp_path: Path) -> None:
 
 
 STREAMS = 300
-READ_EACH = 1536 * 1024  # bytes each client reads: more than sse_transcript_bytes, so each transcript fills up
+READ_EACH = 1152 * 1024  # bytes each client reads: more than sse_transcript_bytes (1 MiB), so each transcript fills up
 TOTAL = 64  # MiB: sse_transcript_total_bytes' default
 SLACK_MIB = 64  # allocator slack, the pieces in flight, and the noise between two runs (measured: up to ~30 MiB)
 

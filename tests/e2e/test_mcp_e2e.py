@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import Mitmdump, Process, async_wait_for, free_port, wait_port
 
 SERVER = Path(__file__).with_name("mcp_server.py")
@@ -77,6 +79,13 @@ def mcp_server(tmp: Path, event_store: bool = True) -> Iterator[int]:
         proc.stop()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The MCP server with an event store, one for the module: each test's client has sessions of its own."""
+    with mcp_server(tmp_path_factory.mktemp("mcp-server")) as port:
+        yield port
+
+
 async def call_count(url: str, relay: CuttableRelay | None, n: int, cut_after: int | None) -> dict[str, Any]:
     """Call ``count(n)`` at ``url``; with ``cut_after``, cut the relay's connections once that many progress
     notifications have come (mid-call: the server sends one every 0.25 s)."""
@@ -128,8 +137,8 @@ def assert_every_notification_once(got: dict[str, Any]) -> None:
     assert got["logs"] == [f"log {i}" for i in range(1, 9)], got
 
 
-def test_cut_mid_call_with_event_store_every_notification_once(tmp_path: Path) -> None:
-    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server) as proxy:
+def test_cut_mid_call_with_event_store_every_notification_once(tmp_path: Path, server: int) -> None:
+    with Mitmdump(tmp_path, server) as proxy:
         got = cut_call(proxy.port)
         log = proxy.output
     assert_every_notification_once(got)
@@ -145,9 +154,9 @@ def metric(port: int, name: str) -> float:
     raise KeyError(name)
 
 
-def test_two_sessions_in_parallel_and_delete_drops_history(tmp_path: Path) -> None:
+def test_two_sessions_in_parallel_and_delete_drops_history(tmp_path: Path, server: int) -> None:
     metrics = free_port()
-    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server, [f"sse_metrics_port={metrics}"]) as proxy:
+    with Mitmdump(tmp_path, server, [f"sse_metrics_port={metrics}"]) as proxy:
         wait_port(metrics)
 
         async def scenario() -> list[dict[str, Any]]:
@@ -194,11 +203,11 @@ def test_without_event_store_a_cut_call_cannot_be_resumed(tmp_path: Path) -> Non
     assert not re.search(r"sse-resume: session \w+: (hit|up-to-date|behind|miss)", log)  # no Last-Event-ID came
 
 
-def test_mcp_client_recipe(tmp_path: Path) -> None:
+def test_mcp_client_recipe(tmp_path: Path, server: int) -> None:
     import subprocess
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "mcp_client.py"
-    with mcp_server(tmp_path) as server, Mitmdump(tmp_path, server) as proxy:
+    with Mitmdump(tmp_path, server) as proxy:
         out = subprocess.run(
             [sys.executable, recipe, f"{proxy.url}/mcp", "count", '{"n": 3, "delay": 0.1}'],
             capture_output=True,
