@@ -453,3 +453,37 @@ def test_in_mitmweb_sse_cut_takes_a_filter_expression(tmp_path: Path, upstream_p
         connections = client.run(count=10, on_event=cut_at_three)
     assert answer and answer[0]["value"].startswith("cut the client connection of 1 SSE stream"), answer
     assert connections[0].broken and client.ids == numbered(1, 10)
+
+
+# -- why the cut is made as it is --------------------------------------------------------------------------------
+
+KILLER = """
+from mitmproxy import http
+
+
+class Killer:
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        chunks = []
+
+        def stream(chunk: bytes) -> bytes | list[bytes]:
+            chunks.append(chunk)
+            if len(chunks) == 3:
+                flow.kill()  # what mitmproxy offers to stop a flow
+            return chunk or []
+
+        flow.response.stream = stream
+
+
+addons = [Killer()]
+"""
+
+
+def test_mitmproxys_kill_does_not_cut_a_streaming_flow(tmp_path: Path, upstream_port: int) -> None:
+    """The fact the cut is built on (mitmproxy 12.3.1): ``flow.kill()`` while a response streams leaves the stream
+    running, so sse.cut closes the client connection through mitmproxy's connection handler instead."""
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    with Mitmdump(tmp_path, upstream_port, script=killer) as proxy:
+        client = Client(f"{proxy.url}/sse")
+        connections = client.run(count=10)
+    assert [c.ids for c in connections] == [numbered(1, 10)] and not connections[0].broken
