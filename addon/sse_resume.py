@@ -145,6 +145,11 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "keep_grace": (int, "Keep mode: seconds a kept stream is still read after its last client left."),
     "keep_max_bytes": (int, "Keep mode: bytes of events a kept stream reads with no client before it stops."),
     "keep_max_streams": (int, "Keep mode: streams kept at once; further SSE requests are served the usual way."),
+    "keep_max_queued_bytes": (
+        int,
+        "Keep mode: bytes queued for all clients together; each client's share shrinks as clients come (8 times "
+        "sse_max_event_bytes at most, 256 KiB at least), and one past it has its response ended, as too slow.",
+    ),
     "keep_max_tries": (int, "Keep mode: upstream reconnection tries (1 s, 2 s, 4 s ... at most 30 s apart)."),
     "assign_ids": (
         bool,
@@ -524,6 +529,7 @@ class SSEResume:
             max_events=s.max_event_history,
             max_bytes=s.keep_max_bytes,
             max_streams=s.keep_max_streams,
+            max_queued_bytes=s.keep_max_queued_bytes,
             assign_ids=s.assign_ids,
             backoff=Backoff(tries=s.keep_max_tries),
             max_event_bytes=s.max_event_bytes,

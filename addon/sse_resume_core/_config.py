@@ -83,6 +83,9 @@ class Settings(BaseModel):
     keep_max_streams: int = Field(1000, ge=1, le=1_000_000, description="streams kept at once")
     keep_max_tries: int = Field(10, ge=1, le=1000, description="upstream reconnection tries before giving up")
     assign_ids: bool = Field(False, description="give events without an id one of the proxy's (keep mode)")
+    keep_max_queued_bytes: int = Field(
+        256 * 1024 * 1024, ge=256 * 1024, le=64 * 1024**3, description="bytes queued for all kept clients together"
+    )
 
     @model_validator(mode="after")
     def _keep_needs_payloads(self) -> Settings:
