@@ -63,6 +63,7 @@ ZSTD_WINDOW_LOG: Final = 23
 asking for more would make the decoder allocate it, and does not decode."""
 
 BROTLI_STEP: Final = 256 * 1024
+_BROTLI_SHORT: Final = 16 * 1024  # a piece of brotli's output shorter than its first output block (32 KiB)
 BROTLI_BEHIND: Final = 64 * 1024
 """Compressed bytes the second brotli decompressor is behind the first at most (see :class:`Decoder`)."""
 _COUNT_STEP: Final = 64 * 1024  # bytes counted at a time to find where the line bound is passed
@@ -208,8 +209,9 @@ class Decoder:
         """The decoded bytes of ``chunk`` (maybe ``b""``: a decompressor holds bytes until it can use them)."""
         if self.error or not chunk:
             return b""
-        self.consumed += len(chunk)
-        room = self._leftover + MAX_RATIO * len(chunk)
+        taken = len(chunk)
+        self.consumed += taken
+        room = self._leftover + MAX_RATIO * taken
         out: list[bytes] = []
         error = ""
         try:
@@ -229,23 +231,27 @@ class Decoder:
         except Exception as e:  # the libraries' errors (zlib.error, brotli.error, ZstdError) and anything else
             error = f"does not decode as {self.encoding} near byte {self.consumed} ({_reason(e)})"
         data = out[0] if len(out) == 1 else b"".join(out)
-        if len(data) > room:  # (past the byte bound: the excess is dropped)
+        size = len(data)
+        if size > room:  # (past the byte bound: the excess is dropped)
             data = data[:room]
-        line_room = self._lines_left + LINES_PER_BYTE * len(chunk)
+            size = room
+        line_room = self._lines_left + LINES_PER_BYTE * taken
         lines = data.count(b"\n")
         if 13 in data:  # (as _lines(data); ``13 in`` is the quick test for a CR: see the parser's single_event_id)
             lines = max(lines, data.count(b"\r"))
         if lines > line_room:
             data = data[: _cut(data, line_room)]
+            size = len(data)
             lines = _lines(data)
             error = (
                 f"decodes past the line bound: more than {self.lines + line_room} lines from {self.consumed} "
                 f"bytes (at most {LINES_PER_BYTE} per compressed byte, plus {LINE_ALLOWANCE})"
             )
-        self.error = error
-        self.produced += len(data)
+        if error:
+            self.error = error
+        self.produced += size
         self.lines += lines
-        self._leftover = min(room - len(data), ALLOWANCE)
+        self._leftover = min(room - size, ALLOWANCE)
         self._lines_left = min(line_room - lines, LINE_ALLOWANCE)
         return data
 
@@ -346,21 +352,24 @@ def _brotli_take(b: Any, data: bytes | memoryview, room: int, out: list[bytes] |
     """Feed ``data`` to the brotli decompressor ``b``; append what comes out to ``out`` (None: drop it); return the
     room left. Raises _Exceeded once more than ``room`` came out, and the library's error for a fault."""
     # In steps: brotli stops growing its output once past the limit, which it may pass by up to as much again.
-    # A call may also give out less than it holds, even with all input taken and below the limit (about 32 KiB
-    # at a time, once a chunk decodes to more): it is asked again, with no input, until it gives nothing.
+    # A call may also give out less than it holds, even with all input taken and below the limit: one block of
+    # its output buffer (32 KiB) at a time, once a chunk decodes to more. So it is asked again, with no input,
+    # after a call that gave out that much, until it gives less (a shorter piece is all it had).
     limit = min(room, BROTLI_STEP) + 1
     piece = b.process(data, output_buffer_limit=limit)
-    while piece:
+    while True:
+        size = len(piece)
         if out is not None:
             out.append(piece)
-        room -= len(piece)
+        room -= size
         if room < 0:
+            raise _Exceeded
+        if size < _BROTLI_SHORT and b.can_accept_more_data():  # all of ``data`` taken, all it gave out
+            return room
+        if not size:  # (not expected: nothing came, yet brotli holds input)
             raise _Exceeded
         limit = min(room, BROTLI_STEP) + 1
         piece = b.process(b"", output_buffer_limit=limit)
-    if not b.can_accept_more_data():  # (not expected: nothing came, yet brotli holds input)
-        raise _Exceeded
-    return room
 
 
 def _brotli_bytewise(b: Any, data: bytes, room: int, out: list[bytes]) -> None:
