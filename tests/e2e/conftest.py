@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import STARTED_GROUPS, live_processes, upstream
+from harness import STARTED_GROUPS, live_groups, live_processes, upstream
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def nothing_left_behind() -> Iterator[None]:
     groups = STARTED_GROUPS - before
     left = live_processes(groups)
     if left:
-        for group in groups:
+        for group in live_groups(groups):  # (only groups still holding this run's processes: ids are reused)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
         pytest.fail("processes left behind by the tests:\n  " + "\n  ".join(left))

@@ -77,23 +77,38 @@ async def async_wait_for[T](condition: Callable[[], T], timeout: float, what: st
 
 
 STARTED_GROUPS: set[int] = set()  # every process group the harness started (conftest checks none outlives its module)
+# Every process the harness starts, and their children, carry this in their environment. A process group id is a
+# pid, and once its processes are gone the kernel may give it to anyone's new process (on a busy machine, within
+# minutes): only processes with this mark are this run's, to be listed or killed.
+RUN_MARK = f"SSE_RESUME_TEST_RUN={os.getpid()}.{os.urandom(6).hex()}"
 
 
 def live_processes(groups: set[int]) -> list[str]:
-    """The processes still alive in ``groups``, as "pid command" strings (from /proc)."""
+    """This run's processes still alive in ``groups``, as "pid command" strings (from /proc)."""
+    return [f"{pid} {cmdline}" for pid, _, cmdline in _live(groups)]
+
+
+def live_groups(groups: set[int]) -> set[int]:
+    """Those of ``groups`` that still hold a live process of this run."""
+    return {pgrp for _, pgrp, _ in _live(groups)}
+
+
+def _live(groups: set[int]) -> list[tuple[int, int, str]]:
+    mark = b"\0" + RUN_MARK.encode() + b"\0"
     alive = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            state, pgrp = fields[0], int(fields[2])
+            if pgrp not in groups or state == "Z" or mark not in b"\0" + (entry / "environ").read_bytes():
+                continue
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp in groups and state != "Z":
-            alive.append(f"{entry.name} {cmdline.strip()}")
+        alive.append((int(entry.name), pgrp, cmdline.strip()))
     return alive
 
 
@@ -111,7 +126,7 @@ class Process:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), RUN_MARK.split("=", 1)[0]: RUN_MARK.split("=", 1)[1]},
         )
         STARTED_GROUPS.add(self.proc.pid)
 
@@ -137,7 +152,7 @@ class Process:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        else:  # the leader is gone; make sure no child of its group survives it
+        elif live_groups({self.proc.pid}):  # the leader is gone; make sure no child of its group survives it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
