@@ -425,6 +425,7 @@ class SSEResume:
             max_events=s.max_event_history,
             max_bytes=s.keep_max_bytes,
             max_streams=s.keep_max_streams,
+            max_queued_bytes=s.keep_max_queued_bytes,
             assign_ids=s.assign_ids,
             backoff=Backoff(tries=s.keep_max_tries),
             max_event_bytes=s.max_event_bytes,

@@ -419,6 +419,26 @@ class Settings(BaseModel):
         description="Keep mode: streams kept at once; further SSE requests are served the usual way.",
         json_schema_extra={"doc": "Keep mode: streams kept at once; further SSE requests are served the usual way."},
     )
+    keep_max_queued_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=256 * 1024,
+        le=64 * 1024**3,
+        description=(
+            "Keep mode: bytes queued for all clients together; each client's share shrinks as clients come (8 "
+            "times sse_max_event_bytes at most, 256 KiB at least), and one past it has its response ended, as too "
+            "slow."
+        ),
+        json_schema_extra={
+            "doc": (
+                "Keep mode: bytes queued for all clients together (256 MiB), for clients that read slower than "
+                "their streams come. Each client may have its share queued: this divided by the number of "
+                "clients, 8 times `sse_max_event_bytes` (8 MiB) at most, 256 KiB at least (so past 1,024 clients "
+                "the bound is 256 KiB a client). Past its share, a client's response ends between two events with "
+                "a comment saying it was too slow, and it resumes from history; what was queued after such an end "
+                "is dropped when more clients need the room. See [keep mode](keep.md#hostile-traffic)."
+            )
+        },
+    )
     keep_max_tries: int = Field(
         10,
         ge=1,

@@ -35,7 +35,7 @@ from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 from sse_resume_keep._upstream import Upstream, UpstreamError, open_upstream
 
-__all__ = ["TICKET_HEADER", "KeepReport", "KeepSettings", "Keeper", "KeeperStats", "UpstreamRequest"]
+__all__ = ["TICKET_HEADER", "ClientQueues", "KeepReport", "KeepSettings", "Keeper", "KeeperStats", "UpstreamRequest"]
 
 log = logging.getLogger("sse_resume")
 
@@ -43,7 +43,7 @@ TICKET_HEADER: Final = "x-sse-resume-keep"
 TICKET_TTL: Final = 60.0  # seconds a ticket waits for mitmproxy's connection
 MAX_HEAD: Final = 256 * 1024  # the largest request head the keeper reads from mitmproxy (bodies are not kept)
 MAX_REPORTS: Final = 100_000  # reports of flows in progress, a bound in case mitmproxy never ends one
-SLOW_CLIENT: Final = 256 * 1024  # the least that may be queued for a client (see KeepSettings.client_buffer)
+SLOW_CLIENT: Final = 256 * 1024  # the least that may be queued for a client (see ClientQueues.share)
 TOO_SLOW: Final = b": sse-resume: client too slow: this response ends here; reconnect with Last-Event-ID to resume\n\n"
 SKIPPED: Final = (
     b": sse-resume: an event too large to keep (over sse_max_event_bytes) was under way when this response "
@@ -120,10 +120,13 @@ class KeepSettings:
     """The bound on all transcripts together, shared with the addon's relays."""
     tls: ssl.SSLContext | None = None
     """How upstream certificates are checked (None: the system's default)."""
+    max_queued_bytes: int = 256 * 1024 * 1024
+    """Bytes queued for all clients together (see :class:`ClientQueues`)."""
 
     @property
     def client_buffer(self) -> int:
-        """Bytes queued for a client, at most: eight of the largest events kept (8 MiB by default).
+        """Bytes queued for one client, at most: eight of the largest events kept (8 MiB by default), or less,
+        its share of :attr:`max_queued_bytes` (see :class:`ClientQueues`).
 
         Past it, at an event boundary, the client's response ends with a comment saying so (it resumes from
         history); inside an event too large to keep, the stream waits for the client instead (see
@@ -151,21 +154,68 @@ class KeeperStats:
     buffer_full: int = 0
 
 
+class ClientQueues:
+    """What is queued for keep mode's clients, bounded for all of them together.
+
+    Each client may have its share queued: ``max_queued_bytes`` divided by the number of clients counted, at most
+    :attr:`KeepSettings.client_buffer`, never less than :data:`SLOW_CLIENT`. A client counts from its start
+    until its connection is done with it: what was queued for it after its response ended (a client too slow)
+    counts until it is taken or dropped. When a client comes, those past the new share are dealt with at once: a
+    response going on ends as for a client too slow (it is between events: the keeper writes events whole, and
+    one inside an event too large to keep is waited for instead, see :meth:`KeptStream._hold_back`); what is
+    queued after a response that already ended is dropped with its connection (the client reconnects and resumes,
+    as after any break). So the bytes queued stay within ``max_queued_bytes`` (or ``SLOW_CLIENT`` a client, for
+    more than ``max_queued_bytes / SLOW_CLIENT`` clients), plus what one write adds past a share.
+    """
+
+    __slots__ = ("clients", "settings")
+
+    def __init__(self, settings: KeepSettings) -> None:
+        self.settings = settings
+        self.clients: set[_Client] = set()
+
+    def share(self) -> int:
+        """Bytes one client may have queued now. Runtime complexity: O(1)."""
+        s = self.settings
+        return max(SLOW_CLIENT, min(s.client_buffer, s.max_queued_bytes // max(len(self.clients), 1)))
+
+    def add(self, client: _Client) -> None:
+        """Count ``client``; deal with those now past their share. Runtime complexity: O(clients)."""
+        self.clients.add(client)
+        share = self.share()
+        for other in [c for c in self.clients if c.queued() > share and not (c.big or c.draining)]:
+            if not other.closed:
+                other.finish("client too slow: response ended (it resumes from history)", clean=True, say=TOO_SLOW)
+            elif not other.writer.transport.is_closing():
+                other.writer.transport.abort()  # (its response ended: what is queued after it is dropped)
+
+    def discard(self, client: _Client) -> None:
+        self.clients.discard(client)
+
+
 class _Client:
     """One client response (a connection from mitmproxy) fed by a kept stream."""
 
-    __slots__ = ("big", "bound", "closed", "conn", "done", "draining", "report", "skipping", "writer")
+    __slots__ = ("big", "closed", "conn", "done", "draining", "queues", "report", "skipping", "writer")
 
-    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport, bound: int) -> None:
+    def __init__(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport, queues: ClientQueues
+    ) -> None:
         self.conn = conn
         self.writer = writer
         self.report = report
-        self.bound = bound  # bytes queued at most, at an event boundary
+        self.queues = queues
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.big = False  # in the middle of an oversize event: more of it must follow before anything else
         self.draining = False  # an oversize event ended: its tail may still be queued (held back as during it)
         self.skipping = False  # attached in the middle of an oversize event: nothing of it is sent
+        queues.add(self)
+
+    @property
+    def bound(self) -> int:
+        """Bytes queued at most, at an event boundary: this client's share (see :class:`ClientQueues`)."""
+        return self.queues.share()
 
     def queued(self) -> int:
         return self.writer.transport.get_write_buffer_size()
@@ -482,6 +532,8 @@ class Keeper:
         self.port = 0
         self._tickets: dict[str, _Ticket] = {}
         self._reports: dict[str, KeepReport] = {}
+        self.queues = ClientQueues(settings)
+        """What is queued for the clients, bounded for all of them together."""
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._starting: asyncio.Task[None] | None = None
@@ -515,6 +567,7 @@ class Keeper:
 
     def reconfigure(self, settings: KeepSettings) -> None:
         self.settings = settings
+        self.queues.settings = settings
 
     # -- the addon's side ------------------------------------------------------------------------------------
 
@@ -608,17 +661,20 @@ class Keeper:
             if ticket is None:
                 writer.write(_simple(conn, 403, b"sse-resume keeper: unknown ticket\n"))
                 return
-            client = _Client(conn, writer, ticket.report, self.settings.client_buffer)
-            stream = await self._open(ticket, client)
-            if stream is not None:
-                await self._follow(stream, client, conn, reader)
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
-            try:  # what is queued (a too slow client's last events) is bounded: wait for it a grace time
-                await asyncio.wait_for(writer.drain(), self.settings.grace)
-            except TimeoutError:
-                writer.transport.abort()
-                return
+            client = _Client(conn, writer, ticket.report, self.queues)
+            try:
+                stream = await self._open(ticket, client)
+                if stream is not None:
+                    await self._follow(stream, client, conn, reader)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                try:  # what is queued (a too slow client's last events) is bounded: wait for it a grace time
+                    await asyncio.wait_for(writer.drain(), self.settings.grace)
+                except TimeoutError:
+                    writer.transport.abort()
+                    return
+            finally:
+                self.queues.discard(client)  # (what was queued for it is taken, or goes with the connection)
             conn.start_next_cycle()
 
     @staticmethod

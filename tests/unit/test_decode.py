@@ -1,5 +1,5 @@
-"""The Content-Encoding decoder: every encoding whole, byte by byte and split at random points; its bound; its
-stops (corrupt, truncated, trailing bytes); what it refuses."""
+"""The Content-Encoding decoder: every encoding whole, byte by byte and split at random points; its bounds (bytes
+and lines); its stops (corrupt, truncated, trailing bytes, what came before them kept); what it refuses."""
 
 from __future__ import annotations
 
@@ -21,10 +21,15 @@ else:
 
 from sse_resume_core._decode import (
     ALLOWANCE,
+    BROTLI_BEHIND,
     ENCODINGS,
+    LINE_ALLOWANCE,
+    LINES_PER_BYTE,
     MAX_RATIO,
     Decoder,
     UnsupportedEncoding,
+    _cut,
+    _lines,
     decoder_for,
 )
 
@@ -121,7 +126,7 @@ def test_a_streamed_body_cut_short_is_all_decoded_and_said_to_have_ended_inside(
     [
         ("br", lambda: brotli.compress(b"\0" * (256 << 20), quality=5)),
         ("br small", lambda: brotli.compress(b"\0" * (8 << 20), quality=5)),  # all input taken, output pending
-        ("br events", lambda: brotli.compress(b"data: x\n\n" * (1 << 20))),
+        ("br events", lambda: brotli.compress((b"data: " + b"x" * 152 + b"\n\n") * (1 << 20))),  # 80 bytes a line
         ("gzip", lambda: gzip.compress(b"\0" * (64 << 20))),
         ("deflate", lambda: raw_deflate(b"\0" * (64 << 20))),
         ("zstd", lambda: zstd.compress(b"\0" * (256 << 20))),
@@ -153,11 +158,59 @@ def test_a_bomb_stops_at_the_bound(encoding: str, bomb: Callable[[], bytes], ste
 BOMBS: dict[str, bytes] = {}
 
 
+@pytest.mark.parametrize(
+    ("unit", "encoding"),
+    [(b"\n", "br"), (b"\r", "gzip"), (b"\r\n", "zstd"), (b":\n\n", "deflate"), (b"data:x\n\n", "br")],
+)
+@pytest.mark.parametrize("step", [1 << 30, 65536, 997])
+def test_a_bomb_of_lines_stops_at_the_line_bound(unit: bytes, encoding: str, step: int) -> None:
+    """Tiny blocks, well within the byte bound (every 56 KiB of them after 1 KiB of random text): the lines are
+    bounded per chunk and per response, and what came within the bound is returned, as it came."""
+    rng = random.Random(3)
+    text = b"".join(
+        b": " + rng.randbytes(1024).hex().encode() + b"\n\n" + unit * (56 * 1024 // len(unit)) for _ in range(8)
+    )
+    body = {"br": brotli.compress, "gzip": gzip.compress, "zstd": zstd.compress, "deflate": zlib.compress}[encoding](
+        text
+    )
+    assert len(text) <= MAX_RATIO * len(body)
+    d = Decoder(encoding)
+    got = b""
+    for i in range(0, len(body), step):
+        chunk = body[i : i + step]
+        out = d.decode(chunk)
+        assert _lines(out) <= LINE_ALLOWANCE + LINES_PER_BYTE * len(chunk)  # per chunk
+        got += out
+        assert _lines(got) <= LINE_ALLOWANCE + LINES_PER_BYTE * d.consumed  # per response
+        if d.error:
+            break
+    assert d.error.startswith("decodes past the line bound: more than ")
+    assert text.startswith(got) and d.produced == len(got) and d.lines == _lines(got)
+    assert _lines(got) >= LINE_ALLOWANCE  # (the allowance at least, and what the compressed bytes added)
+    assert d.decode(b"\0" * 100) == b"" and d.finish() == b""  # stopped: nothing more
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"x", b"abc"]), max_size=400), st.integers(0, 300))
+def test_the_cut_is_the_longest_start_within_the_line_room(pieces: list[bytes], room: int) -> None:
+    data = b"".join(pieces) * 300  # (longer than a counting step)
+    if _lines(data) <= room:
+        return
+    k = _cut(data, room)
+    assert _lines(data[:k]) <= room < _lines(data[: k + 1])
+
+
+def test_a_line_is_counted_at_each_lf_or_cr_and_a_crlf_once() -> None:
+    assert _lines(b"a\nb\nc") == 2 and _lines(b"a\rb\r\r") == 3 and _lines(b"a\r\nb\r\n\r\n") == 3
+
+
 def test_a_legit_burst_and_a_sustained_high_ratio_pass() -> None:
-    """Within the bound: the allowance's worth at once, and 64 times the compressed size all along."""
+    """Within the bounds: the allowance's worth at once (2 MiB of 128-byte events: 32 Ki lines), and 64 times the
+    compressed size all along."""
     d = Decoder("gzip")
-    burst = gzip.compress(b"data: ping\n\n" * (ALLOWANCE // 12))  # ~2 MiB at a ratio of ~400
-    assert len(d.decode(burst)) == ALLOWANCE // 12 * 12 and not d.error
+    event = b"data: " + b"p" * 120 + b"\n\n"
+    burst = gzip.compress(event * (ALLOWANCE // 128))  # 2 MiB at a ratio of ~400
+    assert len(d.decode(burst)) == ALLOWANCE and d.lines == LINE_ALLOWANCE and not d.error
     rng = random.Random(7)
     d = Decoder("zstd")
     for _ in range(200):  # 200 frames at a ratio of about 50
@@ -173,7 +226,7 @@ def test_a_legit_burst_and_a_sustained_high_ratio_pass() -> None:
         ("gzip", gzip.compress(b"data: a\n\n", mtime=0) + b"\0\0\0", "does not decode as gzip"),
         ("deflate", zlib.compress(b"data: a\n\n") + b"more", "has bytes after the end of its deflate data"),
         ("deflate", b"\xff\xff\xff\xff", "does not decode as deflate"),
-        ("br", brotli.compress(b"data: a\n\n") + b"more", "does not decode as br"),
+        ("br", brotli.compress(b"data: a\n\n") + b"more", "has bytes after the end of its br data"),
         ("br", b"\xff" * 20, "does not decode as br"),
         ("zstd", b"\x28\xb5\x2f\xfd" + b"\xff" * 20, "does not decode as zstd"),
     ],
@@ -193,6 +246,50 @@ def test_bytes_after_the_end_of_a_single_stream_stop_it(encoding: str, body: byt
     out, d = decode_all(encoding, [body, b"more"])
     assert out == b"data: a\n\n"
     assert d.error == f"has bytes after the end of its {encoding} data (at byte {len(body) + 4})"
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, -4, -1])
+def test_bytes_after_the_end_of_a_brotli_stream_in_the_same_chunk_keep_what_came_before(cut: int) -> None:
+    """brotli's decompressor gives nothing of a call that ends the stream with bytes after it: the decoder still
+    returns every event before them. ``cut``: where the chunks split the stream (0: one chunk)."""
+    body = brotli.compress(BODY, quality=5)
+    chunks = [body[:cut], body[cut:] + b"\0 after the end"] if cut else [body + b"\0 after the end"]
+    out, d = decode_all("br", chunks)
+    assert out == BODY
+    assert d.error == f"has bytes after the end of its br data (at byte {len(body) + 15})"
+
+
+def test_bytes_after_the_end_of_a_long_brotli_stream_keep_what_came_before() -> None:
+    """The second decompressor catches up in batches (BROTLI_BEHIND): a stream of 200 KiB compressed, in chunks of
+    1000 bytes, the last with bytes after the end."""
+    rng = random.Random(5)
+    text = b"".join(b"id: %d\ndata: %s\n\n" % (n, rng.randbytes(300).hex().encode()) for n in range(700))
+    body = brotli.compress(text, quality=5)
+    assert len(body) > 3 * BROTLI_BEHIND
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    chunks[-1] += b"\0 after the end"
+    out, d = decode_all("br", chunks)
+    assert out == text and d.error.startswith("has bytes after the end of its br data")
+
+
+def test_a_brotli_chunk_that_decodes_to_more_than_32_kib_is_returned_whole_at_once() -> None:
+    """brotli's decompressor gives out about 32 KiB a call, even when it holds more and needs no input: all that a
+    chunk decodes to comes with that chunk, not with the next one."""
+    rng = random.Random(6)
+    c = brotli.Compressor(quality=5)
+    events = [b"id: %d\ndata: %s\n\n" % (n, rng.randbytes(300).hex().encode()) for n in range(600)]
+    d = Decoder("br")
+    for i in range(0, 600, 200):
+        part = b"".join(events[i : i + 200])  # ~120 KiB, flushed: every event of it decodable now
+        assert d.decode(c.process(part) + c.flush()) == part
+    assert not d.error
+
+
+def test_what_decoded_before_a_corrupt_brotli_byte_is_returned() -> None:
+    c = brotli.Compressor(quality=5)
+    head = c.process(BODY) + c.flush()  # every event decodable from these bytes alone
+    out, d = decode_all("br", [head + b"\xff" * 64])
+    assert out == BODY and d.error.startswith("does not decode as br")
 
 
 def test_what_decoded_before_a_corrupt_member_is_returned() -> None:

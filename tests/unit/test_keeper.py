@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import HistoryLimits, MemoryHistory
+
+if TYPE_CHECKING:
+    from sse_resume_keep._keeper import ClientQueues
 
 # -- the keeper with header bytes that are not ASCII (fuzzed) --------------------------------------------------------
 
@@ -164,3 +167,91 @@ def test_a_kept_replay_goes_out_in_parts_within_the_budget_each_event_once_in_or
     ids = [int(m) for m in re.findall(rb"id: (\d+)\n", body)]
     assert ids == list(range(1, 301))
     assert 0 < peak <= 64 * 1024 + len(events[1])
+
+
+# -- what is queued for all clients together (ClientQueues) ----------------------------------------------------------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.size = 0
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.size
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Writer:
+    """A connection to mitmproxy that takes nothing: all written stays queued."""
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+        self.transport.size += len(data)
+
+
+def _client(queues: object) -> tuple[object, _Writer]:
+    import h11
+
+    from sse_resume_keep._keeper import KeepReport, _Client
+
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET /sse HTTP/1.1\r\nHost: k\r\n\r\n")
+    while conn.next_event() is not h11.NEED_DATA and conn.their_state is not h11.DONE:
+        pass
+    conn.send(h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")]))
+    writer = _Writer()
+    return _Client(conn, cast("asyncio.StreamWriter", writer), KeepReport(), cast("ClientQueues", queues)), writer
+
+
+def test_each_client_may_queue_its_share_of_the_bound_for_all() -> None:
+    from sse_resume_keep._keeper import SLOW_CLIENT, ClientQueues, KeepSettings
+
+    async def shares() -> list[int]:
+        queues = ClientQueues(KeepSettings(max_queued_bytes=32 << 20))  # (each at most 8 MiB: 8 max events)
+        seen = []
+        for n in range(1, 201):
+            _client(queues)
+            if n in (1, 4, 8, 100, 128, 200):
+                seen.append(queues.share())
+        return seen
+
+    assert asyncio.run(shares()) == [8 << 20, 8 << 20, 4 << 20, (32 << 20) // 100, SLOW_CLIENT, SLOW_CLIENT]
+
+
+def test_clients_past_their_share_when_others_come_are_ended_as_too_slow_or_dropped() -> None:
+    """A response going on ends between events, with the comment; what is queued after a response that ended
+    already is dropped with its connection. One in the middle of an oversize event is left to wait for."""
+    from sse_resume_keep._keeper import TOO_SLOW, ClientQueues, KeepSettings, _Client
+
+    async def example() -> None:
+        queues = ClientQueues(KeepSettings(max_queued_bytes=6 << 20))
+        a, wa = _client(queues)
+        b, wb = _client(queues)
+        assert isinstance(a, _Client) and isinstance(b, _Client)
+        assert a.send(b"x" * (2 << 20)) and b.send(b"x" * ((2 << 20) - 64))  # (within a share of 3 MiB, framed)
+        assert a.send(b"x" * (2 << 20))  # past it now, but it is checked before a write: the next one ends it
+        assert not a.send(b"data: next\n\n") and a.closed
+        assert wa.written.endswith(TOO_SLOW + b"\r\n0\r\n\r\n")  # (the comment, then the end of the chunks)
+        big, wbig = _client(queues)  # share 2 MiB: b is within it; a, ended, holds more: dropped
+        assert isinstance(big, _Client)
+        assert wa.transport.aborted and not b.closed and not wb.transport.aborted
+        big.big = True
+        assert big.send(b"x" * (3 << 20))  # an oversize event under way: not ended for it
+        _client(queues)  # share 1.5 MiB: b is past it, and ended; big is waited for (see KeptStream._hold_back)
+        assert b.closed and wb.written.endswith(TOO_SLOW + b"\r\n0\r\n\r\n")
+        assert not big.closed and not wbig.transport.aborted
+        for c in list(queues.clients):
+            queues.discard(c)
+        assert queues.share() == 6 << 20
+
+    asyncio.run(example())
