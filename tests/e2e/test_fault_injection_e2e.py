@@ -229,12 +229,19 @@ def test_sse_cut_cuts_a_live_stream_now_and_the_client_resumes(mode: str, proxy_
     answers: list[str] = []
 
     def cut_at_five(client: Client) -> None:
-        if len(client.connections[-1].ids) == 5 and len(answers) < 2:
+        connection = client.connections[-1]
+        # (not a replay served as a response of its own, which ends by itself: under load, the command of the
+        # first cut may take effect events after the 5th, leaving more than 5 to replay)
+        replay = mode == "plain" and connection.outcome.startswith("hit")
+        if len(connection.ids) == 5 and len(answers) < 2 and not replay:
             answers.append(command(proxy, "sse.cut", flows="~u /sse"))
 
+    def after_two_cuts(client: Client) -> bool:  # (and 5 events of the connection after them)
+        return sum(c.broken for c in client.connections) == 2 and len(client.connections[-1].ids) >= 5
+
     client = Client(f"{proxy.url}/sse?resume=0")
-    connections = client.run(count=30, on_event=cut_at_five)
-    assert client.ids == numbered(1, 30)  # every event once, in order, across two cuts
+    connections = client.run(until=after_two_cuts, on_event=cut_at_five)
+    assert client.ids == numbered(1, len(client.ids))  # every event once, in order, across two cuts
     assert answers == ["cut the client connection of 1 SSE stream (" + a.split("(", 1)[1] for a in answers]
     assert all(a.endswith("): the clients reconnect with Last-Event-ID") for a in answers)
     broken = [c for c in connections if c.broken]
