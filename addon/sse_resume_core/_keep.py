@@ -4,9 +4,14 @@ In keep mode the proxy reads an SSE upstream itself (the I/O lives in ``sse_resu
 the upstream feeds a :class:`KeptFeed`, which parses the stream, gives events without an id one of the proxy's
 own when asked, records each event into the history once (with the relay's :class:`Recorder`, a batch per
 upstream read), and says which blocks go to the attached clients. The same feed lives across the upstream
-reconnects of its stream, so an event the upstream sends again after a reconnect (one that ignores
-``Last-Event-ID`` starts over) is recognised, by its id and bytes, as the history remembers it, and dropped.
-:class:`Backoff` says how long to wait before the next try.
+reconnects of its stream.
+
+A feed knows how far its clients are in its history stream (:attr:`KeptFeed.position`): an event the history
+remembers at or before that position is one they have (an upstream that ignores ``Last-Event-ID`` and starts
+over sends it again) and is dropped; one it remembers after it was recorded by another reader of the same stream
+(several clients of one session, each on a request of its own, share one copy, as in the relay), or is one a
+resume that is *behind* did not get: it goes to the clients, and is not recorded again. Events are recognised by
+their id and bytes. :class:`Backoff` says how long to wait before the next try.
 """
 
 from __future__ import annotations
@@ -55,8 +60,8 @@ class Backoff:
 class KeepStats:
     """What the keeper reads to decide on the next try (whether a connection was made, whether it progressed)."""
 
-    recorded: int = 0
-    """Events recorded into the history."""
+    events: int = 0
+    """Events handed to the clients (each new to them), whether recorded by this feed or held already."""
     connections: int = 0
     """Upstream connections read, the first included."""
 
@@ -69,12 +74,17 @@ class Delivery:
     ``oversize``: a piece of an event larger than ``max_event_bytes``; ``more``: the event goes on after this
     piece (a client that starts reading here would read the rest as an event of its own). The piece that ends
     an oversize event can be empty: it only says the event is over.
+
+    ``seq``: the event's sequence number in the history stream when it was held there before this feed got it
+    (another reader recorded it), so that a client whose replay went past it can skip it; -1 otherwise (an event
+    new to the history comes after anything a client was replayed).
     """
 
     raw: bytes
     recorded: bool
     oversize: bool = False
     more: bool = False
+    seq: int = -1
 
 
 class KeptFeed:
@@ -87,11 +97,12 @@ class KeptFeed:
         "_window",
         "assign_ids",
         "max_event_bytes",
+        "name",
+        "position",
         "retry",
         "session",
         "stats",
         "store",
-        "stream",
         "upstream_id",
     )
 
@@ -99,15 +110,19 @@ class KeptFeed:
         self,
         store: HistoryStore,
         session: str,
-        stream: str,
+        stream: str | None = None,
         *,
+        position: int = -1,
         assign_ids: bool = False,
         max_event_bytes: int = 1024 * 1024,
         upstream_id: str | None = None,
     ) -> None:
         self.store = store
         self.session = session
-        self.stream = stream
+        self.name = f"k{next(_ids)}"
+        """This kept stream's own name (unique in the process; several may feed one history stream)."""
+        self.position = position
+        """The clients have every event of the history stream up to this sequence number (-1: none yet)."""
         self.assign_ids = assign_ids
         self.max_event_bytes = max_event_bytes
         self.upstream_id = upstream_id
@@ -116,10 +131,17 @@ class KeptFeed:
         """The upstream's last ``retry`` (ms), if it sent one."""
         self.stats = KeepStats()
         self._parser = SSEParser(max_event_bytes)
+        # ``stream`` None (a fresh request): the Recorder binds the feed with its first batch, to the stream that
+        # holds its first event already (the same upstream stream another client of the session reads) or a new one.
         self._rec = Recorder(store, session, stream)
         # The events of the batch being read (the history knows those of earlier batches): the one dedupe window.
         self._window = Window(BATCH)
         self._open = False  # the last piece handed on left an oversize event unfinished
+
+    @property
+    def stream(self) -> str | None:
+        """The history stream the feed records into (None until its first batch, for a fresh request)."""
+        return self._rec.stream
 
     @property
     def open_oversize(self) -> bool:
@@ -145,6 +167,8 @@ class KeptFeed:
 
     def _take(self, blocks: list[Block], still_open: bool = False) -> list[Delivery]:
         out: list[Delivery] = []
+        store, session, rec = self.store, self.session, self._rec
+        newest: tuple[str, bytes] | None = None  # the last event with an id handed on in this batch
         if self._open and not (blocks and blocks[0].kind is _OVERSIZE):
             out.append(Delivery(b"", False, True))  # the event ended exactly where the last chunk did
             self._open = False
@@ -172,22 +196,38 @@ class KeptFeed:
             if event_id:
                 if not is_proxy_id(event_id):
                     self.upstream_id = event_id
-                if self.store.position(self.session, self.stream, event_id, raw) is not None:
-                    continue  # the history has it: the upstream sent it again
+                stream = rec.stream
+                seq = None if stream is None else store.position(session, stream, event_id, raw)
+                if seq is not None:
+                    if seq <= self.position:
+                        continue  # the clients have it: the upstream sent it again
+                    # Held already, recorded by another reader of the stream (or past a behind resume's id):
+                    # new to these clients, not to the history.
+                    self.position = seq
+                    self.stats.events += 1
+                    out.append(Delivery(raw, True, seq=seq))
+                    continue
                 if not self._window.add(hash(raw)):
-                    continue  # (so does the batch not recorded yet)
+                    continue  # (the batch not recorded yet has it)
+                newest = (event_id, raw)
             elif event_id is None and self.assign_ids:
-                event_id = f"{PROXY_ID_PREFIX}{self.stream}.{next(_ids)}"
+                event_id = f"{PROXY_ID_PREFIX}{self.name}.{next(_ids)}"
                 raw = b"id: %s\n%s" % (event_id.encode(), raw)
+                newest = (event_id, raw)
             elif event_id == "":
                 self.upstream_id = None  # the upstream reset its ids: resume without one
-            rec = self._rec
             rec.add(event_id, raw)
-            self.stats.recorded += 1
+            self.stats.events += 1
             if len(rec.raws) >= BATCH:
                 rec.flush()
             out.append(Delivery(raw, True))
-        self._rec.flush()  # before the blocks go out: a client reconnecting finds them in the history
+        rec.flush()  # before the blocks go out: a client reconnecting finds them in the history
+        if newest is not None and rec.stream is not None:
+            # What was recorded is the newest of the stream: the clients' position moves to it (one lookup a batch;
+            # the store may hold it elsewhere already when this feed joined that stream with this batch).
+            seq = store.position(session, rec.stream, *newest)
+            if seq is not None and seq > self.position:
+                self.position = seq
         return out
 
     def ended(self) -> list[Delivery]:

@@ -97,13 +97,22 @@ class KeepReport:
 
     outcome: str = "kept"
     note: str = ""
-    stream: str | None = None
+    decided: str | None = None
+    """The history stream the decision named (a resume's)."""
+    feed: KeptFeed | None = None
+    """The feed of the kept stream serving the flow."""
     upstream_status: int | None = None
     replayed: int = 0
     reconnects: int = 0
     delivered: int = 0
     ended: str = ""
     transcript: Transcript | None = None
+
+    @property
+    def stream(self) -> str | None:
+        """The flow's history stream: its kept stream's (known once its first events are), or the decision's."""
+        stream = None if self.feed is None else self.feed.stream
+        return stream or self.decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +205,7 @@ class ClientQueues:
 class _Client:
     """One client response (a connection from mitmproxy) fed by a kept stream."""
 
-    __slots__ = ("big", "closed", "conn", "done", "draining", "queues", "report", "skipping", "writer")
+    __slots__ = ("big", "closed", "conn", "done", "draining", "floor", "queues", "report", "skipping", "writer")
 
     def __init__(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, report: KeepReport, queues: ClientQueues
@@ -210,6 +219,7 @@ class _Client:
         self.big = False  # in the middle of an oversize event: more of it must follow before anything else
         self.draining = False  # an oversize event ended: its tail may still be queued (held back as during it)
         self.skipping = False  # attached in the middle of an oversize event: nothing of it is sent
+        self.floor = -1  # it has the history stream up to this sequence number (see KeptStream.attach)
         queues.add(self)
 
     @property
@@ -276,16 +286,22 @@ class KeptStream:
         self._away_bytes = 0
         self._grace: asyncio.TimerHandle | None = None
         self._open_big = False  # an oversize event is being passed on: a client attaching now skips its rest
+        self._floors = 0  # clients attached with a floor (see attach): they are handed events one by one
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.feed.session, self.feed.stream)
+        return (self.feed.session, self.feed.name)
 
     def start(self, response: Upstream | None) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(response))
 
-    def attach(self, client: _Client) -> None:
+    def attach(self, client: _Client, position: int = -1) -> None:
+        """Feed ``client`` from now on; ``position``: it has the history stream's events up to this one (a
+        replay), which this stream's clients may not have yet (another reader of the stream is ahead)."""
         client.skipping = self._open_big
+        if position > self.feed.position:
+            client.floor = position
+            self._floors += 1
         self.clients.append(client)
         self._away_since = None
         if self._grace is not None:
@@ -327,7 +343,7 @@ class KeptStream:
             return True
         was_open = self._open_big
         self._open_big = deliveries[-1].more  # (only the last piece can leave an oversize event open)
-        if self.clients and not was_open and not any(d.oversize for d in deliveries):
+        if self.clients and not was_open and not self._floors and not any(d.oversize for d in deliveries):
             # One write per upstream read, however many events it held: the client's chunks need not match.
             data = deliveries[0].raw if len(deliveries) == 1 else b"".join(d.raw for d in deliveries)
             events = sum(d.recorded for d in deliveries)
@@ -341,6 +357,8 @@ class KeptStream:
             for client in list(self.clients):
                 if not self._hand(client, deliveries):
                     self.detach(client)
+            if self._floors:
+                self._lift_floors()
             return True
         if self._away_since is None:
             return True
@@ -349,11 +367,23 @@ class KeptStream:
         self._away_bytes += sum(len(d.raw) for d in deliveries if d.recorded)
         return self._away_events <= settings.max_events and self._away_bytes <= settings.max_bytes
 
+    def _lift_floors(self) -> None:
+        """Clients whose floor the stream has passed are handed events as the others again."""
+        position = self.feed.position
+        for client in self.clients:
+            if client.floor <= position:
+                client.floor = -1
+        self._floors = sum(c.floor >= 0 for c in self.clients)  # (those detached meanwhile count no more)
+
     @staticmethod
     def _hand(client: _Client, deliveries: list[Delivery]) -> bool:
-        """Hand blocks that include oversize pieces to one client, so that it gets each event whole or not at
-        all: a client that attached in the middle of one skips its rest and is told."""
+        """Hand blocks to one client, one by one: so that it gets each oversize event whole or not at all (a
+        client that attached in the middle of one skips its rest and is told), and skips those its replay
+        went past (its floor)."""
+        floor = client.floor
         for d in deliveries:
+            if 0 <= d.seq <= floor:
+                continue
             if d.oversize and client.skipping:
                 if not d.more:
                     client.skipping = False
@@ -433,11 +463,11 @@ class KeptStream:
                         log.info(
                             "sse-resume: kept stream %s.%s: upstream reconnected (try %d)",
                             feed.session[:12],
-                            feed.stream,
+                            feed.name,
                             retries,
                         )
                 feed.connected()
-                recorded = feed.stats.recorded
+                events = feed.stats.events
                 clean = False
                 try:
                     decoder = _decoder(response)
@@ -460,7 +490,7 @@ class KeptStream:
                             log.info(
                                 "sse-resume: kept stream %s.%s: the %s body %s",
                                 feed.session[:12],
-                                feed.stream,
+                                feed.name,
                                 decoder.encoding,
                                 decoder.error,
                             )
@@ -469,7 +499,7 @@ class KeptStream:
                     log.info(
                         "sse-resume: kept stream %s.%s: upstream broke (%s)",
                         feed.session[:12],
-                        feed.stream,
+                        feed.name,
                         e if isinstance(e, UpstreamError) else f"undecodable body: {type(e).__name__}",
                     )
                 finally:
@@ -477,7 +507,7 @@ class KeptStream:
                     response = None
                 self._broke_open()
                 self._deliver(feed.ended())  # what its last bytes complete (a final CR ends a line)
-                progressed = feed.stats.recorded > recorded
+                progressed = feed.stats.events > events
                 if self.post and (clean or not feed.upstream_id):
                     # A POST stream is one answer: once it ended it is complete, and without an id of the
                     # upstream's it cannot be resumed either. Clients get what is held, then the end.
@@ -495,7 +525,7 @@ class KeptStream:
             raise
         except Exception as e:
             log.error(
-                "sse-resume: internal error in kept stream %s.%s\n%s", feed.session[:12], feed.stream, safe_traceback(e)
+                "sse-resume: internal error in kept stream %s.%s\n%s", feed.session[:12], feed.name, safe_traceback(e)
             )
             self.stop("internal error")
 
@@ -504,7 +534,7 @@ class KeptStream:
         log.warning(
             "sse-resume: kept stream %s.%s: the %s body %s; the stream ends here (%d bytes decoded)",
             feed.session[:12],
-            feed.stream,
+            feed.name,
             decoder.encoding,
             decoder.error,
             decoder.produced,
@@ -702,16 +732,22 @@ class Keeper:
         What a ``Last-Event-ID`` gets is the Resumer's decision, as for the relay (:meth:`Resumer.decide`); the
         keeper only serves it: a hit or up-to-date from history and the kept stream, anything else upstream."""
         session, request, last_id, report = ticket.session, ticket.request, ticket.last_event_id, ticket.report
+        # A fresh request's stream is found with its first events (see KeptFeed): the one that holds them already
+        # (clients of one session reading the same upstream stream share it), or a new one.
+        history_stream, position = None, -1
         if last_id:
             decision = await self.resumer.decide(session, last_id, kept=True)
             report.outcome = decision.outcome
             report.note = decision.note
-            report.stream = decision.stream
+            report.decided = decision.stream
             if decision.outcome in ("hit", "up-to-date") and decision.stream is not None:
                 return await self._resume(client, request, decision, report)
             # A miss, or behind (the events after the client's id are no longer held): the upstream is asked,
-            # with the id the decision says, on a stream of its own.
+            # with the id the decision says. Behind, the client has its stream up to its id: what the upstream
+            # sends again of that is dropped, what it sends after it goes to the client, recorded or held already.
             request = request.with_last_event_id(decision.forward_id)
+            if decision.outcome == "behind" and decision.resume_seq is not None:
+                history_stream, position = decision.stream, decision.resume_seq
         response = await self._send(request)
         if isinstance(response, UpstreamError):
             # As mitmproxy answers when it cannot reach an upstream: 502, and the reason.
@@ -724,9 +760,9 @@ class Keeper:
             report.outcome, report.note = "passed", "not an SSE stream: relayed as is"
             await self._relay_plain(client, response)
             return None
-        session_stream = self.store.new_stream(session)
-        report.stream = session_stream
-        stream = KeptStream(self, self._feed(session, session_stream, _last_id_of(request)), request)
+        feed = self._feed(session, history_stream, _last_id_of(request), position)
+        report.feed = feed
+        stream = KeptStream(self, feed, request)
         stream.status = response.status
         stream.headers = [(k, v) for k, v in response.headers if k.lower() not in DROP_FROM_STREAM]
         self.streams[stream.key] = stream
@@ -745,32 +781,42 @@ class Keeper:
         session, name = decision.session, decision.stream
         assert name is not None
         report.replayed = len(decision.replay)
-        stream = self.streams.get((session, name))
+        # (No position in a session that has forgotten events: see the Resumer's _warned.)
+        position = (
+            -1 if decision.resume_seq is None else decision.replay[-1].seq if decision.replay else decision.resume_seq
+        )
+        # The stream that reads this history stream furthest on (several may: clients of one session on requests
+        # of their own), or a new one, resumed upstream, whose clients have what the replay sends.
+        readers = [k for k in self.streams.values() if k.feed.session == session and k.feed.stream == name]
+        stream = max(readers, key=lambda k: k.feed.position, default=None)
         if stream is None:
             upstream_id = _newest_upstream_id(decision, self.store)
-            feed = self._feed(session, name, upstream_id)
+            feed = self._feed(session, name, upstream_id, position)
             stream = KeptStream(self, feed, request.resumed(upstream_id))
             self.streams[stream.key] = stream
             self.stats.kept += 1
             stream.headers = [(b"content-type", SSE_TYPE.encode()), (b"cache-control", b"no-cache")]
             stream.start(None)
+        report.feed = stream.feed
         self._respond(client, stream.status, stream.headers, decision.outcome)
-        if not await self._replay(client, decision.note, session, name, decision.replay):
+        has = await self._replay(client, decision.note, session, name, decision.replay, position)
+        if has is None:
             return stream  # (the client is finished: it is gone, or did not read)
         if self.streams.get(stream.key) is not stream:  # it stopped while the replay went out
             client.finish("kept stream ended during the replay", clean=True)
         elif stream.finished:
             client.finish("upstream stream complete", clean=True)
         else:
-            stream.attach(client)
+            stream.attach(client, has)
         return stream
 
-    def _feed(self, session: str, stream: str, upstream_id: str | None) -> KeptFeed:
+    def _feed(self, session: str, stream: str | None, upstream_id: str | None, position: int) -> KeptFeed:
         s = self.settings
         return KeptFeed(
             self.store,
             session,
             stream,
+            position=position,
             assign_ids=s.assign_ids,
             max_event_bytes=s.max_event_bytes,
             upstream_id=upstream_id,
@@ -784,13 +830,14 @@ class Keeper:
         client.send(b": sse-resume: %s\n\n" % note.encode())
 
     async def _replay(
-        self, client: _Client, note: str, session: str, stream: str, events: Iterable[StoredEvent]
-    ) -> bool:
+        self, client: _Client, note: str, session: str, stream: str, events: Iterable[StoredEvent], position: int
+    ) -> int | None:
         """Send the client the events it missed, in parts: each at most what the replay budget and the client's
         buffer allow (at least one event), the next one once mitmproxy has taken the last (the client reads),
         from history as it is then (events recorded meanwhile included). The last part goes with no await
-        before the caller attaches the client to the live stream. False: the client is finished (gone, or it
-        took nothing for the grace time)."""
+        before the caller attaches the client to the live stream. Return the sequence number of the newest event
+        of the stream the client has then (``position`` if none was sent); None: the client is finished (gone,
+        or it took nothing for the grace time)."""
         self._comment(client, note)
         budget = self.budget
         pending = tuple(events)
@@ -808,7 +855,7 @@ class Keeper:
             for i in range(start, end):
                 if not client.send(pending[i].raw or b""):
                     charge.release()
-                    return False
+                    return None
             start = end
             if start == len(pending):
                 # Queued with the live events that follow: counted until this client's response ends.
@@ -821,22 +868,25 @@ class Keeper:
             except (TimeoutError, ConnectionError):
                 client.finish(f"client took nothing of its replay for {grace:g} s")
                 client.writer.transport.abort()
-                return False
+                return None
             finally:
                 charge.release()
             if client.closed:
-                return False
+                return None
         # What was recorded while the parts went out (a live stream goes on): sent with no await before the
         # caller attaches the client, so that it misses nothing in between.
+        if pending:
+            position = max(position, pending[-1].seq)
         if pending and start == len(pending) and (sent := pending[-1].id):
-            found = self.store.lookup(session, sent) if pending[-1].id else None
+            found = self.store.lookup(session, sent)
             if found is None or found.stream != stream:
                 client.send(b": sse-resume: the replay outlived its events in history: some may be missing\n\n")
-                return True
+                return position
             for event in found.after:
                 if not client.send(event.raw or b""):
-                    return False
-        return True
+                    return None
+                position = max(position, event.seq)
+        return position
 
     async def _relay_plain(self, client: _Client, response: Upstream) -> None:
         """Not a stream to keep (an error, a JSON answer): pass it on as it came."""

@@ -25,29 +25,6 @@ SSE = {"accept": "text/event-stream"}
 RECORDED = "sse_resume_events_recorded_total"
 MODES = ["plain", "keep"]
 
-# Keep mode's defects these tests show (issue 17), marked until they are fixed:
-KEEP_BEHIND = (
-    "keep mode: a resume served as behind is read from the upstream on a new stream of its own, which does not "
-    "drop what the upstream sends again that the client had (the plain relay does): an upstream that starts again "
-    "at 1 repeats 1..X to the client, and those events, recorded a second time, make every id of them a miss"
-)
-KEEP_COPIES = (
-    "keep mode: every fresh kept request records into a new stream of its own (the keeper opens one with "
-    "new_stream instead of letting the Recorder join the stream that holds the response's first event), so "
-    "clients of one session reading the same upstream stream each store a copy, and every id then names several "
-    "events (a miss, and the events again)"
-)
-
-
-def keep_fails(mode: str, reason: str) -> Any:
-    """The mode as a parameter, marked as expected to fail in keep mode for ``reason``."""
-    return pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=reason)) if mode == "keep" else mode
-
-
-def expect_keep_failure(request: pytest.FixtureRequest, proxy: Mitmdump, reason: str) -> None:
-    if mode_of(proxy) == "keep":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
 
 def options(mode: str, *more: str) -> list[str]:
     return [*(["sse_keep_upstream=true"] if mode == "keep" else []), *more]
@@ -198,7 +175,7 @@ def test_past_the_history_a_reconnect_gets_only_what_follows(bounded: Mitmdump) 
     assert {o.split(";")[0] for o in again.outcomes} <= {"hit", "up-to-date"}, again.outcomes
 
 
-@pytest.mark.parametrize("mode", [keep_fails(mode, KEEP_BEHIND) for mode in MODES])
+@pytest.mark.parametrize("mode", MODES)
 def test_past_the_history_a_client_away_is_told_and_gets_what_follows_only(
     tmp_path: Path, upstream_port: int, mode: str
 ) -> None:
@@ -225,10 +202,9 @@ def test_past_the_history_a_client_away_is_told_and_gets_what_follows_only(
     assert ns(back.events) == list(range(5, 25)), (ns(back.events), back.outcomes)
 
 
-def test_past_the_history_reconnects_never_repeat_or_skip(request: pytest.FixtureRequest, bounded: Mitmdump) -> None:
+def test_past_the_history_reconnects_never_repeat_or_skip(bounded: Mitmdump) -> None:
     """History 10, an upstream that starts again at 1 and sends fast: every time the client hangs up, events are
     left in flight and the history moves on past its position (so most reconnects are behind): each event once."""
-    expect_keep_failure(request, bounded, KEEP_BEHIND)
     path = f"/sse/c2-many-{mode_of(bounded)}?resume=0&interval=0.001"
     reads = [5, 3, 7, 4, 12, 5, 3, 11]
     client = asyncio.run(Follower(bounded.port, path, sum(reads), reads).run())
@@ -237,7 +213,7 @@ def test_past_the_history_reconnects_never_repeat_or_skip(request: pytest.Fixtur
     assert not [o for o in client.outcomes if o.startswith("miss")], client.outcomes
 
 
-@pytest.mark.parametrize("mode", [keep_fails(mode, KEEP_COPIES) for mode in MODES])
+@pytest.mark.parametrize("mode", MODES)
 def test_clients_of_one_session_record_one_copy(tmp_path: Path, upstream_port: int, mode: str) -> None:
     """Four clients of one session read the same upstream stream (it starts at 1 for each, 15 events, then
     silence): the history holds it once."""
@@ -262,12 +238,9 @@ def test_clients_of_one_session_record_one_copy(tmp_path: Path, upstream_port: i
     assert after == "up-to-date" + suffix(mode)  # (15 names one event: several copies would make it a miss)
 
 
-def test_thirty_clients_of_one_session_reconnecting_see_no_gap_and_no_repeat(
-    request: pytest.FixtureRequest, bounded: Mitmdump
-) -> None:
+def test_thirty_clients_of_one_session_reconnecting_see_no_gap_and_no_repeat(bounded: Mitmdump) -> None:
     """Thirty clients of one session, each hanging up after a few events and coming back, again and again (the
     history holds 10 events): each gets 1..30, once each, in order."""
-    expect_keep_failure(request, bounded, KEEP_COPIES)
     path = f"/sse/c2-thirty-{mode_of(bounded)}?resume=0&interval=0.02"
     rng = random.Random(17)
     total = 30

@@ -79,7 +79,7 @@ def test_assigned_ids_are_the_proxys_unique_and_never_the_upstream_id() -> None:
     out = delivered(feed, b"data: a\n\ndata: b\n\nid: 7\ndata: c\n\n")
     ids = [e.id for e in store.events("s")]
     assert ids[2] == "7" and is_proxy_id(ids[0]) and is_proxy_id(ids[1]) and ids[0] != ids[1]
-    assert ids[0] is not None and ids[0].startswith(f"{PROXY_ID_PREFIX}{feed.stream}.")
+    assert ids[0] is not None and ids[0].startswith(f"{PROXY_ID_PREFIX}{feed.name}.")
     assert out.startswith(b"id: %s\ndata: a\n\n" % ids[0].encode())
     assert feed.upstream_id == "7" and out.count(b"id: ") == 3  # each event has one id line: two made, one its own
     delivered(feed, b"data: d\n\n")
@@ -215,3 +215,52 @@ def test_repeated_ids_with_other_bytes_are_other_events_in_keep_mode_too() -> No
     _, feed = feed_of()
     stamped = [b"id: 17\ndata: %d\n\n" % n for n in range(5)]
     assert delivered(feed, b"".join(stamped), *stamped) == b"".join(stamped)  # (the second time: recognised)
+
+
+def test_feeds_of_one_session_reading_the_same_stream_share_one_copy() -> None:
+    """Two fresh requests of one session, each on a connection of its own to an upstream that sends the same
+    stream: each feed's clients get every event, and the history holds the stream once."""
+    store = MemoryHistory(HistoryLimits())
+    first, second = KeptFeed(store, "s"), KeptFeed(store, "s")
+    first.connected()
+    second.connected()
+    events = [b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 7)]
+    assert delivered(first, *events[:4]) == b"".join(events[:4])
+    assert delivered(second, *events[:2]) == b"".join(events[:2])  # held already: delivered, not recorded
+    assert second.stream == first.stream is not None
+    assert delivered(second, *events[2:]) == b"".join(events[2:])  # and then past the first feed
+    assert delivered(first, *events[2:]) == b"".join(events[4:])  # its clients have 3 and 4
+    assert [e.id for e in store.events("s")] == ["1", "2", "3", "4", "5", "6"]
+    assert {e.stream for e in store.events("s")} == {first.stream}
+
+
+def test_a_held_event_is_delivered_with_its_position_a_new_one_without() -> None:
+    store = MemoryHistory(HistoryLimits())
+    first, second = KeptFeed(store, "s"), KeptFeed(store, "s")
+    first.connected()
+    second.connected()
+    delivered(first, b"id: 1\ndata: a\n\n")
+    delivered(second, b"id: 1\ndata: a\n\n")  # binds the second feed to the first's stream
+    assert second.feed(b"id: 1\ndata: a\n\n") == []  # its clients have it
+    [new] = second.feed(b"id: 2\ndata: b\n\n")
+    assert new.seq == -1 and new.recorded
+    [again] = first.feed(b"id: 2\ndata: b\n\n")
+    assert again.seq == store.position("s", first.stream or "", "2", b"id: 2\ndata: b\n\n") == second.position
+
+
+def test_a_feed_behind_the_history_drops_what_its_clients_have_and_delivers_the_rest_once() -> None:
+    """A resume that is behind: the client has its stream up to 4, events 5.. left the history's payloads but
+    are remembered. The upstream starts over at 1: 1..4 are dropped, 5..12 delivered and not recorded again,
+    then the new ones recorded."""
+    store = MemoryHistory(HistoryLimits(max_events=3))
+    stream = store.new_stream("s")
+    events = [b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 16)]
+    for n, raw in enumerate(events[:12], 1):
+        store.record("s", stream, str(n), raw)
+    four = store.position("s", stream, "4", events[3])
+    assert four is not None and store.events("s")[0].id == "10"  # (payloads held: 10..12 only)
+    feed = KeptFeed(store, "s", stream, position=four)
+    feed.connected()
+    assert delivered(feed, *events) == b"".join(events[4:])
+    assert [e.id for e in store.events("s")] == ["13", "14", "15"]
+    assert store.snapshot().stored == 15
