@@ -147,7 +147,11 @@ def fitting(events: tuple[StoredEvent, ...], room: int, overhead: int = 0, start
 
 def _warned(decision: Decision, found: Found) -> Decision:
     """The decision, telling the client (in its note, and a comment first) when its session has forgotten events
-    (see :attr:`Found.forgotten`): an upstream that starts over would repeat what the proxy cannot recognise."""
+    (see :attr:`Found.forgotten`): an upstream that starts over would repeat what the proxy cannot recognise.
+
+    Nor is the client's position then a safe rule for what it has: an event forgotten and sent again is recorded
+    anew, after events that follow it in the upstream's order, so the client's id can stand after events it never
+    got. Nothing is dropped by position (what the client has may come again, as it was told), never one lost."""
     if not found.forgotten:
         return decision
     comment = b": sse-resume: %s\n\n" % _FORGOTTEN.encode()
@@ -156,7 +160,7 @@ def _warned(decision: Decision, found: Found) -> Decision:
         first = body.index(b"\n\n") + 2  # after the replay's own comment
         body = body[:first] + comment + body[first:]
     prefix = comment + decision.prefix if decision.prefix or not body else decision.prefix
-    return replace(decision, note=f"{decision.note}; {_FORGOTTEN}", body=body, prefix=prefix)
+    return replace(decision, note=f"{decision.note}; {_FORGOTTEN}", body=body, prefix=prefix, resume_seq=None)
 
 
 def describe(decision: Decision, shown_id: str) -> str:
@@ -196,7 +200,8 @@ class Decision:
     forward_id: str | None = None
     """The ``Last-Event-ID`` to send upstream; ``None`` sends none."""
     resume_seq: int | None = None
-    """The client's position in :attr:`stream`: events at or before it are duplicates for this client."""
+    """The client's position in :attr:`stream`: events at or before it are duplicates for this client (None: no
+    such rule, as after a miss, or in a session that has forgotten events)."""
     replay: tuple[StoredEvent, ...] = ()
     body: bytes = b""
     """For a hit: the complete response body."""
