@@ -16,6 +16,10 @@ pairing rounds and taking the median keeps such a round from deciding the result
     python benchmarks/bench_relay.py [--shapes starlette,typescript] [--events 50000] [--rounds 10] [--set n=v ...]
     python benchmarks/bench_relay.py --quick    # a smoke run: every shape, few events, 3 rounds
     python benchmarks/bench_relay.py --live [--tool mitmweb]    # live flows (sse_live_flows) on against off
+    python benchmarks/bench_relay.py --against OLD/addon/sse_resume.py    # this addon against another checkout's
+
+``--against`` pairs the addon with another copy of it (a checkout of an earlier commit, say) in the same rounds,
+so a change is measured against what it changed rather than through two runs' baselines.
 """
 
 from __future__ import annotations
@@ -124,7 +128,20 @@ def arguments(doc: str | None, shapes: str = ",".join(SHAPES)) -> argparse.Argum
     args.add_argument("--rounds", type=int, help="paired rounds per shape (default 10; 3 with --quick)")
     args.add_argument("--shapes", default=shapes, help=f"comma-separated, of: {', '.join(SHAPES)} (default: {shapes})")
     args.add_argument("--quick", action="store_true", help="a smoke run: fewer events and rounds")
+    args.add_argument(
+        "--against",
+        type=Path,
+        metavar="SCRIPT",
+        help="compare with this addon script (another checkout's addon/sse_resume.py) instead of a passthrough",
+    )
     return args
+
+
+def baseline(tmp: Path, port: int, opts: argparse.Namespace, options: Sequence[str]) -> tuple[str, Mitmdump]:
+    """The first of a comparison: the plain ``stream = True`` script, or ``--against``'s addon with ``options``."""
+    if opts.against is not None:
+        return "against", Mitmdump(tmp, port, options, opts.against.resolve())
+    return "passthrough", Mitmdump(tmp, port, (), HERE / "passthrough.py")
 
 
 def shapes_of(opts: argparse.Namespace) -> list[Shape]:
@@ -252,12 +269,11 @@ def main() -> None:
             measured = run(proxies, port, opts)
             report(f"live on / off in {opts.tool} (goal >= 0.97x)", "live-off", "live-on", measured)
             return
-        proxies = {
-            "passthrough": Mitmdump(tmp, port, (), HERE / "passthrough.py"),
-            "sse-resume": Mitmdump(tmp, port, opts.set, ADDON),
-        }
+        first, proxy = baseline(tmp, port, opts, opts.set)
+        proxies = {first: proxy, "sse-resume": Mitmdump(tmp, port, opts.set, ADDON)}
         measured = run(proxies, port, opts)
-    report("sse-resume / passthrough (goal >= 0.9x)", "passthrough", "sse-resume", measured)
+    goal = " (goal >= 0.9x)" if first == "passthrough" else ""
+    report(f"sse-resume / {first}{goal}", first, "sse-resume", measured)
 
 
 if __name__ == "__main__":
