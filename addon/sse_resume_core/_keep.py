@@ -91,11 +91,14 @@ class KeptFeed:
     """The events of one kept stream, across every upstream connection that feeds it."""
 
     __slots__ = (
+        "_head",
+        "_newest",
         "_open",
         "_parser",
         "_rec",
         "_window",
         "assign_ids",
+        "by_position",
         "max_event_bytes",
         "name",
         "position",
@@ -113,6 +116,8 @@ class KeptFeed:
         stream: str | None = None,
         *,
         position: int = -1,
+        head: str | None = None,
+        by_position: bool = True,
         assign_ids: bool = False,
         max_event_bytes: int = 1024 * 1024,
         upstream_id: str | None = None,
@@ -123,6 +128,11 @@ class KeptFeed:
         """This kept stream's own name (unique in the process; several may feed one history stream)."""
         self.position = position
         """The clients have every event of the history stream up to this sequence number (-1: none yet)."""
+        self._head = head  # the id of the event at position (None: none yet)
+        self.by_position = by_position
+        """False in a session that has forgotten events, where positions do not follow the upstream's order (see
+        the Resumer's ``_warned``): nothing is dropped by position, only what the batch repeats."""
+        self._newest: tuple[str, bytes] | None = None  # the newest event with an id waiting to be recorded
         self.assign_ids = assign_ids
         self.max_event_bytes = max_event_bytes
         self.upstream_id = upstream_id
@@ -168,7 +178,6 @@ class KeptFeed:
     def _take(self, blocks: list[Block], still_open: bool = False) -> list[Delivery]:
         out: list[Delivery] = []
         store, session, rec = self.store, self.session, self._rec
-        newest: tuple[str, bytes] | None = None  # the last event with an id handed on in this batch
         if self._open and not (blocks and blocks[0].kind is _OVERSIZE):
             out.append(Delivery(b"", False, True))  # the event ended exactly where the last chunk did
             self._open = False
@@ -197,38 +206,50 @@ class KeptFeed:
                 if not is_proxy_id(event_id):
                     self.upstream_id = event_id
                 stream = rec.stream
-                seq = None if stream is None else store.position(session, stream, event_id, raw)
+                seq = None if stream is None or not self.by_position else store.position(session, stream, event_id, raw)
                 if seq is not None:
                     if seq <= self.position:
                         continue  # the clients have it: the upstream sent it again
                     # Held already, recorded by another reader of the stream (or past a behind resume's id):
                     # new to these clients, not to the history.
-                    self.position = seq
+                    self.position, self._head = seq, event_id
                     self.stats.events += 1
                     out.append(Delivery(raw, True, seq=seq))
                     continue
                 if not self._window.add(hash(raw)):
                     continue  # (the batch not recorded yet has it)
-                newest = (event_id, raw)
+                self._newest = (event_id, raw)
             elif event_id is None and self.assign_ids:
                 event_id = f"{PROXY_ID_PREFIX}{self.name}.{next(_ids)}"
                 raw = b"id: %s\n%s" % (event_id.encode(), raw)
-                newest = (event_id, raw)
+                self._newest = (event_id, raw)
             elif event_id == "":
                 self.upstream_id = None  # the upstream reset its ids: resume without one
             rec.add(event_id, raw)
             self.stats.events += 1
             if len(rec.raws) >= BATCH:
-                rec.flush()
+                self._record()
             out.append(Delivery(raw, True))
-        rec.flush()  # before the blocks go out: a client reconnecting finds them in the history
-        if newest is not None and rec.stream is not None:
-            # What was recorded is the newest of the stream: the clients' position moves to it (one lookup a batch;
-            # the store may hold it elsewhere already when this feed joined that stream with this batch).
-            seq = store.position(session, rec.stream, *newest)
-            if seq is not None and seq > self.position:
-                self.position = seq
+        self._record()  # before the blocks go out: a client reconnecting finds them in the history
         return out
+
+    def _record(self) -> None:
+        """Record what is pending. The clients' position moves to the newest event recorded if the feed was at its
+        stream's head: had another reader recorded events after it, the clients would lack those, and a
+        position past them would drop them when they come (they are then recognised by position no more than
+        the events this feed recorded: an upstream that sends those again, they get again)."""
+        rec = self._rec
+        newest, self._newest = self._newest, None
+        if newest is None or not self.by_position:
+            rec.flush()
+            return
+        stream = rec.stream
+        at_head = stream is None or self.store.newest_id(self.session, stream) == (self._head or "")
+        rec.flush()
+        if at_head and rec.stream is not None:
+            seq = self.store.position(self.session, rec.stream, *newest)  # (one lookup a batch)
+            if seq is not None and seq > self.position:
+                self.position, self._head = seq, newest[0]
 
     def ended(self) -> list[Delivery]:
         """The upstream connection ended (cleanly or not): return the blocks its last bytes complete (a final

@@ -734,7 +734,7 @@ class Keeper:
         session, request, last_id, report = ticket.session, ticket.request, ticket.last_event_id, ticket.report
         # A fresh request's stream is found with its first events (see KeptFeed): the one that holds them already
         # (clients of one session reading the same upstream stream share it), or a new one.
-        history_stream, position = None, -1
+        history_stream, position, head, trusted = None, -1, None, True
         if last_id:
             decision = await self.resumer.decide(session, last_id, kept=True)
             report.outcome = decision.outcome
@@ -746,8 +746,9 @@ class Keeper:
             # with the id the decision says. Behind, the client has its stream up to its id: what the upstream
             # sends again of that is dropped, what it sends after it goes to the client, recorded or held already.
             request = request.with_last_event_id(decision.forward_id)
-            if decision.outcome == "behind" and decision.resume_seq is not None:
-                history_stream, position = decision.stream, decision.resume_seq
+            if decision.outcome == "behind":
+                history_stream, head = decision.stream, decision.forward_id
+                position, trusted = (decision.resume_seq, True) if decision.resume_seq is not None else (-1, False)
         response = await self._send(request)
         if isinstance(response, UpstreamError):
             # As mitmproxy answers when it cannot reach an upstream: 502, and the reason.
@@ -760,7 +761,7 @@ class Keeper:
             report.outcome, report.note = "passed", "not an SSE stream: relayed as is"
             await self._relay_plain(client, response)
             return None
-        feed = self._feed(session, history_stream, _last_id_of(request), position)
+        feed = self._feed(session, history_stream, _last_id_of(request), position, head, trusted)
         report.feed = feed
         stream = KeptStream(self, feed, request)
         stream.status = response.status
@@ -781,17 +782,19 @@ class Keeper:
         session, name = decision.session, decision.stream
         assert name is not None
         report.replayed = len(decision.replay)
-        # (No position in a session that has forgotten events: see the Resumer's _warned.)
-        position = (
-            -1 if decision.resume_seq is None else decision.replay[-1].seq if decision.replay else decision.resume_seq
-        )
+        # No position in a session that has forgotten events (see the Resumer's _warned): a stream started for it
+        # drops nothing by position, and the client is attached with no floor.
+        trusted = decision.resume_seq is not None
+        position = decision.replay[-1].seq if decision.replay else decision.resume_seq
+        if position is None or not trusted:
+            position = -1
         # The stream that reads this history stream furthest on (several may: clients of one session on requests
         # of their own), or a new one, resumed upstream, whose clients have what the replay sends.
         readers = [k for k in self.streams.values() if k.feed.session == session and k.feed.stream == name]
         stream = max(readers, key=lambda k: k.feed.position, default=None)
         if stream is None:
             upstream_id = _newest_upstream_id(decision, self.store)
-            feed = self._feed(session, name, upstream_id, position)
+            feed = self._feed(session, name, upstream_id, position, decision.forward_id, trusted)
             stream = KeptStream(self, feed, request.resumed(upstream_id))
             self.streams[stream.key] = stream
             self.stats.kept += 1
@@ -807,16 +810,27 @@ class Keeper:
         elif stream.finished:
             client.finish("upstream stream complete", clean=True)
         else:
-            stream.attach(client, has)
+            stream.attach(client, has if trusted else -1)
         return stream
 
-    def _feed(self, session: str, stream: str | None, upstream_id: str | None, position: int) -> KeptFeed:
+    def _feed(
+        self,
+        session: str,
+        stream: str | None,
+        upstream_id: str | None,
+        position: int = -1,
+        head: str | None = None,
+        by_position: bool = True,
+    ) -> KeptFeed:
+        """A feed for a kept stream (see :class:`KeptFeed` for ``position``, ``head`` and ``by_position``)."""
         s = self.settings
         return KeptFeed(
             self.store,
             session,
             stream,
             position=position,
+            head=head,
+            by_position=by_position,
             assign_ids=s.assign_ids,
             max_event_bytes=s.max_event_bytes,
             upstream_id=upstream_id,

@@ -264,3 +264,32 @@ def test_a_feed_behind_the_history_drops_what_its_clients_have_and_delivers_the_
     assert delivered(feed, *events) == b"".join(events[4:])
     assert [e.id for e in store.events("s")] == ["13", "14", "15"]
     assert store.snapshot().stored == 15
+
+
+def test_a_feed_behind_another_on_its_stream_loses_nothing_to_an_event_of_its_own() -> None:
+    """The second feed's upstream sends an event the first's did not (D) between two they share: recorded after
+    the first feed's events, it does not move the second feed's clients past those they have not had."""
+    store = MemoryHistory(HistoryLimits())
+    first, second = KeptFeed(store, "s"), KeptFeed(store, "s")
+    first.connected()
+    second.connected()
+    a1, a2, a3, d = (b"id: %s\ndata: %s\n\n" % (n, n) for n in (b"1", b"2", b"3", b"D"))
+    delivered(first, a1, a2, a3)
+    assert delivered(second, a1) == a1
+    assert delivered(second, d) == d
+    assert delivered(second, a2) == a2 and delivered(second, a3) == a3
+    assert [e.id for e in store.events("s")] == ["1", "2", "3", "D"]
+
+
+def test_a_feed_that_goes_by_no_position_drops_only_what_a_batch_repeats() -> None:
+    """In a session that has forgotten events positions do not follow the upstream's order: such a feed passes on
+    what the history holds (the client was told), and records what is new, once."""
+    store = MemoryHistory(HistoryLimits())
+    stream = store.new_stream("s")
+    events = [b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 5)]
+    for n, raw in enumerate(events[:3], 1):
+        store.record("s", stream, str(n), raw)
+    feed = KeptFeed(store, "s", stream, by_position=False)
+    feed.connected()
+    assert delivered(feed, b"".join(events + events[3:])) == b"".join(events)  # (4 twice in one batch: once)
+    assert [e.id for e in store.events("s")] == ["1", "2", "3", "4"]
