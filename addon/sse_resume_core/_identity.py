@@ -65,6 +65,10 @@ DEFAULT_IDENTITY_HEADERS: Final[tuple[str, ...]] = (
     "*client-id*",  # X-Client-Id, X-IBM-Client-Id (IBM API Connect)
     "*cert*",  # X-Forwarded-Client-Cert (Envoy, Istio), X-SSL-Client-Cert, Ssl-Client-Cert, X-ARR-ClientCert
     "*-api",  # X-JFrog-Art-Api (Artifactory's API key)
+    "*bearer*",  # Bearer, X-Bearer (a token under a name of its own)
+    "*sid",  # Sid, X-Sid (a session id under a short name)
+    "*account*",  # X-Account-Id, X-Account
+    "*customer*",  # X-Customer, X-Customer-Id
     "cookie2",
     "dpop",  # a proof of possession bound to the client's key
 )

@@ -81,6 +81,12 @@ CREDENTIALS = [
     "X-Tenant-ID",
     "X-Hasura-Role",
     "DPoP",
+    # Found by a later outside attack: identity headers under other words
+    "Bearer",
+    "X-Sid",
+    "Sid",
+    "X-Account-Id",
+    "X-Customer",
 ]
 # Headers that say nothing of who asks (or change on every reconnect): they must not split one user's requests.
 NOT_CREDENTIALS = [
