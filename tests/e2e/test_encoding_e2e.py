@@ -398,6 +398,19 @@ def test_what_a_brotli_flush_decodes_to_reaches_the_client_at_once(proxy: Mitmdu
     assert "Traceback" not in proxy.output
 
 
+def read_sampled(proxy: Mitmdump, url: str) -> tuple[httpx.Response, bytes, int, int]:
+    """Read ``url`` (64 MiB at most) while sampling the proxy's RSS: the response, its body, and the RSS before and
+    at its peak (KiB)."""
+    pid = proxy.proc.pid
+    baseline = rss_kib(pid)
+    sampler = RssSampler(pid, period=0.02)
+    try:
+        response, body = read_raw(url, limit=64 << 20)
+    finally:
+        peak = sampler.stop()
+    return response, body, baseline, peak
+
+
 @pytest.mark.parametrize("name", list(BOMBS))
 def test_a_bomb_ends_at_the_bound_without_memory_or_a_stall(proxy: Mitmdump, upstream: Upstream, name: str) -> None:
     bomb = upstream.cases[f"/bomb-{name}"].body
@@ -405,13 +418,7 @@ def test_a_bomb_ends_at_the_bound_without_memory_or_a_stall(proxy: Mitmdump, ups
     good = GoodClient(proxy.port, f"/good/{mode}/{name}")
     try:
         good.wait_for(20)  # the other stream flows
-        pid = proxy.proc.pid
-        baseline = rss_kib(pid)
-        sampler = RssSampler(pid, period=0.02)
-        try:
-            response, body = read_raw(f"{proxy.url}/bomb-{name}?{mode}", limit=64 << 20)
-        finally:
-            peak = sampler.stop()
+        response, body, baseline, peak = read_sampled(proxy, f"{proxy.url}/bomb-{name}?{mode}")
         during = good.events
         good.wait_for(during + 20)  # and flows on
     finally:
@@ -446,14 +453,8 @@ def test_a_bomb_of_tiny_blocks_ends_at_the_line_bound_without_memory_or_a_stall(
         assert expected.startswith(plain)
         good.wait_for(good.events + 20)
         identity = good.longest_burst, good.longest_gap
-        pid = proxy.proc.pid
-        baseline = rss_kib(pid)
         good.longest_burst, good.longest_gap = 0, 0.0
-        sampler = RssSampler(pid, period=0.02)
-        try:
-            response, body = read_raw(f"{proxy.url}/tiny-{name}?{mode}", limit=64 << 20)
-        finally:
-            peak = sampler.stop()
+        response, body, baseline, peak = read_sampled(proxy, f"{proxy.url}/tiny-{name}?{mode}")
         during = good.events
         good.wait_for(during + 20)  # and flows on
     finally:
