@@ -203,8 +203,8 @@ def test_every_credential_header_separates_users(plain: Mitmdump, header: str, v
 
 def test_a_header_named_by_the_option_separates_users(tmp_path: Path, keyed_upstream: int) -> None:
     """``sse_identity_headers`` adds a header the built-in patterns do not match."""
-    with Mitmdump(tmp_path, keyed_upstream, ["sse_identity_headers=x-customer"]) as p:
-        attack(p, "/feed/custom", "X-Customer", "{key}", {})
+    with Mitmdump(tmp_path, keyed_upstream, ["sse_identity_headers=x-shard"]) as p:
+        attack(p, "/feed/custom", "X-Shard", "{key}", {})
 
 
 def test_another_key_on_another_proxy_sharing_the_redis_store(

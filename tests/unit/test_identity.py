@@ -125,12 +125,12 @@ def test_last_event_id_never_counts_and_the_session_header_always_does() -> None
 
 
 def test_patterns_add_headers_and_exclusions_take_them_out() -> None:
-    rule = IdentityRule(["X-Customer", "x-zone-*", "!*key*", "!cookie"])
-    assert rule.counts("x-customer") and rule.counts("X-Zone-Name") and not rule.counts("x-zones")
+    rule = IdentityRule(["X-Shard", "x-zone-*", "!*key*", "!cookie"])
+    assert rule.counts("x-shard") and rule.counts("X-Zone-Name") and not rule.counts("x-zones")
     assert not IdentityRule().counts("x-zone-name")  # (the pattern added it)
     assert not rule.counts("x-api-key") and not rule.counts("cookie")
     assert rule.counts("authorization") and rule.counts("x-auth-token")  # the rest of the built-in set stays
-    assert rule.patterns == ("x-customer", "x-zone-*", "!*key*", "!cookie")
+    assert rule.patterns == ("x-shard", "x-zone-*", "!*key*", "!cookie")
     assert IdentityRule(["x-?d"]).counts("x-id") and not IdentityRule(["x-?d"]).counts("x-iid")
 
 
