@@ -18,7 +18,8 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from sse_resume_shell import FAULT_OPTIONS, MARKS, Fault, Injector, SSEFaults
 from sse_resume_shell._faults import _placed, _without_last_events
-from test_sse_resume import register_with_deferred, script
+from sse_resume_shell._features import deferred_errors
+from test_sse_resume import Addon, register_with_deferred, script
 
 EVENTS = [b'id: %d\ndata: {"n": %d}\n\n' % (n, n) for n in range(1, 13)]
 STREAM = b": hello\n\n" + b"".join(EVENTS[:6]) + b"retry: 100\n\n" + b"".join(EVENTS[6:])
@@ -189,8 +190,8 @@ def sse_response(flow: HTTPFlow, status: int = 200) -> None:
 
 def script_addons() -> tuple[Any, SSEFaults]:
     """A fresh pair as addon/sse_resume.py lists them: SSEResume, then the faults, hooked up to its flows."""
-    resume = script.SSEResume()
-    return resume, SSEFaults(flow_state=resume._flows.get)
+    resume = Addon()
+    return resume, SSEFaults(flow_state=resume.shell.flows.get)
 
 
 @contextlib.contextmanager
@@ -226,15 +227,16 @@ def send(flow: HTTPFlow, chunks: list[bytes]) -> list[bytes]:
 
 
 def test_the_script_lists_the_faults_after_the_resume_addon_hooked_up_to_its_flows() -> None:
-    assert [type(a).__name__ for a in script.addons] == ["SSEResume", "SSEFaults"]
-    assert script.addons[1]._flow_state.__self__ is script.addons[0]._flows  # type: ignore[attr-defined]
+    assert [type(a).__name__ for a in script.addons][-2:] == ["SSECommands", "SSEFaults"]
+    resume = next(a for a in script.addons if type(a).__name__ == "SSEResume")
+    assert script.addons[-1]._flow_state.__self__ is resume.shell.flows  # type: ignore[attr-defined]
 
 
 def test_with_no_fault_scheduled_the_resume_addons_callable_is_left_as_it_is() -> None:
     async def scenario() -> None:
         with running() as (_, resume, faults, server):
             flow = open_stream(resume, faults, server)
-            assert flow.response is not None and flow.response.stream == resume._flows[flow.id].relay.pipe
+            assert flow.response is not None and flow.response.stream == resume.shell.flows[flow.id].relay.pipe
             assert flow.id in faults._streams  # (known, for the commands)
 
     asyncio.run(scenario())
@@ -411,7 +413,7 @@ def test_sse_cut_session_takes_a_key_prefix_or_the_session_header() -> None:
             answer = tctx.master.commands.call("sse.cut.session", "one")
             assert answer.startswith("cut the client connections of 2 SSE streams")
             assert [bool(server.connections[f.client_conn.id].closed) for f in flows] == [True, True, False]
-            key = resume._flows[flows[2].id].session
+            key = resume.shell.flows[flows[2].id].session
             assert tctx.master.commands.call("sse.cut.session", key[:6]).startswith("cut the client connection of 1")
             with pytest.raises(exceptions.CommandError, match="no open SSE stream of a session 'nobody'"):
                 tctx.master.commands.call("sse.cut.session", "nobody")
@@ -469,7 +471,7 @@ def test_a_wrong_set_value_is_an_error_naming_it(caplog: pytest.LogCaptureFixtur
 
 def test_a_misspelt_fault_option_is_named_with_the_right_one(caplog: pytest.LogCaptureFixture) -> None:
     with taddons.context() as tctx, caplog.at_level(logging.ERROR):
-        register_with_deferred(tctx, script.SSEResume(), "sse_fault_cut_aftr=3")
+        register_with_deferred(tctx, Addon(), "sse_fault_cut_aftr=3")
     assert [r.getMessage() for r in caplog.records] == [
         "sse-resume: invalid option: sse_fault_cut_aftr: no such option (did you mean sse_fault_cut_after?)"
     ]
@@ -479,7 +481,7 @@ def test_the_deferred_check_skips_names_registered_later() -> None:
     options = optmanager.OptManager()
     options.set("sse_count=x", "sse_later=1", defer=True)
     options.add_option("sse_count", int, 0, "")
-    assert script.deferred_errors(options, ["sse_count", "sse_later"]) == [
+    assert deferred_errors(options, ["sse_count", "sse_later"]) == [
         "Failed to parse option sse_count: not an integer: x"
     ]
     assert "sse_later" in options.deferred
