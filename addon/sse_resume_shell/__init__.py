@@ -13,12 +13,16 @@ keeper, the open flows), which each gets at construction:
 - :class:`SSEResume`, the resume hooks: requests, responses, the stream callables, the flow said at its end;
 - :class:`SSESessionEnd` drops the history of an ended session;
 - :class:`SSECommands`, the ``sse.*`` commands of the history;
-- :class:`SSEFaults`, fault injection, last: it wraps the stream callable SSEResume set.
+- :class:`SSEFaults`, fault injection, last: it wraps the stream callable SSEResume set (its child
+  :class:`SSECuts` cuts connections and has its commands).
 """
 
 from sse_resume_shell._commands import SSECommands
-from sse_resume_shell._faults import FAULT_OPTIONS, MARKS, Fault, Injector, SSEFaults, StreamState
+from sse_resume_shell._cuts import SSECuts
+from sse_resume_shell._faults import FAULT_OPTIONS, SSEFaults
+from sse_resume_shell._faultstream import MARKS, StreamState
 from sse_resume_shell._flow import FlowState
+from sse_resume_shell._inject import Fault, Injector
 from sse_resume_shell._keep import SSEKeep
 from sse_resume_shell._lifecycle import SSELifecycle
 from sse_resume_shell._live import SSELiveFlows
@@ -36,6 +40,7 @@ __all__ = [
     "FlowState",
     "Injector",
     "SSECommands",
+    "SSECuts",
     "SSEFaults",
     "SSEKeep",
     "SSELifecycle",

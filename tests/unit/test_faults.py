@@ -17,7 +17,7 @@ from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
 
 from sse_resume_shell import FAULT_OPTIONS, MARKS, Fault, Injector, SSEFaults
-from sse_resume_shell._faults import _placed, _without_last_events
+from sse_resume_shell._faultstream import _placed, _without_last_events
 from sse_resume_shell._features import deferred_errors
 from test_sse_resume import Addon, register_with_deferred, script
 
