@@ -71,7 +71,7 @@ log = logging.getLogger("sse_resume.faults")
 
 PREFIX: Final = "sse_fault_"
 FAULT_OPTIONS: Final = tuple(PREFIX + name for name in FaultSettings.model_fields)
-"""The options this addon registers (the SSEResume addon's check of ``--set`` values leaves them to it)."""
+"""The options this addon registers (the SSEOptions addon's check of ``--set`` values leaves them to it)."""
 
 
 class SSEFaults:
@@ -110,7 +110,7 @@ class SSEFaults:
             except ValueError as e:
                 raise ConfigError(f"sse_fault_filter: {e}") from None
         except ConfigError as e:
-            if first and not self._running:  # at startup: a clear line that stops mitmproxy (see SSEResume)
+            if first and not self._running:  # at startup: a clear line that stops mitmproxy (see SSEOptions)
                 log.error("sse-resume: invalid option: %s", e)
                 return
             raise exceptions.OptionsError(str(e)) from None  # type: ignore[no-untyped-call]
