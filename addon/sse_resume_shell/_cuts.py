@@ -31,7 +31,7 @@ class SSECuts:
 
     def timed_cut(self, flow_id: str, seconds: int) -> None:
         try:
-            stream = self.faults._streams.get(flow_id)
+            stream = self.faults.streams.get(flow_id)
             if stream is not None:
                 self.cut_streams([stream], f"sse_fault_cut_every={seconds}")
         except Exception as e:
@@ -52,7 +52,7 @@ class SSECuts:
         handler = self.handler(client_id)
         if handler is None or stream.cut is not None:
             return []
-        others = [s for s in self.faults._streams.values() if s.flow.client_conn.id == client_id and s.cut is None]
+        others = [s for s in self.faults.streams.values() if s.flow.client_conn.id == client_id and s.cut is None]
         broken = [stream, *(s for s in others if s is not stream)]
         for s in broken:
             s.cut = fault if s is stream else s.fault(f"{fault.by}, on the connection of flow {stream.flow.id[:8]}")
@@ -93,7 +93,7 @@ class SSECuts:
     def cut_command(self, flows: Sequence[mflow.Flow]) -> str:
         """Cut the client connections of these open SSE streams now, as a network failure would: each client sees
         its connection break and reconnects with Last-Event-ID. (On HTTP/2, every stream of the connection.)"""
-        streams = [self.faults._streams[f.id] for f in flows if f.id in self.faults._streams]
+        streams = [self.faults.streams[f.id] for f in flows if f.id in self.faults.streams]
         broken = self.cut_streams(streams, "command sse.cut")
         if not broken:
             n = len(flows)
@@ -108,11 +108,11 @@ class SSECuts:
         if not wanted:
             raise exceptions.CommandError("name a session: its key as sse.sessions shows it, or its session header")
         header = getattr(ctx.options, "sse_session_header", "mcp-session-id")
-        streams = [s for s in self.faults._streams.values() if s.flow.request.headers.get(header) == wanted]
+        streams = [s for s in self.faults.streams.values() if s.flow.request.headers.get(header) == wanted]
         if not streams:
             keys: dict[str, list[Stream]] = {}
-            for s in self.faults._streams.values():
-                state = self.faults._flow_state(s.flow.id)
+            for s in self.faults.streams.values():
+                state = self.faults.flow_state(s.flow.id)
                 if state is not None and state.session and state.session.startswith(wanted):
                     keys.setdefault(state.session, []).append(s)
             if len(keys) > 1:
@@ -130,10 +130,10 @@ class SSECuts:
     @command.command("sse.faults")  # type: ignore[untyped-decorator]
     def faults_command(self) -> str:
         """What is scheduled (the sse_fault_ options), the SSE streams open, and the faults injected so far."""
-        n = len(self.faults._streams)
-        armed = sum(1 for s in self.faults._streams.values() if s.injector is not None and not s.broken)
+        n = len(self.faults.streams)
+        armed = sum(1 for s in self.faults.streams.values() if s.injector is not None and not s.broken)
         done = ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in self.faults.injected.items())
         return (
-            f"scheduled: {self.faults._schedules()}; {n} open SSE stream{'s' if n != 1 else ''} "
+            f"scheduled: {self.faults.schedules()}; {n} open SSE stream{'s' if n != 1 else ''} "
             f"({armed} following the schedules); injected so far: {done}"
         )

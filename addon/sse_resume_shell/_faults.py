@@ -79,10 +79,10 @@ class SSEFaults:
     the session a stream belongs to, and the sentence that addon keeps in its comment."""
 
     def __init__(self, flow_state: Callable[[str], StreamState | None] = lambda _: None) -> None:
-        self._flow_state = flow_state
+        self.flow_state = flow_state
         self.settings = FaultSettings()
         self._filter: flowfilter.TFilter | None = None
-        self._streams: dict[str, Stream] = {}  # flow id -> the open SSE response
+        self.streams: dict[str, Stream] = {}  # flow id -> the open SSE response
         self.injected: dict[str, int] = dict.fromkeys(MARKS, 0)
         self._running = False
         self._configured = False
@@ -125,12 +125,12 @@ class SSEFaults:
             self._say_schedules()
 
     def done(self) -> None:
-        for stream in self._streams.values():
+        for stream in self.streams.values():
             if stream.timer is not None:
                 stream.timer.cancel()
         self._running = False
 
-    def _schedules(self) -> str:
+    def schedules(self) -> str:
         defaults = FaultSettings()
         set_ = [
             f"{PREFIX}{name}={getattr(self.settings, name)}"
@@ -144,7 +144,7 @@ class SSEFaults:
             log.warning(
                 "sse-resume: injecting faults into SSE streams, on purpose: %s (for SSE responses that begin from "
                 "now on)",
-                self._schedules(),
+                self.schedules(),
             )
         else:
             log.info("sse-resume: no fault scheduled (the commands sse.cut and sse.cut.session still cut)")
@@ -160,7 +160,7 @@ class SSEFaults:
                 flow.id,
                 safe_traceback(e),
             )
-            self._streams.pop(flow.id, None)
+            self.streams.pop(flow.id, None)
 
     def _responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
@@ -186,7 +186,7 @@ class SSEFaults:
                 stream.timer = asyncio.get_running_loop().call_later(
                     settings.cut_every, self.cuts.timed_cut, flow.id, settings.cut_every
                 )
-        self._streams[flow.id] = stream
+        self.streams[flow.id] = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._end(flow)
@@ -196,7 +196,7 @@ class SSEFaults:
 
     def _end(self, flow: http.HTTPFlow) -> None:
         try:
-            stream = self._streams.pop(flow.id, None)
+            stream = self.streams.pop(flow.id, None)
             if stream is None:
                 return
             if stream.timer is not None:
@@ -282,7 +282,7 @@ class SSEFaults:
 
     def annotate(self, stream: Stream) -> None:
         """Say the stream's faults on its flow, before the SSEResume addon's sentence."""
-        state = self._flow_state(stream.flow.id)
+        state = self.flow_state(stream.flow.id)
         stream.annotate(state.note if state is not None else "")
 
     def _timed_cut(self, flow_id: str, seconds: int) -> None:

@@ -90,7 +90,7 @@ def send(flow: HTTPFlow, chunks: list[bytes]) -> list[bytes]:
 def test_the_script_lists_the_faults_after_the_resume_addon_hooked_up_to_its_flows() -> None:
     assert [type(a).__name__ for a in script.addons][-2:] == ["SSECommands", "SSEFaults"]
     resume = next(a for a in script.addons if type(a).__name__ == "SSEResume")
-    assert script.addons[-1]._flow_state.__self__ is resume.shell.flows  # type: ignore[attr-defined]
+    assert script.addons[-1].flow_state.__self__ is resume.shell.flows  # type: ignore[attr-defined]
 
 
 def test_with_no_fault_scheduled_the_resume_addons_callable_is_left_as_it_is() -> None:
@@ -98,7 +98,7 @@ def test_with_no_fault_scheduled_the_resume_addons_callable_is_left_as_it_is() -
         with running() as (_, resume, faults, server):
             flow = open_stream(resume, faults, server)
             assert flow.response is not None and flow.response.stream == resume.shell.flows[flow.id].relay.pipe
-            assert flow.id in faults._streams  # (known, for the commands)
+            assert flow.id in faults.streams  # (known, for the commands)
 
     asyncio.run(scenario())
 
@@ -146,16 +146,16 @@ def test_a_timed_cut_fires_on_the_loop_and_a_finished_stream_is_not_cut() -> Non
     async def scenario() -> None:
         with running(sse_fault_cut_every=1) as (_, resume, faults, server):
             flow = open_stream(resume, faults, server)
-            stream = faults._streams[flow.id]
+            stream = faults.streams[flow.id]
             assert stream.timer is not None
             send(flow, EVENTS[:2])
             faults._timed_cut(flow.id, 1)  # what the timer calls
             assert server.connections[flow.client_conn.id].closed == [flow.client_conn]
             assert "cut after 2 events, last id '2' (sse_fault_cut_every=1)" in flow.comment
             ended = open_stream(resume, faults, server)
-            timer = faults._streams[ended.id].timer
+            timer = faults.streams[ended.id].timer
             faults.response(ended)
-            assert timer is not None and timer.cancelled() and ended.id not in faults._streams
+            assert timer is not None and timer.cancelled() and ended.id not in faults.streams
 
     asyncio.run(scenario())
 
@@ -201,7 +201,7 @@ def test_the_filter_chooses_the_streams_and_other_responses_are_left_alone() -> 
             assert failed.response is not None
             failed.response.stream = True
             faults.responseheaders(failed)
-            assert failed.response.stream is True and failed.id not in faults._streams
+            assert failed.response.stream is True and failed.id not in faults.streams
 
     asyncio.run(scenario())
 
@@ -211,7 +211,7 @@ def test_an_internal_error_passes_the_rest_through_with_what_a_stall_held(caplog
         with running(sse_fault_stall_after=1, sse_fault_stall_for=60) as (_, resume, faults, server):
             flow = open_stream(resume, faults, server)
             assert send(flow, EVENTS[:2]) == [EVENTS[0]]
-            injector = faults._streams[flow.id].injector
+            injector = faults.streams[flow.id].injector
             assert injector is not None
 
             def broken(data: bytes, now: float) -> tuple[bytes, list[Fault]]:
