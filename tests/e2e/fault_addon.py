@@ -42,7 +42,7 @@ class Fault:
         record_at = ctx.options.fault_record_at
         decide_id = ctx.options.fault_decide_id
         if record_at:
-            store = target.store
+            store = target.shell.store
             real_record = store.record
             calls = 0
 
@@ -65,7 +65,7 @@ class Fault:
             store.record = record
             store.record_many = record_many
         if decide_id:
-            resumer = target.resumer
+            resumer = target.shell.resumer
             real_decide = resumer.decide
             fired = False
 

@@ -19,7 +19,7 @@ from mitmproxy.io import FlowReader
 from mitmproxy.test import taddons
 
 from harness import EventSourceClient, Mitmdump, free_port, read_events, scrape, upstream, wait_for, wait_port
-from test_sse_resume import script
+from sse_resume_shell._view import SSEContentview
 
 
 def test_saved_flows_and_metrics(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_saved_flows_and_metrics(tmp_path: Path) -> None:
     assert fresh.response is not None and (fresh.response.raw_content or b"").startswith(
         b'id: 1\ndata: {"n": 1}\n\n'
     )  # kept though the client left
-    contentviews.add(script.SSEContentview())
+    contentviews.add(SSEContentview())
     with taddons.context():  # prettify_message reads mitmproxy's options
         view = contentviews.prettify_message(fresh.response, fresh)
     assert view.view_name == "SSE" and view.text.startswith('#1  id: 1\n{\n  "n": 1\n}')

@@ -8,7 +8,7 @@ import pytest
 from mitmproxy.test import taddons, tutils
 
 from sse_resume_core._mcp import PROTOCOL_VERSIONS, treatment
-from test_sse_resume import respond, run, script, sse_flow
+from test_sse_resume import Addon, respond, run, sse_flow
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_versions_are_data(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_version_without_resumption_passes_untouched() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow(last_event_id="7")
         flow.request.headers["mcp-protocol-version"] = "2026-07-28"
@@ -55,7 +55,7 @@ def test_version_without_resumption_passes_untouched() -> None:
 
 
 def test_legacy_http_sse_stream_passes_untouched() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     legacy = b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n"
     with taddons.context(addon):
         flow = sse_flow("/sse")
@@ -73,7 +73,7 @@ def test_legacy_http_sse_stream_passes_untouched() -> None:
     [("DELETE", 200, True), ("DELETE", 405, False), ("GET", 404, True), ("POST", 404, True), ("GET", 500, False)],
 )
 def test_session_lifecycle(method: str, status: int, dropped: bool) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow("/mcp")
         flow.request.headers["mcp-session-id"] = "abc"

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, cast
+from typing import Any, Optional, cast
 
 import brotli
 import pytest
@@ -29,8 +29,13 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd  # (what mitmproxy installs before Python 3.14)
 
+import sse_resume_shell
 from sse_resume_core._config import Settings
 from sse_resume_core._decode import ALLOWANCE, MAX_RATIO
+from sse_resume_shell import _features as features
+from sse_resume_shell._features import deferred_errors
+from sse_resume_shell._flow import MARK
+from sse_resume_shell._metrics import MetricsCollector
 
 ADDON = Path(__file__).resolve().parents[2] / "addon" / "sse_resume.py"
 
@@ -44,6 +49,52 @@ def load() -> ModuleType:
 
 
 script = load()
+
+
+class Addon:
+    """The addons of addon/sse_resume.py but fault injection, as one object for a test: a hook called on it is
+    called on each of them in the script's order, as mitmproxy does; any other attribute is the shared state's
+    (the Shell) or the first piece's that has it. (mitmproxy, given this object, calls its pieces' hooks itself.)"""
+
+    def __init__(self) -> None:
+        self.shell = sse_resume_shell.Shell()
+        self.addons = sse_resume_shell.resume_addons(self.shell)
+
+    def _each(self, hook: str, *args: object) -> list[object]:
+        return [getattr(a, hook)(*args) for a in self.addons if hasattr(a, hook)]
+
+    async def request(self, flow: HTTPFlow) -> None:
+        for result in self._each("request", flow):
+            if asyncio.iscoroutine(result):
+                await result
+
+    def responseheaders(self, flow: HTTPFlow) -> None:
+        self._each("responseheaders", flow)
+
+    def response(self, flow: HTTPFlow) -> None:
+        self._each("response", flow)
+
+    def error(self, flow: HTTPFlow) -> None:
+        self._each("error", flow)
+
+    def client_disconnected(self, client: object) -> None:
+        self._each("client_disconnected", client)
+
+    def running(self) -> None:
+        self._each("running")
+
+    async def done(self) -> None:
+        for a in self.addons:
+            if hasattr(a, "done") and asyncio.iscoroutine(result := a.done()):
+                await result
+
+    def __getattr__(self, name: str) -> Any:
+        if name in hooks.all_hooks or name.startswith("__") or name in ("name", "addons", "shell"):
+            raise AttributeError(name)  # (so that mitmproxy finds the pieces' hooks, not these)
+        for holder in (self.shell, *self.addons):
+            if hasattr(holder, name):
+                return getattr(holder, name)
+        raise AttributeError(name)
 
 
 def sse_flow(path: str = "/sse", last_event_id: str | None = None) -> HTTPFlow:
@@ -77,7 +128,7 @@ def relay_through(addon: object, flow: HTTPFlow, chunks: list[bytes], end: bool 
 
 
 def test_stream_callable_never_returns_empty_bytes() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow()
         asyncio.run(addon.request(flow))
@@ -89,7 +140,7 @@ def test_stream_callable_never_returns_empty_bytes() -> None:
 
 
 def test_hit_is_answered_in_the_request_hook() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         relay_through(addon, sse_flow(), [b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"])
         again = sse_flow(last_event_id="1")
@@ -100,7 +151,7 @@ def test_hit_is_answered_in_the_request_hook() -> None:
 
 
 def test_internal_error_in_a_hook_passes_the_flow_through(caplog: pytest.LogCaptureFixture) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
 
         async def broken(*args: object) -> None:
@@ -116,7 +167,7 @@ def test_internal_error_in_a_hook_passes_the_flow_through(caplog: pytest.LogCapt
 
 
 def test_internal_error_while_relaying_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow()
         asyncio.run(addon.request(flow))
@@ -135,7 +186,7 @@ def test_internal_error_while_relaying_loses_nothing(caplog: pytest.LogCaptureFi
 def test_gzip_sse_response_is_decoded() -> None:
     import gzip
 
-    addon = script.SSEResume()
+    addon = Addon()
     body = gzip.compress(b"id: 1\ndata: a\n\n")
     with taddons.context(addon):
         flow = sse_flow()
@@ -150,7 +201,7 @@ def test_gzip_sse_response_is_decoded() -> None:
 
 
 def test_a_non_200_sse_response_goes_out_as_it_came() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     body = gzip.compress(b"data: unavailable\n\n")
     with taddons.context(addon):
         flow = sse_flow(last_event_id="ancient")
@@ -173,7 +224,7 @@ def test_a_non_200_sse_response_goes_out_as_it_came() -> None:
 
 
 def test_a_body_that_stops_decoding_is_sent_up_to_there_then_ended_once(caplog: pytest.LogCaptureFixture) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow()
         asyncio.run(addon.request(flow))
@@ -195,7 +246,7 @@ def test_a_body_that_stops_decoding_is_sent_up_to_there_then_ended_once(caplog: 
 
 
 def test_unknown_encoding_passes_through_untouched() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow()
         flow.response = tutils.tresp(content=None)
@@ -207,7 +258,7 @@ def test_unknown_encoding_passes_through_untouched() -> None:
 
 
 def test_non_sse_is_not_touched() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = tflow.tflow(resp=True)
         flow.request.headers["accept-encoding"] = "gzip"
@@ -218,7 +269,7 @@ def test_non_sse_is_not_touched() -> None:
 
 
 def test_bad_option_at_run_time_is_rolled_back() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, sse_event_ttl=60)
         assert addon.settings.event_ttl == 60
@@ -228,7 +279,7 @@ def test_bad_option_at_run_time_is_rolled_back() -> None:
 
 
 def test_changing_limits_keeps_history_and_changing_mode_starts_afresh() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         relay_through(addon, sse_flow(), [b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"])
         tctx.configure(addon, sse_max_event_history=1)
@@ -238,7 +289,7 @@ def test_changing_limits_keeps_history_and_changing_mode_starts_afresh() -> None
 
 
 def test_a_replay_response_goes_out_as_made() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         relay_through(addon, sse_flow(), [b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"])
         again = sse_flow(last_event_id="1")
@@ -311,7 +362,7 @@ def test_fuzzed_headers_and_bodies_through_every_hook_never_raise(
 
 
 FUZZ_CAP = 256 * 1024
-FUZZ_ADDON = script.SSEResume()  # one addon for every example: its history must stay within the caps throughout
+FUZZ_ADDON = Addon()  # one addon for every example: its history must stay within the caps throughout
 
 
 def _raw_deflate(data: bytes) -> bytes:
@@ -410,15 +461,15 @@ def test_long_store_secrets_key_the_session_digests() -> None:
     """A secret of any length (BLAKE2b keys stop at 64 bytes) keys session keys; two proxies agree on them."""
     keys = []
     for _ in range(2):
-        addon = script.SSEResume()
+        addon = Addon()
         with taddons.context(addon) as tctx:
             tctx.configure(addon, sse_store="redis://127.0.0.1:1/0", sse_store_secret="s" * 4000)
-            keys.append(addon._session_of(sse_flow().request))
+            keys.append(addon.shell.session_of(sse_flow().request))
     assert keys[0] == keys[1]
-    other = script.SSEResume()
+    other = Addon()
     with taddons.context(other) as tctx:
         tctx.configure(other, sse_store="redis://127.0.0.1:1/0", sse_store_secret="another")
-        assert other._session_of(sse_flow().request) != keys[0]
+        assert other.shell.session_of(sse_flow().request) != keys[0]
 
 
 def test_credential_headers_and_the_option_make_the_session() -> None:
@@ -428,9 +479,9 @@ def test_credential_headers_and_the_option_make_the_session() -> None:
         flow = sse_flow()
         for name, value in headers.items():
             flow.request.headers[name] = value
-        return addon._session_of(flow.request)  # type: ignore[attr-defined,no-any-return]
+        return addon.shell.session_of(flow.request)  # type: ignore[attr-defined,no-any-return]
 
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         alice = session(addon, {"X-API-Key": "alice"})
         assert alice == session(addon, {"x-api-key": "alice", "user-agent": "other"})
@@ -447,7 +498,7 @@ def test_credential_headers_and_the_option_make_the_session() -> None:
 
 
 def test_content_view_is_selected_for_event_streams() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow()
         relay_through(addon, flow, [b'id: 1\ndata: {"a": [1, 2]}\n\n'])
@@ -458,7 +509,7 @@ def test_content_view_is_selected_for_event_streams() -> None:
 
 
 def test_transcript_lands_on_the_flow_after_a_clean_end_and_after_a_disconnect() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         clean, cut = sse_flow("/a"), sse_flow("/b")
         relay_through(addon, clean, [b"id: 1\ndata: a\n\n", b"id: 2\ndata: b\n\n"])
@@ -469,7 +520,7 @@ def test_transcript_lands_on_the_flow_after_a_clean_end_and_after_a_disconnect()
 
 
 def test_annotations_for_hit_miss_and_duplicates() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         relay_through(addon, sse_flow(), [b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 6))])
         hit = sse_flow(last_event_id="2")
@@ -479,10 +530,10 @@ def test_annotations_for_hit_miss_and_duplicates() -> None:
         dup = sse_flow(last_event_id="5")
         relay_through(addon, dup, [b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 8))])
     assert hit.comment == "sse-resume: served 3 events from history after id '2'"
-    assert hit.marked == script.MARK
+    assert hit.marked == MARK
     assert hit.metadata["sse_resume"]["outcome"] == "hit" and hit.metadata["sse_resume"]["replayed"] == 3
     assert miss.comment == "sse-resume: Last-Event-ID 'ancient-id' unknown: forwarded upstream"
-    assert miss.marked == script.MARK
+    assert miss.marked == MARK
     assert dup.comment == "sse-resume: resumed upstream after id '5' (nothing newer held); 5 duplicate events dropped"
     assert dup.metadata["sse_resume"]["duplicates"] == 5
     # After the hit, the client's next stream restores the retry the replay shortened (no upstream retry: 3000).
@@ -491,7 +542,7 @@ def test_annotations_for_hit_miss_and_duplicates() -> None:
 
 
 def test_a_fresh_stream_is_not_marked() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow()
         relay_through(addon, flow, [b"id: 1\ndata: a\n\n"])
@@ -500,7 +551,7 @@ def test_a_fresh_stream_is_not_marked() -> None:
 
 
 def test_commands() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         relay_through(addon, sse_flow("/one"), [b"id: 1\ndata: a\n\nid: 2\ndata: bb\n\n"])
         relay_through(addon, sse_flow("/two"), [b"id: x\ndata: c\n\n"])
@@ -521,9 +572,9 @@ def test_commands() -> None:
 
 
 def test_metrics_move_after_hit_miss_and_dedupe() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(script.MetricsCollector(addon))
+    registry.register(MetricsCollector(addon.shell))
 
     def scrape() -> dict[str, float]:
         values = {}
@@ -551,7 +602,7 @@ def test_metrics_move_after_hit_miss_and_dedupe() -> None:
 
 
 def test_non_sse_flows_get_no_annotation() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = tflow.tflow()
         asyncio.run(addon.request(flow))
@@ -585,7 +636,7 @@ def register_with_deferred(tctx: taddons.context, addon: object, *specs: str, **
 def test_a_wrong_set_value_is_an_error_naming_it_and_the_others_apply(
     spec: str, message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context() as tctx, caplog.at_level(logging.ERROR):
         register_with_deferred(tctx, addon, spec, "sse_dedupe_window=7")
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -595,7 +646,7 @@ def test_a_wrong_set_value_is_an_error_naming_it_and_the_others_apply(
 
 
 def test_multiple_values_for_an_optional_option_are_an_error(caplog: pytest.LogCaptureFixture) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context() as tctx, caplog.at_level(logging.ERROR):
         register_with_deferred(tctx, addon, "sse_config=a.yaml", "sse_config=b.yaml")
     assert [r.getMessage() for r in caplog.records] == [
@@ -604,7 +655,7 @@ def test_multiple_values_for_an_optional_option_are_an_error(caplog: pytest.LogC
 
 
 def test_wrong_types_from_config_yaml_are_errors_without_their_values(caplog: pytest.LogCaptureFixture) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context() as tctx, caplog.at_level(logging.ERROR):
         register_with_deferred(
             tctx, addon, sse_event_ttl="5x", sse_support_replay="maybe", sse_store_secret=12345, sse_config=["x"]
@@ -624,7 +675,7 @@ def test_a_sequence_option_given_a_string_is_an_error() -> None:
     options.update_defer(sse_names="authorization", sse_count="3")  # from config.yaml, before the addon loads
     options.add_option("sse_names", Sequence[str], [], "names")
     options.add_option("sse_count", Optional[int], None, "count")  # noqa: UP045 (mitmproxy wants typing.Optional)
-    errors = sorted(script.deferred_errors(options, ["sse_names", "sse_count"]))
+    errors = sorted(deferred_errors(options, ["sse_names", "sse_count"]))
     assert [e.split(": ")[0] for e in errors] == ["sse_count", "sse_names"]
     assert all("config.yaml" in e for e in errors) and not options.deferred
     options = mitmproxy_options()
@@ -632,7 +683,7 @@ def test_a_sequence_option_given_a_string_is_an_error() -> None:
     options.update_defer(sse_count=None)
     options.add_option("sse_names", Sequence[str], [], "names")
     options.add_option("sse_count", Optional[int], None, "count")  # noqa: UP045
-    assert script.deferred_errors(options, ["sse_names", "sse_count"]) == []
+    assert deferred_errors(options, ["sse_names", "sse_count"]) == []
     options.process_deferred()
     assert options.sse_names == ["a", "b"]
 
@@ -653,7 +704,7 @@ def mitmproxy_options() -> optmanager.OptManager:
     ],
 )
 def test_wrong_values_at_run_time_are_refused_and_the_old_value_kept(option: str, value: str) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, sse_event_ttl=60, sse_support_replay=False, sse_max_event_history=50)
         before = addon.settings
@@ -667,7 +718,7 @@ def test_wrong_values_at_run_time_are_refused_and_the_old_value_kept(option: str
 def test_config_yaml_sse_block_is_applied_below_the_file_and_options(tmp_path: Path) -> None:
     file = tmp_path / "sse.yaml"
     file.write_text("sse:\n  stale_policy: restart\n")
-    addon = script.SSEResume()
+    addon = Addon()
     block = {"client_resilience": {"event_ttl": 60, "max_event_history": 10}, "stale_policy": "forward"}
     with taddons.context() as tctx:
         register_with_deferred(tctx, addon, "sse_max_event_history=20", f"sse_config={file}", sse=block)
@@ -685,7 +736,7 @@ def test_a_bad_config_yaml_sse_block_names_its_source(
 ) -> None:
     # At startup (the configure that follows the load) the error is one logged line, which stops mitmproxy.
     with taddons.context() as tctx, caplog.at_level(logging.ERROR):
-        register_with_deferred(tctx, script.SSEResume(), sse=block)
+        register_with_deferred(tctx, Addon(), sse=block)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith("sse-resume: invalid option: config.yaml: "), errors
     assert message in errors[0] and "Traceback" not in caplog.text
@@ -694,12 +745,12 @@ def test_a_bad_config_yaml_sse_block_names_its_source(
 def test_an_invalid_value_at_startup_is_one_logged_line_and_the_addon_keeps_its_defaults(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context() as tctx, caplog.at_level(logging.ERROR):
         register_with_deferred(tctx, addon, "sse_event_ttl=0", "sse_stale_policy=foo")
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors and all(e.startswith("sse-resume: invalid option: ") for e in errors), errors
-    assert addon.settings == script.Settings()  # nothing of the invalid configuration was applied
+    assert addon.settings == Settings()  # nothing of the invalid configuration was applied
 
 
 def hide_module(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
@@ -720,7 +771,7 @@ def test_a_missing_package_is_an_option_error_with_the_install_command(
     monkeypatch: pytest.MonkeyPatch, option: str, value: object, module: str, requirement: str
 ) -> None:
     hide_module(monkeypatch, module)
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, sse_event_ttl=60)  # everything else works without the package
         with pytest.raises(exceptions.OptionsError) as info:
@@ -728,30 +779,30 @@ def test_a_missing_package_is_an_option_error_with_the_install_command(
         assert addon.settings.event_ttl == 60 and addon.settings.store == "memory" and addon.settings.metrics_port == 0
     message = str(info.value)
     assert message.startswith(f"{option}: ") and f"needs the Python package {requirement}" in message
-    assert message.endswith(f"install it with: {script.install_command(requirement)}")
+    assert message.endswith(f"install it with: {features.install_command(requirement)}")
 
 
 def test_install_command_fits_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "mitmproxy"))
     monkeypatch.setattr(sys, "executable", "/opt/my python/bin/python")
-    monkeypatch.setattr(script.importlib.util, "find_spec", lambda name: object())
-    assert script.install_command("redis>=5.0") == "'/opt/my python/bin/python' -m pip install 'redis>=5.0'"
-    monkeypatch.setattr(script.importlib.util, "find_spec", lambda name: None)
-    assert script.install_command("redis>=5.0") == "uv pip install --python '/opt/my python/bin/python' 'redis>=5.0'"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert features.install_command("redis>=5.0") == "'/opt/my python/bin/python' -m pip install 'redis>=5.0'"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert features.install_command("redis>=5.0") == "uv pip install --python '/opt/my python/bin/python' 'redis>=5.0'"
     (tmp_path / "mitmproxy").mkdir()
     (tmp_path / "mitmproxy" / "pipx_metadata.json").write_text("{}")
-    assert script.install_command("redis>=5.0") == "pipx inject mitmproxy 'redis>=5.0'"
+    assert features.install_command("redis>=5.0") == "pipx inject mitmproxy 'redis>=5.0'"
 
 
 def test_optional_packages_are_the_projects_extras() -> None:
     project = tomllib.loads((ADDON.parents[1] / "pyproject.toml").read_text())["project"]
     extras = {req for reqs in project["optional-dependencies"].values() for req in reqs}
-    for _, requirement, _ in script.FEATURES.values():
+    for _, requirement, _ in features.FEATURES.values():
         assert requirement in extras and requirement not in project["dependencies"]
 
 
 def test_settings_command_and_startup_line_hide_secrets(caplog: pytest.LogCaptureFixture) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, sse_event_ttl=60, sse_store_secret="hunter2")
         rows = {row.split()[0]: row.split()[1:] for row in tctx.command(addon.settings_command).splitlines()[1:]}
@@ -787,10 +838,10 @@ class UpdateRecorder:
 
 
 def test_an_open_flow_shows_its_events_once_a_refresh_comes_and_only_when_they_changed() -> None:
-    addon, seen = script.SSEResume(), UpdateRecorder()
+    addon, seen = Addon(), UpdateRecorder()
     with taddons.context(addon, seen) as tctx:
         tctx.configure(addon, sse_live_flows="on")
-        addon.live = addon._wants_live()
+        addon.shell.live = addon._wants_live()
         flow = sse_flow()
         asyncio.run(addon.request(flow))
         respond(addon, flow)
@@ -814,12 +865,12 @@ def test_an_open_flow_shows_its_events_once_a_refresh_comes_and_only_when_they_c
 def test_live_flows_auto_is_on_where_a_view_shows_flows() -> None:
     from mitmproxy.addons.view import View
 
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon) as tctx:
         assert not addon._wants_live()  # (mitmdump: no view)
         tctx.configure(addon, sse_live_flows="on")
         assert addon._wants_live()
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon, View()) as tctx:
         assert addon._wants_live()  # mitmweb, the console
         tctx.configure(addon, sse_live_flows="off")
@@ -827,7 +878,7 @@ def test_live_flows_auto_is_on_where_a_view_shows_flows() -> None:
 
 
 def test_a_resume_is_said_on_the_flow_when_decided_once_and_with_both_last_event_ids() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         relay_through(addon, sse_flow(), [b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 6))])
         flow = sse_flow(last_event_id="5")
@@ -844,7 +895,7 @@ def test_a_resume_is_said_on_the_flow_when_decided_once_and_with_both_last_event
         inline = sse_flow(last_event_id="2")
         inline.request.headers["accept"] = "*/*"
         asyncio.run(addon.request(inline))
-    assert inline.marked == script.MARK
+    assert inline.marked == MARK
     assert inline.comment == (
         "sse-resume: served 4 events from history after id '2', then the live stream; "
         "client's Last-Event-ID '2', sent upstream as '6'"
@@ -854,7 +905,7 @@ def test_a_resume_is_said_on_the_flow_when_decided_once_and_with_both_last_event
 
 
 def test_a_stream_of_an_mcp_version_without_resumption_passes_untouched_with_a_transcript() -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     body = [b"id: 1\ndata: a\n\n", b"id: 1\ndata: a\n\n", b"data: b"]  # (a repeat too: nothing is dropped)
     with taddons.context(addon):
         flow = sse_flow(last_event_id="1")
@@ -875,14 +926,14 @@ def test_a_stream_of_an_mcp_version_without_resumption_passes_untouched_with_a_t
 def test_commands_in_mitmweb_answer_one_line_and_log_their_table(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    addon = script.SSEResume()
+    addon = Addon()
     caplog.set_level(logging.INFO, "sse_resume")
     with taddons.context(addon) as tctx:
         assert tctx.command(addon.history_command) == "no session held"  # (the console: as it is)
         relay_through(addon, sse_flow("/one"), [b"id: 1\ndata: a\n\nid: 2\ndata: bb\n\n"])
         table = tctx.command(addon.history_command).splitlines()  # the only session: no argument needed
         assert [row.split()[-1] for row in table[1:]] == ["'1'", "'2'"]
-        monkeypatch.setattr(script, "_in_web", lambda: True)
+        monkeypatch.setattr(sse_resume_shell._commands, "_in_web", lambda: True)
         key = next(iter(addon.store))[:12]
         caplog.clear()
         assert tctx.command(addon.sessions_command) == f"1 session held: {key} (the table is in the event log)"
@@ -900,7 +951,7 @@ def test_commands_in_mitmweb_answer_one_line_and_log_their_table(
 @pytest.mark.parametrize(("version", "framing"), [("HTTP/1.1", "chunked"), ("HTTP/2.0", None), ("HTTP/1.0", None)])
 def test_a_length_the_upstream_gave_is_not_passed_on(version: str, framing: str | None) -> None:
     """The addon may put bytes in front or drop duplicates, so the client's body is not the upstream's length."""
-    addon = script.SSEResume()
+    addon = Addon()
     with taddons.context(addon):
         flow = sse_flow(last_event_id="ancient")
         flow.request.http_version = version
