@@ -119,8 +119,8 @@ def test_mcp_walkthrough_in_mitmweb(tmp_path: Path) -> None:
 
 
 def show(page: Any, web_port: int, flow_id: str, tab: str) -> None:
-    """Open mitmweb at a flow's tab, by its address: ``#/flows/<id>/<tab>``, as the walkthrough says. (The page
-    is loaded afresh: mitmweb reads the address when it loads, not when only its fragment changes.)"""
+    """Open mitmweb at a flow's tab by its address, ``#/flows/<id>/<tab>``, the one a click on them shows. (The
+    page is loaded afresh: mitmweb reads the address when it loads, not when only its fragment changes.)"""
     page.goto("about:blank")
     page.goto(f"http://127.0.0.1:{web_port}/?token={PASSWORD}#/flows/{flow_id}/{tab}")
     page.locator(".flow-detail nav .active").get_by_text(tab.capitalize(), exact=True).wait_for(timeout=20_000)
