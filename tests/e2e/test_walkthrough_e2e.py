@@ -11,6 +11,7 @@ themselves never touch tracked files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -58,7 +59,7 @@ def test_mcp_walkthrough_in_mitmweb(tmp_path: Path) -> None:
                 page.goto(f"http://127.0.0.1:{web_port}/?token={PASSWORD}#/flows")
 
                 # 1. The tool call's stream, live: its events show while it is open, and more follow.
-                call = web.flow("/mcp", is_open_call, "the tool call's open stream")
+                call = web.flow("/mcp", lambda f: is_open_call(web, f), "the tool call's open stream")
                 show(page, web_port, call["id"], "response")
                 detail = page.locator(".flow-detail")
                 detail.get_by_text('"step 3"').wait_for(timeout=20_000)
@@ -101,6 +102,11 @@ def test_mcp_walkthrough_in_mitmweb(tmp_path: Path) -> None:
                 show(page, web_port, resumed["id"], "response")
                 detail.get_by_text(": sse-resume: served").wait_for(timeout=20_000)
                 page.screenshot(path=str(tmp_path / SHOTS[3]))
+            except Exception:  # what the page showed, for whoever reads the failure
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(tmp_path / "failed.png"))
+                    (tmp_path / "failed.txt").write_text(page.locator("body").inner_text())
+                raise
             finally:
                 browser.close()
             wait_for(lambda: client.proc.poll() is not None, 60, lambda: f"the client's end: {client.output}")
@@ -134,9 +140,12 @@ def header(flow: dict[str, Any], name: str) -> str | None:
     return next((v for k, v in flow["request"]["headers"] if k.lower() == name), None)
 
 
-def is_open_call(flow: dict[str, Any]) -> bool:
-    """The tool call's stream: a POST whose SSE response is still open (the initialize POST's ends at once)."""
-    return flow["request"]["method"] == "POST" and open_response(flow) and flow["response"]["status_code"] == 200
+def is_open_call(web: Web, flow: dict[str, Any]) -> bool:
+    """The tool call's stream: a POST of ``tools/call`` whose SSE response is still open. (The ``initialize``
+    POST's response is open too, for a moment.)"""
+    if not (flow["request"]["method"] == "POST" and open_response(flow) and flow["response"]["status_code"] == 200):
+        return False
+    return b'"tools/call"' in web.http.get(f"/flows/{flow['id']}/request/content.data").content
 
 
 def is_open_resume(flow: dict[str, Any]) -> bool:
