@@ -26,11 +26,16 @@ class ReportingStore(MemoryHistory):
         return self.reported
 
 
-def scrape(addon: Addon) -> dict[str, float]:
+def exposition(addon: Addon) -> str:
+    """What the Prometheus endpoint would serve now."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(addon.shell))
+    return generate_latest(registry).decode()
+
+
+def scrape(addon: Addon) -> dict[str, float]:
     values = {}
-    for line in generate_latest(registry).decode().splitlines():
+    for line in exposition(addon).splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
@@ -71,3 +76,22 @@ def test_a_store_that_reports_its_health_adds_its_counters_to_both() -> None:
     scraped = scrape(addon)
     assert scraped["sse_resume_store_up"] == 1 and scraped["sse_resume_store_dropped_writes_total"] == 1
     assert scraped["sse_resume_store_fallbacks_total"] == 3 and "sse_resume_store" not in scraped
+
+
+def test_metrics_move_after_hit_miss_and_dedupe() -> None:
+    addon = Addon()
+    with taddons.context(addon):
+        before = scrape(addon)
+        relay_through(addon, sse_flow(), [b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 6))])
+        asyncio.run(addon.request(sse_flow(last_event_id="2")))
+        relay_through(addon, sse_flow(last_event_id="nope-an-id"), [b"id: 9\ndata: a-payload\n\n"])
+        relay_through(addon, sse_flow(last_event_id="5"), [b"id: 4\ndata: 4\n\nid: 6\ndata: 6\n\n"])
+        after = scrape(addon)
+        text = exposition(addon)
+    assert before["sse_resume_replay_hits_total"] == 0 and after["sse_resume_replay_hits_total"] == 1
+    assert after["sse_resume_replay_misses_total"] == 1
+    assert after["sse_resume_events_replayed_total"] == 3
+    assert after["sse_resume_events_deduplicated_total"] == 1
+    assert after["sse_resume_history_events"] == 7 and after["sse_resume_sessions"] == 1
+    assert after['sse_resume_evictions_total{reason="count"}'] == 0
+    assert "nope-an-id" not in text and "a-payload" not in text  # no ids or payloads in labels

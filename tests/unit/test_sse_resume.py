@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from mitmproxy import contentviews, exceptions, hooks, optmanager
 from mitmproxy.http import HTTPFlow
 from mitmproxy.test import taddons, tflow, tutils
-from prometheus_client import CollectorRegistry, generate_latest
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -35,7 +34,6 @@ from sse_resume_core._decode import ALLOWANCE, MAX_RATIO
 from sse_resume_shell import _features as features
 from sse_resume_shell._features import deferred_errors
 from sse_resume_shell._flow import MARK
-from sse_resume_shell._metrics import MetricsCollector
 
 ADDON = Path(__file__).resolve().parents[2] / "addon" / "sse_resume.py"
 
@@ -569,36 +567,6 @@ def test_commands() -> None:
         assert tctx.command(addon.clear_command, key) == "cleared 1 session"
         assert tctx.command(addon.clear_command) == "cleared 1 session"
         assert addon.store.snapshot().sessions == 0
-
-
-def test_metrics_move_after_hit_miss_and_dedupe() -> None:
-    addon = Addon()
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(addon.shell))
-
-    def scrape() -> dict[str, float]:
-        values = {}
-        for line in generate_latest(registry).decode().splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
-
-    with taddons.context(addon):
-        before = scrape()
-        relay_through(addon, sse_flow(), [b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 6))])
-        asyncio.run(addon.request(sse_flow(last_event_id="2")))
-        relay_through(addon, sse_flow(last_event_id="nope-an-id"), [b"id: 9\ndata: a-payload\n\n"])
-        relay_through(addon, sse_flow(last_event_id="5"), [b"id: 4\ndata: 4\n\nid: 6\ndata: 6\n\n"])
-        after = scrape()
-    assert before["sse_resume_replay_hits_total"] == 0 and after["sse_resume_replay_hits_total"] == 1
-    assert after["sse_resume_replay_misses_total"] == 1
-    assert after["sse_resume_events_replayed_total"] == 3
-    assert after["sse_resume_events_deduplicated_total"] == 1
-    assert after["sse_resume_history_events"] == 7 and after["sse_resume_sessions"] == 1
-    assert after['sse_resume_evictions_total{reason="count"}'] == 0
-    text = generate_latest(registry).decode()
-    assert "nope-an-id" not in text and "a-payload" not in text  # no ids or payloads in labels
 
 
 def test_non_sse_flows_get_no_annotation() -> None:
