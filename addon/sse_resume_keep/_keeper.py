@@ -734,7 +734,7 @@ class Keeper:
         session, request, last_id, report = ticket.session, ticket.request, ticket.last_event_id, ticket.report
         # A fresh request's stream is found with its first events (see KeptFeed): the one that holds them already
         # (clients of one session reading the same upstream stream share it), or a new one.
-        history_stream, position, head, trusted = None, -1, None, True
+        history_stream, position, head, by_position = None, -1, None, True
         if last_id:
             decision = await self.resumer.decide(session, last_id, kept=True)
             report.outcome = decision.outcome
@@ -748,7 +748,7 @@ class Keeper:
             request = request.with_last_event_id(decision.forward_id)
             if decision.outcome == "behind":
                 history_stream, head = decision.stream, decision.forward_id
-                position, trusted = (decision.resume_seq, True) if decision.resume_seq is not None else (-1, False)
+                position, by_position = (decision.resume_seq, True) if decision.resume_seq is not None else (-1, False)
         response = await self._send(request)
         if isinstance(response, UpstreamError):
             # As mitmproxy answers when it cannot reach an upstream: 502, and the reason.
@@ -761,7 +761,7 @@ class Keeper:
             report.outcome, report.note = "passed", "not an SSE stream: relayed as is"
             await self._relay_plain(client, response)
             return None
-        feed = self._feed(session, history_stream, _last_id_of(request), position, head, trusted)
+        feed = self._feed(session, history_stream, _last_id_of(request), position, head, by_position)
         report.feed = feed
         stream = KeptStream(self, feed, request)
         stream.status = response.status
@@ -784,9 +784,9 @@ class Keeper:
         report.replayed = len(decision.replay)
         # No position in a session that has forgotten events (see the Resumer's _warned): a stream started for it
         # drops nothing by position, and the client is attached with no floor.
-        trusted = decision.resume_seq is not None
+        by_position = decision.resume_seq is not None
         position = decision.replay[-1].seq if decision.replay else decision.resume_seq
-        if position is None or not trusted:
+        if position is None or not by_position:
             position = -1
         # The stream that reads this history stream furthest on (several may: clients of one session on requests
         # of their own), or a new one, resumed upstream, whose clients have what the replay sends.
@@ -794,7 +794,7 @@ class Keeper:
         stream = max(readers, key=lambda k: k.feed.position, default=None)
         if stream is None:
             upstream_id = _newest_upstream_id(decision, self.store)
-            feed = self._feed(session, name, upstream_id, position, decision.forward_id, trusted)
+            feed = self._feed(session, name, upstream_id, position, decision.forward_id, by_position)
             stream = KeptStream(self, feed, request.resumed(upstream_id))
             self.streams[stream.key] = stream
             self.stats.kept += 1
@@ -810,7 +810,7 @@ class Keeper:
         elif stream.finished:
             client.finish("upstream stream complete", clean=True)
         else:
-            stream.attach(client, has if trusted else -1)
+            stream.attach(client, has if by_position else -1)
         return stream
 
     def _feed(
