@@ -382,22 +382,26 @@ class MemoryHistory:
         s = self._sessions.get(session)
         st = None if s is None else s.streams.get(stream)
         if n >= 2 and s is not None and st is not None and now - s.used <= limits.ttl:
-            first = s.base + len(s.ids)  # (expiring events in _use below does not change it)
-            seqs = range(first, first + n)
-            index: dict[str, int]
-            if all(event_ids):  # the usual batch: every event has an id
-                index = dict(zip(event_ids, seqs, strict=True))  # type: ignore[arg-type]  # none is None
-                named = n
-            else:
-                index = {event_id: seq for event_id, seq in zip(event_ids, seqs, strict=True) if event_id}
-                named = n - event_ids.count(None) - event_ids.count("")
-            # No id repeated in the batch, none remembered already (those go one by one, as record() takes
-            # them), and in ids-only mode none without id.
-            if len(index) == named and (s.raws is not None or named == n) and s.by_id.keys().isdisjoint(index):
-                self._use(session, now)  # marks it used, and expires old events: the stream may go with them
-                if s.streams.get(stream) is st:
-                    self._append(s, st, event_ids, raws, now, seqs, index)
+            self._use(session, now)  # marks it used, and expires old events: the stream may go with them
+            every = all(event_ids)  # the usual batch: every event has an id
+            if s.streams.get(stream) is st and (every or s.raws is not None):  # ids-only keeps no id-less event
+                first = s.base + len(s.ids)
+                seqs = list(range(first, first + n))
+                named: list[str] = event_ids if every else [e for e in event_ids if e]  # type: ignore[assignment]
+                numbers = seqs if every else [q for e, q in zip(event_ids, seqs, strict=True) if e]
+                # Each id enters the id dict unless it is there already (remembered, or earlier in the batch), in
+                # one pass in C: what it gives back differs from the batch's own numbers exactly where an id was
+                # known. (A separate isdisjoint() check, a dict of the batch and an update() cost 3.3 times as
+                # much: 500 against 150 ns an event, with the default 100,000 ids remembered, batches of 250.)
+                got = list(map(s.by_id.setdefault, named, numbers))
+                if got == numbers:
+                    self._append(s, st, event_ids, raws, now, range(first, first + n), named)
                     return
+                # Some id was known: take back the ids this pass put in, and record one by one, as record() does.
+                by_id = s.by_id
+                for name, seq, had in zip(named, numbers, got, strict=True):
+                    if had == seq:
+                        del by_id[name]
         for event_id, raw in zip(event_ids, raws, strict=True):
             self.record(session, stream, event_id, raw)
 
@@ -409,19 +413,19 @@ class MemoryHistory:
         raws: list[bytes],
         now: float,
         seqs: range,
-        index: dict[str, int],
+        named: list[str],
     ) -> None:
         """The bulk part of :meth:`record_many`: new events of one stream, numbered ``seqs``, none of their ids
-        remembered (``index`` maps those with one to their sequence numbers)."""
+        remembered before (``named``: those ids, in order, which the id dict maps to their numbers already)."""
         limits = self.limits
         n = len(event_ids)
         ids = s.ids
         ids.extend(event_ids)
-        if len(index) == n:
+        if len(named) == n:
             s.crcs.extend(array("I", map(fingerprint, raws)))
         else:
             s.crcs.extend(array("I", (fingerprint(raw) if i else 0 for i, raw in zip(event_ids, raws, strict=True))))
-        cost = n * (REMEMBER_OVERHEAD + HELD_OVERHEAD) + len(index) * ID_OVERHEAD + sum(map(len, index))
+        cost = n * (REMEMBER_OVERHEAD + HELD_OVERHEAD) + len(named) * ID_OVERHEAD + sum(map(len, named))
         if s.raws is not None:
             s.raws.extend(raws)
             cost += n * PAYLOAD_OVERHEAD + sum(map(len, raws))
@@ -429,9 +433,8 @@ class MemoryHistory:
         s.stream_of.extend(array("I", (st.number,)) * n)
         st.tail.extend(seqs)
         st.count += n
-        s.by_id.update(index)
-        if index:
-            st.newest_id = next(reversed(index))
+        if named:
+            st.newest_id = named[-1]
         s.bytes += cost
         self._bytes += cost
         self._events += n
