@@ -22,11 +22,10 @@ Each session remembers its events at two depths, newest last:
 Layout, chosen so that remembering an event costs about 150 bytes beyond its id: columns in arrival order (ids,
 CRCs, arrival times, stream numbers, and in replay mode the payloads), numbered by a per-session sequence number;
 forgetting and eviction are always oldest first, from the front. A dict maps each id to its newest occurrence
-(older ones of a repeated id wait in a small deque beside it). Each stream holds a
-:class:`sortedcontainers.SortedList` of the sequence numbers of its events in the history, for the events after a
-position in O(log n + k); numbers recorded since the last lookup wait in a deque and are merged in by the next
-lookup (a record appends, which costs far less than a sorted insert). Sessions sit in least-recently-used order,
-so the global caps drop the coldest first.
+(older ones of a repeated id wait in a small deque beside it). Each stream holds an array of the sequence
+numbers of its events in the history, ascending by construction (numbers grow, and leave oldest first), for the
+events after a position by bisection in O(log n + k). Sessions sit in least-recently-used order, so the global
+caps drop the coldest first.
 
 Bounds, all enforced on every write: ``max_events`` in the history and ``max_remembered`` in memory per session
 (reason ``count``), ``ttl`` seconds per event and per idle session (``ttl``), ``max_sessions`` (``session-lru``)
@@ -39,14 +38,13 @@ from __future__ import annotations
 import time
 import zlib
 from array import array
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import repeat
 from typing import Final, Literal
-
-from sortedcontainers import SortedList
 
 __all__ = [
     "EvictionReason",
@@ -70,9 +68,9 @@ fingerprint: Final = zlib.crc32
 # the estimate stays above what is really allocated).
 REMEMBER_OVERHEAD: Final = 40  # a remembered event's column slots: id, CRC, time, stream, payload
 ID_OVERHEAD: Final = 150  # an id's str object header, its entry in the id dict and the int it maps to
-HELD_OVERHEAD: Final = 48  # an event in the history: its stream's sorted-list slot and int
+HELD_OVERHEAD: Final = 24  # an event in the history: its slot in its stream's array (with the array's slack)
 PAYLOAD_OVERHEAD: Final = 40  # a bytes object's header, in replay mode
-STREAM_OVERHEAD: Final = 2000  # a SortedList and a deque (770 bytes empty), their dict entries
+STREAM_OVERHEAD: Final = 600  # a stream object, its empty array, its entries in two dicts
 SESSION_OVERHEAD: Final = 1600
 MAX_EMPTY_STREAMS: Final = 16  # streams opened without an event yet, per session, beyond the remembered events
 
@@ -160,27 +158,33 @@ class HistoryStats:
 
 
 class _Stream:
-    __slots__ = ("count", "forgotten", "lost", "name", "newest_id", "number", "seqs", "tail")
+    __slots__ = ("count", "first", "forgotten", "lost", "name", "newest_id", "number", "seqs")
 
     def __init__(self, name: str, number: int) -> None:
         self.name = name
         self.number = number  # what the session's stream column holds for this stream's events
-        # Sequence numbers of this stream's events in the history, ascending: those in the sorted list, then
-        # those in ``tail``, recorded since the last lookup (each greater than every one in the list). Appending
-        # to a deque costs a twentieth of a SortedList.add; a lookup merges the tail in first.
-        self.seqs: SortedList = SortedList()
-        self.tail: deque[int] = deque()
+        # Sequence numbers of this stream's events, ascending: ``seqs[first:]`` are those in the history, the
+        # prefix before ``first`` left it (trimmed lazily). Numbers only ever grow and leave oldest first, so an
+        # array appended to at the end and consumed from the front is sorted by construction: 8 bytes an event
+        # and no int object, where a SortedList (and the deque that batched its inserts) held an int of 32.
+        self.seqs = array("q")
+        self.first = 0
         self.count = 0  # events remembered (in the history or behind it)
         self.newest_id = ""
         self.lost = -1  # the newest sequence number of this stream's events evicted from the history
         self.forgotten = False  # some of its events are no longer remembered
 
-    def merged(self) -> SortedList:
-        """The sorted list of its sequence numbers in the history. Runtime complexity: O(tail + log n) amortized."""
-        if self.tail:
-            self.seqs.update(self.tail)
-            self.tail.clear()
-        return self.seqs
+    def leave(self, count: int) -> None:
+        """Its ``count`` oldest events leave the history. Runtime complexity: O(1) amortized."""
+        first = self.first = self.first + count
+        if first > 64 and first * 2 > len(self.seqs):
+            del self.seqs[:first]
+            self.first = 0
+
+    def after(self, seq: int) -> array[int]:
+        """Its sequence numbers in the history greater than ``seq``. Runtime complexity: O(log n + k)."""
+        seqs = self.seqs
+        return seqs[bisect_right(seqs, seq, self.first) :]
 
 
 class _Session:
@@ -316,7 +320,7 @@ class MemoryHistory:
     def record(
         self, session: str, stream: str, event_id: str | None, raw: bytes, *, crc: int | None = None
     ) -> Recorded:
-        """Record one event of ``stream``, in arrival order. Runtime complexity: O(log n) amortized.
+        """Record one event of ``stream``, in arrival order. Runtime complexity: O(1) amortized.
 
         ``event_id`` is the block's own ``id`` field (``None`` without one, ``""`` for a reset). An event the
         stream remembers already (same id, same bytes) is not recorded again. In ids-only mode the payload is not
@@ -350,7 +354,7 @@ class MemoryHistory:
         s.crcs.append(crc)
         s.times.append(now - s.created)
         s.stream_of.append(st.number)
-        st.tail.append(seq)
+        st.seqs.append(seq)
         st.count += 1
         if event_id:
             if prior is not None:
@@ -431,7 +435,7 @@ class MemoryHistory:
             cost += n * PAYLOAD_OVERHEAD + sum(map(len, raws))
         s.times.extend(array("f", (now - s.created,)) * n)  # (arrays repeat and extend by copying memory)
         s.stream_of.extend(array("I", (st.number,)) * n)
-        st.tail.extend(seqs)
+        st.seqs.extend(seqs)
         st.count += n
         if named:
             st.newest_id = named[-1]
@@ -511,7 +515,7 @@ class MemoryHistory:
         if older:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
         st = s.streams_by_number[s.stream_of[seq - s.base]]
-        after = tuple(s.event(n) for n in st.merged().irange(seq, inclusive=(False, True)))
+        after = tuple(map(s.event, st.after(seq)))
         forgotten = st.forgotten or s.forgot
         return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=forgotten)
 
@@ -660,15 +664,14 @@ class MemoryHistory:
         stop = start + count
         cost = count * HELD_OVERHEAD
         if count > 1 and stream_of[start:stop].count(stream_of[start]) == count:
-            self._evict_from_one_stream(s, by_number[stream_of[start]], start, stop)
+            # (A batch recorded by a relay evicts as many events at once, nearly always of a single stream.)
+            stream = by_number[stream_of[start]]
+            stream.leave(count)
+            stream.lost = base + stop - 1
         else:
             for i in range(start, stop):
                 stream = by_number[stream_of[i]]
-                # The history's oldest event is the oldest of its stream's too: the front of the list, or the tail.
-                if stream.seqs:
-                    stream.seqs.pop(0)
-                else:
-                    stream.tail.popleft()
+                stream.leave(1)  # the history's oldest event is the oldest of its stream's too
                 stream.lost = base + i
         if raws is not None:
             cost += count * PAYLOAD_OVERHEAD + sum(map(len, raws[start:stop]))  # type: ignore[arg-type]
@@ -678,23 +681,6 @@ class MemoryHistory:
         self._bytes -= cost
         self._events -= count
         self.stats.evicted[reason] += count
-
-    @staticmethod
-    def _evict_from_one_stream(s: _Session, stream: _Stream, start: int, stop: int) -> None:
-        """Take the session's events ``start:stop``, all of ``stream``, off its history positions, in bulk.
-        (A batch recorded by a relay evicts as many events at once, nearly always of a single stream.)"""
-        count = stop - start
-        seqs = stream.seqs
-        from_seqs = min(count, len(seqs))  # the stream's oldest positions: its merged list first, then its tail
-        if from_seqs:
-            del seqs[:from_seqs]
-        tail = stream.tail
-        from_tail = count - from_seqs
-        if from_tail == len(tail):
-            tail.clear()
-        elif from_tail:
-            deque(map(deque.popleft, repeat(tail, from_tail)), maxlen=0)  # popleft a number of times, in C
-        stream.lost = s.base + stop - 1
 
     def _forget_front(self, s: _Session, reason: EvictionReason, count: int = 1) -> None:
         """Forget the session's ``count`` oldest remembered events (evicting them from the history first if they
@@ -850,7 +836,7 @@ class MemoryHistory:
             assert set(s.by_id) == set(occurrences)
             assert all(s.older.values()), "no empty deque of older occurrences"
             for name, st in s.streams.items():
-                assert list(st.seqs) + list(st.tail) == held[name], "a stream's positions match the columns"
+                assert list(st.seqs[st.first :]) == held[name], "a stream's positions match the columns"
                 assert st.count == counts[name]
             assert all(st.number == number for number, st in s.streams_by_number.items())
             assert {st.name for st in s.streams_by_number.values()} == set(s.streams)
