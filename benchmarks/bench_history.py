@@ -3,7 +3,8 @@
 1. Find an id and list the 10 events after it, with 100, 10,000 and 1,000,000 events held, for MemoryHistory
    and for a baseline that scans a list the way the MCP SDKs' example event stores do.
 2. Bytes per event in ids-only mode beyond the id string itself (tracemalloc).
-3. zlib on stored payloads (per event, with and without a preset dictionary): bytes saved against time spent.
+3. Held payloads compressed or not (sse_compress_events_from): memory and recording CPU per event, MCP results
+   of 1-10 KB and small events.
 4. Memory per event under load: 10,000 sessions x 1,000 events with the default limits, in full and ids-only
    mode, each in its own process (tests/unit/memory_probe.py; the unit tests run it at a tenth of the scale).
 
@@ -16,11 +17,11 @@ import argparse
 import functools
 import gc
 import json
+import random
 import subprocess
 import sys
 import time
 import tracemalloc
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,31 +117,73 @@ def ids_only_memory(n: int = 200_000) -> None:
     )
 
 
-def compression(n: int = 5000) -> None:
-    events = [payload(i) for i in range(n)]
-    raw_size = sum(len(e) for e in events)
-    zdict = b"".join(events[:20])
-    plain_t = time.perf_counter()
-    plain = [zlib.compress(e, 1) for e in events]
-    plain_t = time.perf_counter() - plain_t
-    dict_t = time.perf_counter()
-    with_dict = []
-    for e in events:
-        c = zlib.compressobj(1, zdict=zdict)
-        with_dict.append(c.compress(e) + c.flush())
-    dict_t = time.perf_counter() - dict_t
-    h = MemoryHistory(HistoryLimits(max_events=n, ttl=1e9))
-    stream = h.new_stream("s")
-    record_t = time.perf_counter()
-    for i, e in enumerate(events):
-        h.record("s", stream, str(i), e)
-    record_t = time.perf_counter() - record_t
-    print(f"compression of {n} events of {raw_size / n:.0f} bytes; recording one costs {record_t / n * 1e6:.1f}us")
-    for name, out, spent in (("zlib", plain, plain_t), ("zlib+zdict", with_dict, dict_t)):
-        size = sum(len(c) for c in out)
+def mcp_event(rng: random.Random, n: int, size: int) -> bytes:
+    """An MCP tool result of about ``size`` bytes as the Python SDK sends it (sse-starlette: CRLF, JSON-RPC)."""
+    text = " ".join(rng.choice(WORDS) for _ in range(size // 5))[:size]
+    data = json.dumps({"jsonrpc": "2.0", "id": n, "result": {"content": [{"type": "text", "text": text}]}})
+    return f"id: {n}\r\nevent: message\r\ndata: {data}\r\n\r\n".encode()
+
+
+WORDS: tuple[str, ...] = (
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "with",
+    "file",
+    "code",
+    "function",
+    "value",
+)
+WORDS += ("returns", "error", "test", "result", "tool", "model", "agent", "read", "write", "path", "line", "server")
+
+
+def compression(n: int = 2000) -> None:
+    """Memory per held event (tracemalloc) and recording CPU per event, with compression off and on (the
+    default, from 1 KiB), for MCP results of 1, 3 and 10 KB and for small events."""
+    rng = random.Random(7)
+    print("held events, per event: traced bytes and CPU to record, compression off -> on (sse_compress_events_from)")
+    shapes = {
+        "small 115 B": [payload(i) for i in range(n)],
+        **{f"MCP JSON {k} KB": [mcp_event(rng, i, k * 1000) for i in range(n)] for k in (1, 3, 10)},
+    }
+    for name, events in shapes.items():
+        raw = sum(map(len, events)) / n
+        measured = []
+        for compress_from in (0, HistoryLimits().compress_from):
+            limits = HistoryLimits(max_events=n, ttl=1e9, compress_from=compress_from)
+            ids: list[str | None] = [str(i) for i in range(n)]
+            h = MemoryHistory(limits)  # CPU first, untraced (tracing slows every allocation down)
+            stream = h.new_stream("s")
+            start = time.process_time()
+            for k in range(0, n, 250):  # in the relay's batches
+                h.record_many("s", stream, ids[k : k + 250], events[k : k + 250])
+            spent = time.process_time() - start
+            del h
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            copies = [bytes(bytearray(e)) for e in events]  # the relay's chunks: the history alone keeps them
+            h = MemoryHistory(limits)
+            stream = h.new_stream("s")
+            for k in range(0, n, 250):
+                h.record_many("s", stream, ids[k : k + 250], copies[k : k + 250])
+            del copies
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            del h
+            measured.append((used / n, spent / n * 1e6))
+        (off, off_t), (on, on_t) = measured
         print(
-            f"  {name:11} {size / raw_size:5.2f} of the bytes, {spent / n * 1e6:6.1f}us per event "
-            f"= {spent / record_t:4.1f}x the cost of recording it"
+            f"  {name:15} {raw:7.0f} B: {off:7.0f} -> {on:7.0f} bytes = {on / off:4.2f}x;"
+            f" {off_t:5.1f} -> {on_t:6.1f} us to record"
         )
 
 

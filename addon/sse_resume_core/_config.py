@@ -195,6 +195,23 @@ class Settings(BaseModel):
             )
         },
     )
+    compress_events_from: int = Field(
+        1024,
+        ge=0,
+        le=1024**3,
+        description=(
+            "Held events of at least this many bytes are kept compressed (zlib) when that saves a quarter or "
+            "more; 0: never."
+        ),
+        json_schema_extra={
+            "doc": (
+                "Events of at least this many bytes are held compressed (zlib, level 1) when that saves a "
+                "quarter of their size or more, and decompressed when replayed: MCP's JSON results of 1-10 KB "
+                "take 0.1-0.5 of their size, so about twice as many fit in `sse_max_history_bytes`. The proxy "
+                "forwards them as they came either way. `0`: never."
+            )
+        },
+    )
     replay_mode: Literal["auto", "response", "inline"] = Field(
         "auto",
         description=(
@@ -505,6 +522,7 @@ class Settings(BaseModel):
             max_bytes=self.max_history_bytes,
             replay=self.support_replay,
             max_remembered=self.max_remembered_ids,
+            compress_from=self.compress_events_from,
         )
 
 

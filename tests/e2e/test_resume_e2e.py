@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import ADDON, BIN, EventSourceClient, Mitmdump, Process, curl, numbers, read_events
+from harness import ADDON, BIN, ClientDecoder, EventSourceClient, Mitmdump, Process, curl, numbers, read_events
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,18 @@ def test_replay_from_history_with_silent_upstream(proxy: Mitmdump, upstream_port
     client2.run(1, timeout=3, max_connections=1)
     assert client2.outcomes == ["up-to-date"]
     assert client2.retry_ms == 1234
+
+
+def test_large_events_are_replayed_byte_for_byte_from_compressed_history(proxy: Mitmdump) -> None:
+    # Events of 3 KB: held compressed (sse_compress_events_from is 1 KiB by default), replayed as they came.
+    url = f"{proxy.url}/sse/packed?interval=0.01&hang_after=6&pad=3000"
+    _, first = read_events(url, 6, until=proxy.recorded_more(6))
+    assert numbers(first) == [1, 2, 3, 4, 5, 6] and all(len(data) > 3000 for _, data in first)
+    with httpx.Client(timeout=20) as client:
+        response = client.get(url, headers={"accept": "text/event-stream", "last-event-id": "2"})
+    assert response.headers["sse-resume"] == "hit"
+    replayed = [(event.id, event.data) for event in ClientDecoder().feed(response.content)]  # httpx-sse's decoder
+    assert replayed == first[2:]
 
 
 def test_retry_restored_to_default_when_upstream_sent_none(proxy: Mitmdump) -> None:
