@@ -107,7 +107,7 @@ class Settings(BaseModel):
         json_schema_extra={
             "doc": (
                 "Events per session (the history's included) still recognised by their id and bytes after their "
-                "payload was evicted, about 150 bytes each beyond the id, within `sse_max_history_bytes`. An "
+                "payload was evicted, about 60 bytes each beyond the id, within `sse_max_history_bytes`. An "
                 "upstream that ignores `Last-Event-ID` and starts over is deduplicated against them; a client "
                 "resuming from one of them whose later events left the history is told (`sse-resume: behind`) "
                 "and resumed upstream from its own id."

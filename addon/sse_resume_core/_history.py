@@ -19,7 +19,7 @@ Each session remembers its events at two depths, newest last:
   ``Last-Event-ID`` sends again, long after their payloads were dropped, and let a lookup tell "the events after
   this id are no longer held" (a gap, served as a resume upstream) from "this id was never seen".
 
-Layout, chosen so that remembering an event costs about 150 bytes beyond its id: columns in arrival order (ids,
+Layout, chosen so that remembering an event costs about 60 bytes beyond its id: columns in arrival order (ids,
 CRCs, arrival times, stream numbers, and in replay mode the payloads), numbered by a per-session sequence number;
 forgetting and eviction are always oldest first, from the front. A dict maps each id to its newest occurrence
 (older ones of a repeated id wait in a small deque beside it). Each stream holds an array of the sequence
@@ -40,10 +40,10 @@ import zlib
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Final, Literal
 
 __all__ = [
@@ -67,11 +67,12 @@ fingerprint: Final = zlib.crc32
 # Estimated bytes of bookkeeping, measured with tracemalloc on CPython 3.12 (tests/unit/test_history.py checks that
 # the estimate stays above what is really allocated).
 REMEMBER_OVERHEAD: Final = 40  # a remembered event's column slots: id, CRC, time, stream, payload
-ID_OVERHEAD: Final = 150  # an id's str object header, its entry in the id dict and the int it maps to
+ID_OVERHEAD: Final = 120  # an id's str object header and its entry in the id dict (its mark is shared)
 HELD_OVERHEAD: Final = 24  # an event in the history: its slot in its stream's array (with the array's slack)
 PAYLOAD_OVERHEAD: Final = 40  # a bytes object's header, in replay mode
 STREAM_OVERHEAD: Final = 600  # a stream object, its empty array, its entries in two dicts
 SESSION_OVERHEAD: Final = 1600
+SPAN: Final = 64  # events that share one mark in the id dict (see _Session.by_id)
 MAX_EMPTY_STREAMS: Final = 16  # streams opened without an event yet, per session, beyond the remembered events
 
 
@@ -242,6 +243,7 @@ class _Session:
         "held",
         "ids",
         "key",
+        "mark",
         "next_stream",
         "older",
         "raws",
@@ -271,10 +273,14 @@ class _Session:
         self.streams: dict[str, _Stream] = {}
         self.streams_by_number: dict[int, _Stream] = {}
         self.next_stream = 1
-        # id -> sequence number of its newest remembered occurrence; the older ones of an id seen more than
-        # once, oldest first (rare: only an upstream that repeats ids fills it).
+        # id -> a *mark* of its newest remembered occurrence: a sequence number at most SPAN - 1 before it, with
+        # no event of that id in between (see seq_of). Events recorded one after the other share one mark (an
+        # int object) per SPAN: an int of their own would be 32 bytes an event, a third of what remembering an
+        # id costs. The marks of the older occurrences of an id seen more than once, oldest first (rare: only an
+        # upstream that repeats ids fills it).
         self.by_id: dict[str, int] = {}
         self.older: dict[str, deque[int]] = {}
+        self.mark = base - SPAN  # the mark of the events record() adds now
         self.forgot = False  # events of it are no longer remembered: an id's other occurrences may be among them
         self.bytes = SESSION_OVERHEAD
         self.created = now
@@ -293,15 +299,23 @@ class _Session:
         raw = _unpack(self.raws[i]) if self.raws is not None else None  # type: ignore[arg-type]  # held: not None
         return StoredEvent(seq, stream.name, self.ids[i], raw, self.created + self.times[i])
 
+    def seq_of(self, event_id: str, mark: int) -> int:
+        """The sequence number of the remembered event with this id that ``mark`` marks: the first at or after
+        it. Runtime complexity: O(SPAN) at most, in C."""
+        base = self.base
+        i = mark - base
+        return base + self.ids.index(event_id, i if i > 0 else 0, i + SPAN)
+
     def occurrences(self, event_id: str) -> Iterator[int]:
         """The sequence numbers of the remembered events with this id, newest first."""
         newest = self.by_id.get(event_id)
         if newest is None:
             return
-        yield newest
+        yield self.seq_of(event_id, newest)
         older = self.older.get(event_id)
         if older:
-            yield from reversed(older)
+            for mark in reversed(older):
+                yield self.seq_of(event_id, mark)
 
     def find(self, stream: _Stream, event_id: str, crc: int) -> int | None:
         """The sequence number of the remembered event of ``stream`` with this id and CRC, if any."""
@@ -404,9 +418,13 @@ class MemoryHistory:
         st.seqs.append(seq)
         st.count += 1
         if event_id:
-            if prior is not None:
+            if prior is not None:  # its own number marks it: an earlier occurrence may be just before it
                 s.older.setdefault(event_id, deque()).append(prior)
-            s.by_id[event_id] = seq
+                s.by_id[event_id] = seq
+            else:
+                if seq - s.mark >= SPAN:
+                    s.mark = seq
+                s.by_id[event_id] = s.mark
             st.newest_id = event_id
         s.bytes += cost
         self._bytes += cost
@@ -437,21 +455,28 @@ class MemoryHistory:
             every = all(event_ids)  # the usual batch: every event has an id
             if s.streams.get(stream) is st and (every or s.raws is not None):  # ids-only keeps no id-less event
                 first = s.base + len(s.ids)
-                seqs = list(range(first, first + n))
-                named: list[str] = event_ids if every else [e for e in event_ids if e]  # type: ignore[assignment]
-                numbers = seqs if every else [q for e, q in zip(event_ids, seqs, strict=True) if e]
+                marks = range(first, first + n, SPAN)  # one per SPAN events of the batch
+                named: list[str]
+                if every:
+                    named = event_ids  # type: ignore[assignment]  # none is None
+                    marked: Iterable[int] = chain.from_iterable(map(repeat, marks, repeat(SPAN)))
+                else:
+                    named = [e for e in event_ids if e]
+                    marked = [marks[k // SPAN] for k, e in enumerate(event_ids) if e]
                 # Each id enters the id dict unless it is there already (remembered, or earlier in the batch), in
-                # one pass in C: what it gives back differs from the batch's own numbers exactly where an id was
-                # known. (A separate isdisjoint() check, a dict of the batch and an update() cost 3.3 times as
-                # much: 500 against 150 ns an event, with the default 100,000 ids remembered, batches of 250.)
-                got = list(map(s.by_id.setdefault, named, numbers))
-                if got == numbers:
+                # one pass in C; the dict then grew by one an id exactly when none was known. (A separate
+                # isdisjoint() check, a dict of the batch and an update() cost 3.3 times as much: 500 against
+                # 150 ns an event, with the default 100,000 ids remembered, batches of 250.)
+                by_id = s.by_id
+                size = len(by_id)
+                deque(map(by_id.setdefault, named, marked), maxlen=0)
+                if len(by_id) - size == len(named):
                     self._append(s, st, event_ids, raws, now, range(first, first + n), named)
                     return
-                # Some id was known: take back the ids this pass put in, and record one by one, as record() does.
-                by_id = s.by_id
-                for name, seq, had in zip(named, numbers, got, strict=True):
-                    if had == seq:
+                # Some id was known: take back the ids this pass put in (their marks are this batch's, above every
+                # earlier one), and record one by one, as record() does.
+                for name in named:
+                    if by_id.get(name, -1) >= first:
                         del by_id[name]
         for event_id, raw in zip(event_ids, raws, strict=True):
             self.record(session, stream, event_id, raw)
@@ -559,9 +584,10 @@ class MemoryHistory:
             self._drop_idle(now)
             return None
         self._expire_session(s, now)
-        seq = s.by_id.get(event_id)
-        if seq is None:
+        mark = s.by_id.get(event_id)
+        if mark is None:
             return None
+        seq = s.seq_of(event_id, mark)
         older = s.older.get(event_id)
         if older:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
@@ -757,7 +783,6 @@ class MemoryHistory:
             if not stream.count:
                 self._drop_stream(s, stream)
         else:
-            base = s.base
             for i in range(start, stop):
                 event_id = ids[i]
                 stream = by_number[stream_of[i]]
@@ -768,7 +793,7 @@ class MemoryHistory:
                         earlier.popleft()
                         if not earlier:
                             del older[event_id]
-                    elif by_id.get(event_id) == base + i:
+                    else:  # its one remembered occurrence
                         del by_id[event_id]
                 stream.count -= 1
                 stream.forgotten = True
@@ -882,8 +907,8 @@ class MemoryHistory:
             assert s.bytes == expected, (s.bytes, expected)
             assert len(s.streams) <= self.limits.remembered + MAX_EMPTY_STREAMS
             for event_id, seqs in occurrences.items():
-                assert s.by_id[event_id] == seqs[-1]
-                assert list(s.older.get(event_id, ())) == seqs[:-1]
+                assert s.seq_of(event_id, s.by_id[event_id]) == seqs[-1]
+                assert [s.seq_of(event_id, mark) for mark in s.older.get(event_id, ())] == seqs[:-1]
             assert set(s.by_id) == set(occurrences)
             assert all(s.older.values()), "no empty deque of older occurrences"
             for name, st in s.streams.items():
