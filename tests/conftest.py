@@ -15,6 +15,10 @@ import pytest
 
 HERE = Path(__file__).parent
 
+# The unit tests' helper modules, shared between their files (tests/unit/*_harness.py): their asserts are rewritten
+# as the tests' are.
+pytest.register_assert_rewrite("shell_harness", "fault_harness")
+
 # The longest modules, longest first, by their time in a run of the whole suite (``--durations=0``, summed per
 # module: mostly the processes they start and the streams they wait on). The others follow, the end-to-end ones
 # first, then those with the most tests.

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from mitmproxy.test import taddons, tutils
 
+from shell_harness import Addon, respond, run, sse_flow
 from sse_resume_core._mcp import PROTOCOL_VERSIONS, treatment
-from test_sse_resume import Addon, respond, run, sse_flow
 
 
 @pytest.mark.parametrize(
