@@ -42,7 +42,7 @@ LONGEST = (
     "e2e/test_keep_hostile_e2e.py",
     "e2e/test_faults_e2e.py",
     "e2e/test_identity_e2e.py",
-    "unit/test_history.py",
+    "unit/core/test_history.py",
     "e2e/test_parser_limits_e2e.py",
     "e2e/test_install_e2e.py",
 )
