@@ -1,6 +1,6 @@
 """The resume hooks (addon/sse_resume_shell/_resume.py), in process: hits answered in the request hook, what is
-left alone (non-SSE, non-200, unknown encodings, replays, MCP versions without resumption), the flow said at its end;
-headers and bodies fuzzed through every hook."""
+left alone (non-SSE, non-200, unknown encodings, replays, MCP versions without resumption, MCP's legacy
+transport), the flow said at its end; headers and bodies fuzzed through every hook."""
 
 from __future__ import annotations
 
@@ -217,3 +217,33 @@ def test_a_length_the_upstream_gave_is_not_passed_on(version: str, framing: str 
     assert outs[0] == b": sse-resume: Last-Event-ID unknown: forwarded upstream; continuity not guaranteed\n\n" + (
         b"id: 1\ndata: a\n\n"
     )
+
+
+def test_version_without_resumption_passes_untouched() -> None:
+    addon = Addon()
+    with taddons.context(addon):
+        flow = sse_flow(last_event_id="7")
+        flow.request.headers["mcp-protocol-version"] = "2026-07-28"
+        flow.request.headers["accept-encoding"] = "gzip"
+        asyncio.run(addon.request(flow))
+        assert flow.request.headers["last-event-id"] == "7" and flow.request.headers["accept-encoding"] == "gzip"
+        respond(addon, flow)
+        assert flow.response is not None and callable(stream := flow.response.stream)
+        chunk = b"id: 1\ndata: x\n\n"
+        assert stream(chunk) == chunk  # streamed as it came, copied into the flow's transcript, not interpreted
+        addon.response(flow)
+    assert addon.store.snapshot().events == 0 and flow.metadata["sse_resume"]["outcome"] == "passed"
+
+
+def test_legacy_http_sse_stream_passes_untouched() -> None:
+    addon = Addon()
+    legacy = b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n"
+    with taddons.context(addon):
+        flow = sse_flow("/sse")
+        asyncio.run(addon.request(flow))
+        respond(addon, flow)
+        outs = run([legacy[:10], legacy[10:], b"event: message\r\ndata: {}\r\n\r\n", b""], flow)
+        addon.response(flow)
+    assert b"".join(o for o in outs if isinstance(o, bytes)) == legacy + b"event: message\r\ndata: {}\r\n\r\n"
+    assert addon.store.snapshot().stored == 0
+    assert flow.metadata["sse_resume"]["passthrough"].startswith("legacy MCP HTTP+SSE")
