@@ -12,15 +12,9 @@ from mitmproxy import exceptions, hooks, optmanager
 from mitmproxy.test import taddons, tflow
 
 from fault_harness import EVENTS, open_stream, running, script_addons, send, sse_response
-from shell_harness import Addon, register_with_deferred, script
+from shell_harness import Addon, register_with_deferred
 from sse_resume_shell import FAULT_OPTIONS, MARKS, Fault, SSEFaults
 from sse_resume_shell._features import deferred_errors
-
-
-def test_the_script_lists_the_faults_after_the_resume_addon_hooked_up_to_its_flows() -> None:
-    assert [type(a).__name__ for a in script.addons][-2:] == ["SSECommands", "SSEFaults"]
-    resume = next(a for a in script.addons if type(a).__name__ == "SSEResume")
-    assert script.addons[-1].flow_state.__self__ is resume.shell.flows  # type: ignore[attr-defined]
 
 
 def test_with_no_fault_scheduled_the_resume_addons_callable_is_left_as_it_is() -> None:
