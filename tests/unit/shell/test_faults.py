@@ -8,13 +8,12 @@ import asyncio
 import logging
 
 import pytest
-from mitmproxy import exceptions, hooks, optmanager
+from mitmproxy import exceptions, hooks
 from mitmproxy.test import taddons, tflow
 
 from fault_harness import EVENTS, open_stream, running, script_addons, send, sse_response
 from shell_harness import Addon, register_with_deferred
 from sse_resume_shell import FAULT_OPTIONS, MARKS, Fault, SSEFaults
-from sse_resume_shell._features import deferred_errors
 
 
 def test_with_no_fault_scheduled_the_resume_addons_callable_is_left_as_it_is() -> None:
@@ -191,13 +190,3 @@ def test_a_misspelt_fault_option_is_named_with_the_right_one(caplog: pytest.LogC
     assert [r.getMessage() for r in caplog.records] == [
         "sse-resume: invalid option: sse_fault_cut_aftr: no such option (did you mean sse_fault_cut_after?)"
     ]
-
-
-def test_the_deferred_check_skips_names_registered_later() -> None:
-    options = optmanager.OptManager()
-    options.set("sse_count=x", "sse_later=1", defer=True)
-    options.add_option("sse_count", int, 0, "")
-    assert deferred_errors(options, ["sse_count", "sse_later"]) == [
-        "Failed to parse option sse_count: not an integer: x"
-    ]
-    assert "sse_later" in options.deferred

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 import pytest
-from mitmproxy import exceptions, optmanager
+from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
 from shell_harness import Addon, register_with_deferred
 from sse_resume_core._config import Settings
-from sse_resume_shell._features import deferred_errors
 
 
 def test_bad_option_at_run_time_is_rolled_back() -> None:
@@ -75,31 +72,6 @@ def test_wrong_types_from_config_yaml_are_errors_without_their_values(caplog: py
     ):
         assert error.startswith(f"sse-resume: invalid option: {name}: Expected ") and "config.yaml" in error
     assert "12345" not in "".join(errors)
-
-
-def test_a_sequence_option_given_a_string_is_an_error() -> None:
-    """The check covers every kind of option mitmproxy has, sequences too (none of ours is one yet)."""
-    options = mitmproxy_options()
-    options.update_defer(sse_names="authorization", sse_count="3")  # from config.yaml, before the addon loads
-    options.add_option("sse_names", Sequence[str], [], "names")
-    options.add_option("sse_count", Optional[int], None, "count")  # noqa: UP045 (mitmproxy wants typing.Optional)
-    errors = sorted(deferred_errors(options, ["sse_names", "sse_count"]))
-    assert [e.split(": ")[0] for e in errors] == ["sse_count", "sse_names"]
-    assert all("config.yaml" in e for e in errors) and not options.deferred
-    options = mitmproxy_options()
-    options.set("sse_names=a", "sse_names=b", defer=True)  # from --set: always a list of strings, fine
-    options.update_defer(sse_count=None)
-    options.add_option("sse_names", Sequence[str], [], "names")
-    options.add_option("sse_count", Optional[int], None, "count")  # noqa: UP045
-    assert deferred_errors(options, ["sse_names", "sse_count"]) == []
-    options.process_deferred()
-    assert options.sse_names == ["a", "b"]
-
-
-def mitmproxy_options() -> optmanager.OptManager:
-    from mitmproxy import options
-
-    return options.Options()
 
 
 @pytest.mark.parametrize(
