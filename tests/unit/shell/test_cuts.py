@@ -1,5 +1,5 @@
 """Cuts and the commands of fault injection (addon/sse_resume_shell/_cuts.py), in process, with the SSEResume addon
-in front as the script lists them (the helpers are test_faults.py's)."""
+in front as the script lists them (the helpers are fault_harness.py's)."""
 
 from __future__ import annotations
 
