@@ -134,6 +134,7 @@ def test_a_body_that_breaks_hands_on_what_came_whole_then_raises_without_its_byt
         (b"", "connection closed before a response"),
         (b"NOT HTTP SECRET\r\n\r\n", "no response: illegal status line after "),
     ],
+    ids=["closed", "not-http"],
 )
 def test_no_response_is_an_upstream_error_that_quotes_nothing(reply: bytes, message: str) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
