@@ -15,6 +15,10 @@ import pytest
 
 HERE = Path(__file__).parent
 
+# The unit tests' helper modules, shared between their files (tests/unit/*_harness.py): their asserts are rewritten
+# as the tests' are.
+pytest.register_assert_rewrite("shell_harness", "fault_harness")
+
 # The longest modules, longest first, by their time in a run of the whole suite (``--durations=0``, summed per
 # module: mostly the processes they start and the streams they wait on). The others follow, the end-to-end ones
 # first, then those with the most tests.
@@ -38,7 +42,7 @@ LONGEST = (
     "e2e/test_keep_hostile_e2e.py",
     "e2e/test_faults_e2e.py",
     "e2e/test_identity_e2e.py",
-    "unit/test_history.py",
+    "unit/core/test_history.py",
     "e2e/test_parser_limits_e2e.py",
     "e2e/test_install_e2e.py",
 )

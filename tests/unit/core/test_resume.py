@@ -1033,3 +1033,20 @@ def test_a_stream_longer_than_the_proxy_remembers_is_told_so() -> None:
     fresh = limited(max_events=2, max_remembered=6)
     stream_of(fresh, decide(fresh, "s", None), numbered(1, 6))
     assert not decide(fresh, "s", "6").prefix  # all of it remembered: nothing to say
+
+
+def test_priming_event_is_a_position_and_streams_stay_apart() -> None:
+    # MCP's streams of one session: a POST's and the GET's, each opened by a priming event (an id, empty data).
+    r = Resumer(MemoryHistory(HistoryLimits()))
+    post = r.open(asyncio.run(r.decide("s", None)))
+    post.feed(b"id: post-1\ndata:\n\n")  # the priming event of a POST stream (2025-11-25): an id, empty data
+    post.feed(b'id: post-2\ndata: {"progress": 1}\n\n')
+    get = r.open(asyncio.run(r.decide("s", None)))
+    get.feed(b"id: get-1\ndata:\n\n")
+    get.feed(b'id: get-2\ndata: {"note": 1}\n\n')
+    after_priming = asyncio.run(r.decide("s", "post-1"))
+    assert after_priming.outcome == "hit" and [e.id for e in after_priming.replay] == ["post-2"]
+    assert asyncio.run(r.decide("s", "get-1")).replay[0].id == "get-2"
+    primed_only = r.open(asyncio.run(r.decide("s", None)))
+    primed_only.feed(b"id: post-9\ndata:\n\n")
+    assert asyncio.run(r.decide("s", "post-9")).outcome == "up-to-date"

@@ -1,5 +1,5 @@
 """Cuts and the commands of fault injection (addon/sse_resume_shell/_cuts.py), in process, with the SSEResume addon
-in front as the script lists them (the helpers are test_faults.py's)."""
+in front as the script lists them (the helpers are fault_harness.py's)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import tflow
 
+from fault_harness import EVENTS, open_stream, running, send, sse_response
 from sse_resume_shell import MARKS
-from test_faults import open_stream, running, send, sse_response
-from test_inject import EVENTS
 
 
 def test_sse_cut_cuts_the_open_sse_streams_given_once_per_connection() -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 import pytest
 
+from fault_harness import EVENTS
 from sse_resume_shell import Fault, Injector
 
-EVENTS = [b'id: %d\ndata: {"n": %d}\n\n' % (n, n) for n in range(1, 13)]
 STREAM = b": hello\n\n" + b"".join(EVENTS[:6]) + b"retry: 100\n\n" + b"".join(EVENTS[6:])
 
 

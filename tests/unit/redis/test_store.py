@@ -4,15 +4,12 @@ size follows timeouts."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections import deque
 
 import pytest
 
 from sse_resume_core import HistoryLimits, HistoryStore, MemoryHistory, Recorded
 from sse_resume_core._history import fingerprint
-from sse_resume_core._store import open_store
 from sse_resume_redis import RedisHistory
 from sse_resume_redis._store import BATCH, BATCH_BYTES, EVENT_COST, MIN_RATE, RATE, _take, _Write
 
@@ -43,26 +40,6 @@ def test_a_redis_store_is_a_history_store_composed_of_a_memory_history() -> None
     assert list(store) == ["s"] and store.limits.max_events == 5 and store.clock is store.local.clock
     health = store.health()
     assert health is not None and health.queued == 2 and not health.up
-
-
-def test_open_store_makes_the_store_its_settings_name() -> None:
-    limits = HistoryLimits(max_events=7)
-    memory = open_store("memory", limits)
-    assert memory.health() is None and memory.limits == limits
-    assert type(memory) is MemoryHistory
-    shared = open_store(NOWHERE, limits, timeout=0.5)
-    assert isinstance(shared, RedisHistory) and shared.limits == limits and shared.timeout == 0.5
-    with pytest.raises(ValueError, match="memory"):
-        open_store("http://redis", limits)
-
-
-def test_a_memory_store_opens_without_the_redis_packages() -> None:
-    code = (
-        "import sys; from sse_resume_core._store import open_store; from sse_resume_core import HistoryLimits; "
-        "open_store('memory', HistoryLimits()); "
-        "assert not {'redis', 'sse_resume_redis'} & set(sys.modules), sorted(sys.modules)"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_record_many_queues_one_write_for_the_batch_and_only_new_events() -> None:

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import memory_probe
 import pytest
 
+import memory_probe
 from sse_resume_core import HistoryLimits, HistoryStore, MemoryHistory, Recorded
 
 
@@ -490,7 +490,7 @@ def test_event_history_memory() -> None:
 
     Both modes run at once, each in its own process (see tests/unit/memory_probe.py for how memory is traced).
     """
-    probe = Path(__file__).with_name("memory_probe.py")
+    probe = Path(memory_probe.__file__)
     procs = [
         subprocess.Popen(
             [sys.executable, probe, mode, f"--sessions={MEMORY_SESSIONS}", f"--max-bytes={MEMORY_MAX_BYTES}"],

@@ -8,11 +8,11 @@ import asyncio
 from mitmproxy.test import taddons
 from prometheus_client import CollectorRegistry, generate_latest
 
+from shell_harness import Addon, relay_through, sse_flow
 from sse_resume_core import MemoryHistory
 from sse_resume_core._store import StoreHealth
 from sse_resume_shell._counters import CORE, KEEP, STORE, readings, stats
 from sse_resume_shell._metrics import MetricsCollector
-from test_sse_resume import Addon, relay_through, sse_flow
 
 
 class ReportingStore(MemoryHistory):

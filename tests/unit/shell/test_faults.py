@@ -5,92 +5,15 @@ tests/e2e/test_fault_injection_e2e.py."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from mitmproxy import exceptions, hooks, optmanager
-from mitmproxy.http import HTTPFlow
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy import exceptions, hooks
+from mitmproxy.test import taddons, tflow
 
+from fault_harness import EVENTS, open_stream, running, script_addons, send, sse_response
+from shell_harness import Addon, register_with_deferred
 from sse_resume_shell import FAULT_OPTIONS, MARKS, Fault, SSEFaults
-from sse_resume_shell._features import deferred_errors
-from test_inject import EVENTS
-from test_sse_resume import Addon, register_with_deferred, script
-
-# -- the addon in process --------------------------------------------------------------------------------------
-
-
-class Proxyserver:
-    """Stands in for mitmproxy's proxyserver: one connection handler per client id, recording closes."""
-
-    def __init__(self) -> None:
-        self.connections: dict[str, Handler] = {}
-
-    def connect(self, flow: HTTPFlow) -> Handler:
-        handler = self.connections.setdefault(flow.client_conn.id, Handler(flow.client_conn))
-        return handler
-
-
-class Handler:
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.transports = {client: object()}
-        self.closed: list[Any] = []
-
-    def close_connection(self, connection: Any, half_close: bool = False) -> None:
-        self.closed.append(connection)
-
-
-def sse_response(flow: HTTPFlow, status: int = 200) -> None:
-    flow.response = tutils.tresp(content=None, status_code=status)
-    flow.response.headers["content-type"] = "text/event-stream"
-
-
-def script_addons() -> tuple[Any, SSEFaults]:
-    """A fresh pair as addon/sse_resume.py lists them: SSEResume, then the faults, hooked up to its flows."""
-    resume = Addon()
-    return resume, SSEFaults(flow_state=resume.shell.flows.get)
-
-
-@contextlib.contextmanager
-def running(**options: Any) -> Iterator[tuple[taddons.context, Any, SSEFaults, Proxyserver]]:
-    resume, faults = script_addons()
-    server = Proxyserver()
-    with taddons.context(resume, faults, server) as tctx:
-        tctx.configure(faults, **options)
-        yield tctx, resume, faults, server
-
-
-def open_stream(resume: Any, faults: SSEFaults, server: Proxyserver | None, path: str = "/sse") -> HTTPFlow:
-    flow = tflow.tflow()
-    flow.request.path = path
-    flow.request.headers["accept"] = "text/event-stream"
-    if server is not None:
-        server.connect(flow)
-    asyncio.get_running_loop()  # (hooks run inside mitmproxy's loop)
-    sse_response(flow)
-    resume.responseheaders(flow)
-    faults.responseheaders(flow)
-    return flow
-
-
-def send(flow: HTTPFlow, chunks: list[bytes]) -> list[bytes]:
-    assert flow.response is not None and callable(flow.response.stream)
-    out: list[bytes] = []
-    for chunk in chunks:
-        result = flow.response.stream(chunk)
-        assert result != b"" or chunk == b"", "an empty bytes return ends an HTTP/1 response"
-        out += [result] if isinstance(result, bytes) else list(result)
-    return out
-
-
-def test_the_script_lists_the_faults_after_the_resume_addon_hooked_up_to_its_flows() -> None:
-    assert [type(a).__name__ for a in script.addons][-2:] == ["SSECommands", "SSEFaults"]
-    resume = next(a for a in script.addons if type(a).__name__ == "SSEResume")
-    assert script.addons[-1].flow_state.__self__ is resume.shell.flows  # type: ignore[attr-defined]
 
 
 def test_with_no_fault_scheduled_the_resume_addons_callable_is_left_as_it_is() -> None:
@@ -267,13 +190,3 @@ def test_a_misspelt_fault_option_is_named_with_the_right_one(caplog: pytest.LogC
     assert [r.getMessage() for r in caplog.records] == [
         "sse-resume: invalid option: sse_fault_cut_aftr: no such option (did you mean sse_fault_cut_after?)"
     ]
-
-
-def test_the_deferred_check_skips_names_registered_later() -> None:
-    options = optmanager.OptManager()
-    options.set("sse_count=x", "sse_later=1", defer=True)
-    options.add_option("sse_count", int, 0, "")
-    assert deferred_errors(options, ["sse_count", "sse_later"]) == [
-        "Failed to parse option sse_count: not an integer: x"
-    ]
-    assert "sse_later" in options.deferred

@@ -3,8 +3,8 @@ flow, and where the faults' sentence goes in its comment."""
 
 from __future__ import annotations
 
+from fault_harness import EVENTS
 from sse_resume_shell._faultstream import _placed, _without_last_events
-from test_inject import EVENTS
 
 
 def test_a_flows_events_after_its_cut_are_taken_off_it() -> None:

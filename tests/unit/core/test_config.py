@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import sse_resume_core
 from sse_resume_core._config import (
     BLOCK,
     DEFAULT,
@@ -21,6 +22,9 @@ from sse_resume_core._config import (
     section_values,
     shown,
 )
+
+# (the checkout the tested package is in)
+DOCS = Path(sse_resume_core.__file__).resolve().parents[2] / "docs"
 
 DOCUMENTED_YAML = """\
 sse:
@@ -110,7 +114,7 @@ def test_defaults() -> None:
 
 
 def test_every_option_is_documented() -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "options.md").read_text()
+    doc = (DOCS / "options.md").read_text()
     for name in [*Settings.model_fields, "config"]:
         assert f"`sse_{name}`" in doc, name
 
@@ -173,7 +177,7 @@ def test_the_options_table_in_the_docs_is_the_models() -> None:
     """docs/options.md's table is made from the Settings model (`./dev options-table`): it says what the code does."""
     from sse_resume_core._config import documented_table, options_table
 
-    docs = (Path(__file__).parents[2] / "docs" / "options.md").read_text()
+    docs = (DOCS / "options.md").read_text()
     assert documented_table(docs) == options_table(), "run ./dev options-table and commit docs/options.md"
 
 
