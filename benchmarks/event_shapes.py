@@ -2,7 +2,7 @@
 
 Each shape makes event ``n`` (1, 2, ...) as the fields a client should read from it (:class:`Event`) and the
 bytes that carry them. ``per_chunk`` events go in one HTTP chunk (1: each event its own chunk, as the servers
-below write them). ``tests/unit/test_event_shapes.py`` decodes every shape with httpx-sse and checks that it
+below write them). ``tests/unit/benchmarks/test_event_shapes.py`` decodes every shape with httpx-sse and checks that it
 reads the intended events, and that the sse-starlette shape is byte for byte what sse-starlette encodes.
 
 Where the shapes come from:

@@ -64,7 +64,7 @@ REASONS: Final[tuple[EvictionReason, ...]] = ("count", "ttl", "session-lru", "by
 fingerprint: Final = zlib.crc32
 """The CRC-32 of an event's bytes: with its id, what tells one event from another (0.5 ns a byte, in C)."""
 
-# Estimated bytes of bookkeeping, measured with tracemalloc on CPython 3.12 (tests/unit/test_history.py checks that
+# Estimated bytes of bookkeeping, measured with tracemalloc on CPython 3.12 (tests/unit/core/test_history.py checks that
 # the estimate stays above what is really allocated).
 REMEMBER_OVERHEAD: Final = 40  # a remembered event's column slots: id, CRC, time, stream, payload
 ID_OVERHEAD: Final = 120  # an id's str object header and its entry in the id dict (its mark is shared)

@@ -66,4 +66,4 @@ def show_id(event_id: str | None, limit: int = 40) -> str:
     if event_id is None:
         return "(none)"
     text = repr(event_id)
-    return text if len(text) <= limit else text[: limit - 3] + "...'"
+    return text if len(text) <= limit else text[: limit - 4] + "...'"  # (limit characters in all)

@@ -74,5 +74,6 @@ def test_an_id_is_shown_quoted_escaped_and_shortened() -> None:
     assert show_id(None) == "(none)"
     assert show_id("42") == "'42'" and show_id("a\nb") == "'a\\nb'"
     long = show_id("x" * 100)
-    assert long.startswith("'xxx") and long.endswith("...'") and len(long) < 50
+    assert long.startswith("'xxx") and long.endswith("...'") and len(long) == 40  # the limit, exactly
+    assert len(show_id("x" * 39)) == 40 and show_id("x" * 39).endswith("...'")  # 41 characters: shortened
     assert show_id("x" * 38) == "'" + "x" * 38 + "'"  # 40 characters: whole
