@@ -43,30 +43,31 @@ single_event_id(PyObject *module, PyObject *arg)
     if (PyBytes_AsStringAndSize(arg, &p, &n) < 0) { /* (a TypeError for anything but bytes) */
         return NULL;
     }
-    Py_ssize_t eol = 1; /* the length of a line end */
-    const char *cr = memchr(p, '\r', (size_t)n);
-    if (cr != NULL) {
-        /* CRLF throughout: every CR is followed by an LF and every LF preceded by a CR. */
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (p[i] == '\r' ? i + 1 >= n || p[i + 1] != '\n' : p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) {
-                Py_RETURN_FALSE;
-            }
-        }
-        eol = 2;
-    }
-    /* Ends with a line end and an empty line, after one line at least (an empty one is refused below). */
-    if (n < 2 * eol || p[n - 1] != '\n' || p[n - eol - 1] != '\n') {
+    /* CRLF throughout where there is a CR at all: then each line ends with a CR before its LF, and has no other. */
+    const int crlf = memchr(p, '\r', (size_t)n) != NULL;
+    if (n < 2 || p[n - 1] != '\n') {
         Py_RETURN_FALSE;
     }
-    const Py_ssize_t body = n - 2 * eol; /* the field lines, each but the last followed by a line end */
     const char *id = NULL;
     Py_ssize_t id_len = 0;
     int dispatches = 0;
     Py_ssize_t start = 0;
-    for (;;) { /* one pass per line: bounded by the number of line ends in the chunk */
+    for (;;) { /* one pass per line: bounded by the number of LFs in the chunk, as p[n - 1] is the last */
         const char *line = p + start;
-        const char *nl = start < body ? memchr(line, '\n', (size_t)(body - start)) : NULL;
-        Py_ssize_t len = (nl == NULL ? body : (nl - p) - (eol - 1)) - start;
+        const Py_ssize_t end = (const char *)memchr(line, '\n', (size_t)(n - start)) - p; /* this line's LF */
+        Py_ssize_t len = end - start;
+        if (crlf) {
+            if (len == 0 || p[end - 1] != '\r' || memchr(line, '\r', (size_t)(len - 1)) != NULL) {
+                Py_RETURN_FALSE; /* a lone LF, or a lone CR */
+            }
+            len--;
+        }
+        if (end == n - 1) { /* the last line: the empty one that ends the event, after one field line at least */
+            if (len != 0 || start == 0) {
+                Py_RETURN_FALSE;
+            }
+            break;
+        }
         if (starts_with(line, len, "data:", 5) || is(line, len, "data", 4)) {
             dispatches = 1;
         }
@@ -87,10 +88,7 @@ single_event_id(PyObject *module, PyObject *arg)
         else { /* an empty line (two blocks), a comment, retry, another field, a BOM... */
             Py_RETURN_FALSE;
         }
-        if (nl == NULL) {
-            break;
-        }
-        start = (nl - p) + 1;
+        start = end + 1;
     }
     if (!dispatches) {
         Py_RETURN_FALSE;

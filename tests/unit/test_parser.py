@@ -646,7 +646,7 @@ c_only = pytest.mark.skipif(not COMPILED, reason="the C part is not built: there
 
 
 @c_only
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(_single_events())
 def test_the_c_and_python_versions_agree_on_near_events(case: tuple[bytes, bool]) -> None:
     chunk = case[0]
@@ -662,7 +662,7 @@ def test_the_c_and_python_versions_agree_on_random_chunks() -> None:
     pieces = [b"id: ", b"id:", b"id", b"data:", b"data: x", b"data", b"event: e", b"event", b": c", b"retry: 1"]
     pieces += [b"7", b"\xff", b"\x00", b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", b" ", b"\xef\xbb\xbf"]
     taken = 0
-    for _ in range(30_000):
+    for _ in range(100_000):
         chunk = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
         if rng.random() < 0.5:  # mostly near a whole event
             eol = rng.choice([b"\n", b"\r\n"])
@@ -675,7 +675,7 @@ def test_the_c_and_python_versions_agree_on_random_chunks() -> None:
             parser.feed(b": past the start\n\n")
             blocks = parser.feed(chunk)
             assert [(b.kind, b.id) for b in blocks] == [(EVENT, c)] and parser.idle, chunk
-    assert taken > 3000
+    assert taken > 10_000
 
 
 def test_without_the_c_part_ids_are_read_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
