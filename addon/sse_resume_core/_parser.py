@@ -17,6 +17,7 @@ of digits is read without converting more than a few of them (a larger one count
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,9 +32,8 @@ __all__ = [
     "BlockKind",
     "SSEParser",
     "parse",
-    "plain_event_id",
-    "plain_event_id_py",
     "single_event_id",
+    "single_event_id_py",
 ]
 
 DEFAULT_MAX_SIZE: Final = 1024 * 1024
@@ -53,6 +53,8 @@ _TERMINATOR: Final = re.compile(_EOL + _EOL)
 _SPLIT_LINES: Final = re.compile(_EOL).split
 # The shape almost every server sends, with LF line ends: an optional "id", an optional "event", one "data"
 # line. Such a block is read with one C-level match; anything else takes the general line-by-line path.
+# (Not a second test of "one whole event and its id", which is single_event_id's: this one decodes the type and
+# data of a block the parser has already cut out, for a narrower shape, and anything it misses is still parsed.)
 _CANONICAL: Final = re.compile(rb"(?:id: ?([^\n\x00]*)\n)?(?:event: ?([^\n]*)\n)?data: ?([^\n]*)").fullmatch
 
 
@@ -159,7 +161,7 @@ def _make(
     return block
 
 
-def single_event_id(data: bytes) -> str | Literal[False] | None:
+def single_event_id_py(data: bytes) -> str | Literal[False] | None:
     """The id field of ``data`` when it is exactly one event block of the plain kind, else ``False``.
 
     The plain kind: LF line ends throughout or CRLF throughout (no lone CR, no mixing), lines that are only
@@ -169,6 +171,9 @@ def single_event_id(data: bytes) -> str | Literal[False] | None:
     the general parser decides it. Several ids: the last one counts. ``None``: such an event without an id.
     What it returns is what :class:`SSEParser` gives as the one block's ``id``, for a stream between blocks
     (the caller checks that it is, and that ``data`` is not oversize). Runtime complexity: O(len(data)).
+
+    The relay calls :data:`single_event_id`: this function, or the same contract in C where the optional
+    extension is built. This one is the fallback and the oracle the tests hold the C one to.
     """
     # Written with one ``split`` (and two ``count`` for CRLF), then slices, comparisons and ``in`` on an integer
     # rather than more bytes methods: on this path (once per chunk relayed) each method call costs more than the
@@ -204,38 +209,24 @@ def single_event_id(data: bytes) -> str | Literal[False] | None:
     return None if event_id is None else event_id.decode("utf-8", "replace")
 
 
-def plain_event_id_py(data: bytes) -> str | None:
-    """The id of ``data`` when it is exactly ``id: X\\ndata: Y\\n\\n`` (LF line ends, no NUL in X), else None:
-    the commonest whole event, read with one bounded ``split``. :func:`plain_event_id` is this function, or the
-    same in C when the optional extension (``_speedups.c``) is built. Runtime complexity: O(len(data)).
-    """
-    lines = data.split(b"\n", 4) if 13 not in data else ()  # (4: a chunk of many events stays whole)
-    if (
-        len(lines) == 4  # three LFs, the last two ending it
-        and not lines[3]
-        and not lines[2]
-        and lines[1][:5] == b"data:"
-        and lines[0][:4] == b"id: "
-        and 0 not in lines[0]
-    ):
-        return lines[0][4:].decode("utf-8", "replace")
-    return None
-
-
-def _compiled() -> tuple[Callable[[bytes], str | None], bool]:
-    """The C version of :func:`plain_event_id_py` when it is built for this Python and this source, else that."""
+def _compiled() -> tuple[Callable[[bytes], str | Literal[False] | None], bool]:
+    """The C version of :func:`single_event_id_py` when it is built for this Python and this source, and not
+    turned off by ``SSE_RESUME_PURE_PYTHON`` (any value but empty or ``0``), else that function."""
+    if os.environ.get("SSE_RESUME_PURE_PYTHON", "0") not in ("", "0"):
+        return single_event_id_py, False
     try:
         from sse_resume_core import _speedups
     except ImportError:  # not built (no C compiler at install), or built for another Python
-        return plain_event_id_py, False
+        return single_event_id_py, False
     if getattr(_speedups, "ABI", None) != _SPEEDUPS_ABI:  # built from another version of _speedups.c
-        return plain_event_id_py, False
-    return _speedups.plain_event_id, True
+        return single_event_id_py, False
+    return _speedups.single_event_id, True
 
 
-_SPEEDUPS_ABI: Final = 1  # the SPEEDUPS_ABI of _speedups.c this module was written for
-plain_event_id, COMPILED = _compiled()
-"""plain_event_id: see :func:`plain_event_id_py`; COMPILED: whether it is the C version."""
+_SPEEDUPS_ABI: Final = 2  # the SPEEDUPS_ABI of _speedups.c this module was written for
+single_event_id, COMPILED = _compiled()
+"""single_event_id: see :func:`single_event_id_py`, which it is, or the same contract in C where the optional
+extension (``_speedups.c``) is built; COMPILED: whether it is the C version."""
 
 
 class SSEParser:

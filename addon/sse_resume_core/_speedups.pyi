@@ -1,4 +1,6 @@
-# The C module built from _speedups.c (optional: see _parser.plain_event_id).
+# The C module built from _speedups.c (optional: see _parser.single_event_id).
+from typing import Literal
+
 ABI: int
 
-def plain_event_id(chunk: bytes, /) -> str | None: ...
+def single_event_id(chunk: bytes, /) -> str | Literal[False] | None: ...

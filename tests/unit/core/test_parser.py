@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-import re
+import sys
 from collections.abc import Callable
 from typing import Literal
 
@@ -16,15 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_resume_core import Block, BlockKind, SSEParser, parse
-from sse_resume_core._parser import (
-    COMPILED,
-    DEFAULT_MAX_SIZE,
-    MAX_RETRY,
-    plain_event_id,
-    plain_event_id_py,
-    single_event_id,
-)
+import sse_resume_core
+from sse_resume_core import Block, BlockKind, SSEParser, _parser, parse
+from sse_resume_core._parser import COMPILED, DEFAULT_MAX_SIZE, MAX_RETRY, single_event_id, single_event_id_py
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
 BOM = BlockKind.BOM
@@ -458,7 +452,16 @@ def test_rule_cases_at_random_splits(draw: st.DataObject) -> None:
     assert normalise(feed_in(split_at(data, cuts))) == normalise(feed_in([data]))
 
 
-def test_single_event_id_reads_one_plain_event() -> None:
+IdReader = Callable[[bytes], str | Literal[False] | None]
+ID_READERS = [
+    pytest.param(single_event_id_py, id="python"),
+    # Without the C part, single_event_id is single_event_id_py: the case is skipped, not run twice.
+    pytest.param(single_event_id, id="c", marks=pytest.mark.skipif(not COMPILED, reason="the C part is not built")),
+]
+
+
+@pytest.mark.parametrize("single_event_id", ID_READERS)
+def test_single_event_id_reads_one_plain_event(single_event_id: IdReader) -> None:
     assert single_event_id(b"data: a\n\n") is None
     assert single_event_id(b"data\n\n") is None  # "data" with no colon: one empty line of data
     assert single_event_id(b"id: 7\ndata: a\n\n") == "7"
@@ -576,9 +579,10 @@ def _single_events(draw: st.DrawFn) -> tuple[bytes, bool]:
     return chunk, plain
 
 
+@pytest.mark.parametrize("single_event_id", ID_READERS)
 @settings(max_examples=500, deadline=None)
 @given(_single_events())
-def test_single_event_id_agrees_with_the_parser(case: tuple[bytes, bool]) -> None:
+def test_single_event_id_agrees_with_the_parser(single_event_id: IdReader, case: tuple[bytes, bool]) -> None:
     chunk, plain = case
     fast = single_event_id(chunk)
     if fast is not False:  # what it reads, the general parser reads the same way
@@ -632,69 +636,60 @@ def test_an_unexpected_error_at_the_start_loses_no_byte(monkeypatch: pytest.Monk
     assert parser.held() == b"\xef\xbb\xbfdata: a\n\n"
 
 
-PLAIN_IMPLEMENTATIONS = [
-    pytest.param(plain_event_id_py, id="python"),
-    # Without the C part, plain_event_id is plain_event_id_py: the case is skipped, not run twice.
-    pytest.param(plain_event_id, id="c", marks=pytest.mark.skipif(not COMPILED, reason="the C part is not built")),
-]
-
-# The plain shape as plain_event_id_py's docstring states it, written as a regular expression: the oracle both
-# versions are held to (so that neither is checked against itself).
-_PLAIN_SHAPE = re.compile(rb"id: ([^\n\r\x00]*)\ndata:[^\n\r]*\n\n").fullmatch
-
-
-def plain_shape_id(chunk: bytes) -> str | None:
-    match = _PLAIN_SHAPE(chunk)
-    return None if match is None else match.group(1).decode("utf-8", "replace")
-
-
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI=true is not set: only CI must have the C part")
 def test_the_c_part_is_built_where_ci_runs() -> None:
-    # ./dev builds it when a C compiler is at hand; CI installs one, so there both versions are tested.
+    # The install builds it where a C compiler is at hand (setup.py); CI has one, so there both versions are tested.
     assert COMPILED
 
 
-@pytest.mark.parametrize("plain", PLAIN_IMPLEMENTATIONS)
-def test_plain_event_id_reads_only_the_plain_shape(plain: Callable[[bytes], str | None]) -> None:
-    assert plain(b"id: 7\ndata: a\n\n") == "7"
-    assert plain(b"id: \ndata:\n\n") == ""  # an empty id (it resets the last event id)
-    assert plain(b"id: \xff7\ndata: a\n\n") == "\ufffd7"  # invalid UTF-8 replaced, as the parser does
-    assert plain(b"id:  7 \ndata: a\n\n") == " 7 "  # one space removed after the colon, nothing else
-    declined = [
-        b"",
-        b"id: 7\n\n",
-        b"id:7\ndata: a\n\n",  # (single_event_id takes these)
-        b"id: 7\ndata: a\n",
-        b"id: 7\ndata: a\n\n\n",
-        b"id: 7\ndata: a\ndata: b\n\n",
-        b"id: 7\nevent: e\ndata: a\n\n",
-        b"id: 7\r\ndata: a\r\n\r\n",
-        b"id: 7\ndata: a\r\n\n",
-        b"id: 7\x00\ndata: a\n\n",
-        b"data: a\nid: 7\n\n",
-        b"id: 7\ndata: a\n\nid: 8\ndata: b\n\n",
-        b"id: 7\ndat: a\n\n",
-        b"id: 7\ndata",
-    ]
-    for chunk in declined:
-        assert plain(chunk) is None, chunk
+c_only = pytest.mark.skipif(not COMPILED, reason="the C part is not built: there is one version to test")
 
 
-@pytest.mark.parametrize("plain", PLAIN_IMPLEMENTATIONS)
-def test_plain_event_id_agrees_with_the_parser_on_random_chunks(plain: Callable[[bytes], str | None]) -> None:
+@c_only
+@settings(max_examples=1000, deadline=None)
+@given(_single_events())
+def test_the_c_and_python_versions_agree_on_near_events(case: tuple[bytes, bool]) -> None:
+    chunk = case[0]
+    c, py = single_event_id(chunk), single_event_id_py(chunk)
+    assert c == py and type(c) is type(py), chunk[:200]
+
+
+@c_only
+def test_the_c_and_python_versions_agree_on_random_chunks() -> None:
+    # Chunks of pieces that line ends, field names and odd bytes are made of, mostly near one event; where the C
+    # version reads an id, the general parser reads the same one event with that id.
     rng = random.Random(2026)
-    pieces = [b"id: ", b"id:", b"data:", b"data: x", b"event: e", b"7", b"\xff", b"\x00", b"\r", b"\n", b"\n\n", b" "]
+    pieces = [b"id: ", b"id:", b"id", b"data:", b"data: x", b"data", b"event: e", b"event", b": c", b"retry: 1"]
+    pieces += [b"7", b"\xff", b"\x00", b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", b" ", b"\xef\xbb\xbf"]
     taken = 0
-    for _ in range(20_000):
-        chunk = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
-        if rng.random() < 0.5:  # mostly near the plain shape
-            chunk = b"id: " + chunk + b"\ndata: y\n\n"
-        result = plain(chunk)
-        assert result == plain_shape_id(chunk), chunk
-        if result is not None:
+    for _ in range(100_000):
+        chunk = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
+        if rng.random() < 0.5:  # mostly near a whole event
+            eol = rng.choice([b"\n", b"\r\n"])
+            chunk = rng.choice([b"id: ", b"event: ", b"data: "]) + chunk + eol + b"data: y" + eol + eol
+        c, py = single_event_id(chunk), single_event_id_py(chunk)
+        assert c == py and type(c) is type(py), chunk
+        if c is not False:
             taken += 1
             parser = SSEParser()
             parser.feed(b": past the start\n\n")
             blocks = parser.feed(chunk)
-            assert [(b.kind, b.id) for b in blocks] == [(EVENT, result)] and parser.idle, chunk
-    assert taken > 1000
+            assert [(b.kind, b.id) for b in blocks] == [(EVENT, c)] and parser.idle, chunk
+    assert taken > 10_000
+
+
+def test_without_the_c_part_ids_are_read_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not built (the import fails), built from another source (another ABI), or turned off: the Python version.
+    monkeypatch.setitem(sys.modules, "sse_resume_core._speedups", None)  # (an import of it raises ImportError)
+    monkeypatch.delattr(sse_resume_core, "_speedups", raising=False)
+    assert _parser._compiled() == (single_event_id_py, False)
+    monkeypatch.undo()
+    monkeypatch.setenv("SSE_RESUME_PURE_PYTHON", "1")
+    assert _parser._compiled() == (single_event_id_py, False)
+    monkeypatch.setenv("SSE_RESUME_PURE_PYTHON", "0")
+    assert _parser._compiled() == (single_event_id, COMPILED)
+    if COMPILED:
+        from sse_resume_core import _speedups
+
+        monkeypatch.setattr(_speedups, "ABI", _speedups.ABI - 1)
+        assert _parser._compiled() == (single_event_id_py, False)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
-from sse_resume_core._parser import COMPILED, MAX_RETRY, plain_event_id, plain_event_id_py
+from sse_resume_core._parser import COMPILED, MAX_RETRY, single_event_id, single_event_id_py
 from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
@@ -322,9 +322,9 @@ def _random_event(rng: random.Random, n: int) -> bytes:
 def id_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The relay's hot path reading ids in Python, and in C where the extension is built."""
     if request.param == "python":
-        monkeypatch.setattr(_resume, "plain_event_id", plain_event_id_py)
+        monkeypatch.setattr(_resume, "single_event_id", single_event_id_py)
     else:
-        assert vars(_resume)["plain_event_id"] is plain_event_id is not plain_event_id_py  # C, as the relay runs it
+        assert vars(_resume)["single_event_id"] is single_event_id is not single_event_id_py  # C, as the relay runs it
 
 
 @pytest.mark.parametrize("seed", range(30))
