@@ -239,7 +239,7 @@ class _Session:
         "bytes",
         "crcs",
         "created",
-        "forgot",
+        "forgotten",
         "held",
         "ids",
         "key",
@@ -281,7 +281,7 @@ class _Session:
         self.by_id: dict[str, int] = {}
         self.older: dict[str, deque[int]] = {}
         self.mark = base - SPAN  # the mark of the events record() adds now
-        self.forgot = False  # events of it are no longer remembered: an id's other occurrences may be among them
+        self.forgotten = 0  # its events no longer remembered (an id's other occurrences may be among them)
         self.bytes = SESSION_OVERHEAD
         self.created = now
         self.used = now
@@ -593,7 +593,7 @@ class MemoryHistory:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
         st = s.streams_by_number[s.stream_of[seq - s.base]]
         after = tuple(map(s.event, st.after(seq)))
-        forgotten = st.forgotten or s.forgot
+        forgotten = st.forgotten or s.forgotten > 0
         return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=forgotten)
 
     def position(self, session: str, stream: str, event_id: str, raw: bytes, *, crc: int | None = None) -> int | None:
@@ -620,6 +620,12 @@ class MemoryHistory:
         if len(found) != 1:
             return None
         return s.streams_by_number[found.pop()].name
+
+    def forgotten(self, session: str) -> int:
+        """How many events of ``session`` it no longer remembers: a count that only grows while the session
+        lives (0 for a session it does not hold). Runtime complexity: O(1)."""
+        s = self._sessions.get(session)
+        return 0 if s is None else s.forgotten
 
     def forgot(self, session: str, stream: str) -> None:
         """Say that ``stream`` began before the events it holds (a stream adopted from a store that trimmed it):
@@ -800,7 +806,7 @@ class MemoryHistory:
                 if not stream.count:
                     self._drop_stream(s, stream)
         ids[start:stop] = [None] * count
-        s.forgot = True
+        s.forgotten += count
         s.bytes -= cost
         self._bytes -= cost
         s.start = start = stop

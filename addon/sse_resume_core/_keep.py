@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sse_resume_core._parser import Block, BlockKind, SSEParser
-from sse_resume_core._resume import BATCH, PROXY_ID_PREFIX, Recorder, Window, is_proxy_id
+from sse_resume_core._resume import BATCH, FORGOTTEN_NOTE, PROXY_ID_PREFIX, Recorder, Window, is_proxy_id
 from sse_resume_core._store import HistoryStore
 
 _OVERSIZE: Final = BlockKind.OVERSIZE
@@ -91,6 +91,7 @@ class KeptFeed:
     """The events of one kept stream, across every upstream connection that feeds it."""
 
     __slots__ = (
+        "_forgotten",
         "_head",
         "_newest",
         "_open",
@@ -131,7 +132,10 @@ class KeptFeed:
         self._head = head  # the id of the event at position (None: none yet)
         self.by_position = by_position
         """False in a session that has forgotten events, where positions do not follow the upstream's order (see
-        the Resumer's ``_warned``): nothing is dropped by position, only what the batch repeats."""
+        the Resumer's ``_warned``): nothing is dropped by position, only what the batch repeats. When the session
+        forgets events while this feed reads, the clients are told before the next event (as a relay tells its
+        client)."""
+        self._forgotten = store.forgotten(session)  # what the session had forgotten when positions were taken
         self._newest: tuple[str, bytes] | None = None  # the newest event with an id waiting to be recorded
         self.assign_ids = assign_ids
         self.max_event_bytes = max_event_bytes
@@ -207,17 +211,23 @@ class KeptFeed:
                     self.upstream_id = event_id
                 stream = rec.stream
                 seq = None if stream is None or not self.by_position else store.position(session, stream, event_id, raw)
+                if seq is not None and seq <= self.position:
+                    continue  # the clients have it: the upstream sent it again
+                if seq is None and not self._window.add(hash(raw)):
+                    continue  # (the batch not recorded yet has it, or the events just before)
+                if self.by_position and (forgotten := store.forgotten(session)) != self._forgotten:
+                    # Forgotten meanwhile (other streams of the session pushed events out): what the upstream
+                    # sends again may be among them. The clients are told before it, as on a resume. (Positions
+                    # still hold: an event forgotten and sent again is recorded anew, after them.)
+                    self._forgotten = forgotten
+                    out.append(Delivery(FORGOTTEN_NOTE, False))
                 if seq is not None:
-                    if seq <= self.position:
-                        continue  # the clients have it: the upstream sent it again
                     # Held already, recorded by another reader of the stream (or past a behind resume's id):
                     # new to these clients, not to the history.
                     self.position, self._head = seq, event_id
                     self.stats.events += 1
                     out.append(Delivery(raw, True, seq=seq))
                     continue
-                if not self._window.add(hash(raw)):
-                    continue  # (the batch not recorded yet has it)
                 self._newest = (event_id, raw)
             elif event_id is None and self.assign_ids:
                 event_id = f"{PROXY_ID_PREFIX}{self.name}.{next(_ids)}"

@@ -71,6 +71,8 @@ _FORGOTTEN: Final = (
     "earlier events of this session are no longer remembered (sse_max_remembered_ids): an upstream that starts "
     "over may send them again"
 )
+FORGOTTEN_NOTE: Final = b": sse-resume: %s\n\n" % _FORGOTTEN.encode()
+"""What a client is told, first, when its session has forgotten events (see _warned and Relay._new_to_client)."""
 
 
 def is_proxy_id(event_id: str | None) -> bool:
@@ -154,7 +156,7 @@ def _warned(decision: Decision, found: Found) -> Decision:
     got. Nothing is dropped by position (what the client has may come again, as it was told), never one lost."""
     if not found.forgotten:
         return decision
-    comment = b": sse-resume: %s\n\n" % _FORGOTTEN.encode()
+    comment = FORGOTTEN_NOTE
     body = decision.body
     if body:
         first = body.index(b"\n\n") + 2  # after the replay's own comment
@@ -334,6 +336,7 @@ class Relay:
 
     __slots__ = (
         "_charge",
+        "_forgotten",
         "_hot",
         "_hot_bytes",
         "_max_event_bytes",
@@ -378,6 +381,8 @@ class Relay:
         self.session = session
         self._rec = Recorder(self._store, session, stream)
         self._resume_seq = resume_seq
+        # What the session had forgotten when the client's position was taken (see _new_to_client).
+        self._forgotten = self._store.forgotten(session) if resume_seq is not None else 0
         self._prefix = prefix
         self._prefixed = False  # the prefix went to the client (before the upstream's first bytes)
         self._window = Window(window) if window else None
@@ -443,6 +448,8 @@ class Relay:
                         self._resumer.unflushed.add(self)
                     pending.append(chunk)
                     rec.ids.append(event_id)
+                    if self._prefix:  # a note for the client came up (rare: see _new_to_client)
+                        chunk = self._told(chunk)
                     if len(pending) >= BATCH:
                         self.flush()
                     return chunk  # (no prefix is left once started; flush() keeps it in the transcript)
@@ -633,7 +640,14 @@ class Relay:
     def _new_to_client(self, event_id: str, raw: bytes) -> bool:
         """Whether the client lacks this event (with an id), noting it delivered if so. It has it when its stream
         holds it at or before the position it resumed from, or when this connection delivered it lately (either
-        is counted as a duplicate)."""
+        is counted as a duplicate).
+
+        Should the session forget events while the client reads (other streams of it push them out), one the
+        upstream sends again can no longer be told from a new one: before the next event it is handed, the client
+        is told, as a decision made after the forgetting would tell it (see _warned). What the stream remembers at
+        or before the client's position is still dropped: that position was taken before anything was forgotten,
+        and an event forgotten and sent again is recorded anew, after it.
+        """
         resume_seq = self._resume_seq
         if resume_seq is not None:
             position = self._store.position(self.session, self.stream, event_id, raw)  # type: ignore[arg-type]
@@ -644,7 +658,28 @@ class Relay:
         if window is not None and not window.add(hash(raw)):
             self._count_duplicate()
             return False
+        if resume_seq is not None:
+            forgotten = self._store.forgotten(self.session)
+            if forgotten != self._forgotten:
+                self._forgotten = forgotten
+                self._prefix += FORGOTTEN_NOTE  # (sent in front of this event)
         return True
+
+    def _told(self, chunk: bytes) -> bytes:
+        """The chunk pipe() has just taken, with the note that came up for the client in front of it (and so in
+        the transcript too)."""
+        note, self._prefix = self._prefix, b""
+        pending = self._rec.raws
+        pending.pop()
+        self._sync()  # what pipe() relayed before it, into the transcript
+        pending.append(chunk)
+        event_id = self._rec.ids[-1]
+        if event_id is not None:
+            self._parser.last_event_id = event_id
+        if self.transcript is not None:
+            self.transcript.add(note + chunk)
+        self._synced = len(pending)
+        return note + chunk
 
     def _count_duplicate(self) -> None:
         self.stats.duplicates += 1

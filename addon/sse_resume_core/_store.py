@@ -88,6 +88,10 @@ class HistoryStore(Protocol):
         """The newest non-empty id remembered for ``stream``, or ``""``."""
         ...
 
+    def forgotten(self, session: str) -> int:
+        """How many events of ``session`` are no longer remembered (grows while the session lives; 0 without)."""
+        ...
+
     def lookup(self, session: str, event_id: str) -> Found | None:
         """:meth:`find`, answered from what this proxy holds now (no await: nothing changes meanwhile)."""
         ...

@@ -381,6 +381,9 @@ class RedisHistory:
     def newest_id(self, session: str, stream: str) -> str:
         return self.local.newest_id(session, stream)
 
+    def forgotten(self, session: str) -> int:
+        return self.local.forgotten(session)
+
     def lookup(self, session: str, event_id: str) -> Found | None:
         return self.local.lookup(session, event_id)
 

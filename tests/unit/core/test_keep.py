@@ -7,6 +7,7 @@ import pytest
 from sse_resume_core import HistoryLimits, MemoryHistory
 from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._parser import MAX_RETRY
+from sse_resume_core._resume import BATCH
 
 
 def feed_of(**kw: object) -> tuple[MemoryHistory, KeptFeed]:
@@ -61,6 +62,23 @@ def test_events_resent_after_a_reconnect_are_dropped() -> None:
     out = delivered(feed, b"id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n")
     assert out == b"id: 3\ndata: c\n\n"
     assert [e.id for e in store.events("s")] == ["1", "2", "3"]
+
+
+def test_when_the_session_forgets_while_the_feed_reads_the_clients_are_told_before_events_come_again() -> None:
+    n = BATCH + 1100  # more than the feed's own window of recent events holds (BATCH, and up to 1,024 more)
+    store = MemoryHistory(HistoryLimits(max_events=3, max_remembered=n + 2))
+    feed = KeptFeed(store, "s", store.new_stream("s"))
+    feed.connected()
+    first = b"".join(b"id: %d\ndata: a\n\n" % k for k in range(1, n + 1))
+    assert delivered(feed, first) == first
+    other = store.new_stream("s")  # another stream of the session pushes 1 and 2 out of what it remembers
+    store.record_many("s", other, ["x", "y", "z", "w"], [b"id: %s\ndata: o\n\n" % i.encode() for i in "xyzw"])
+    assert store.forgotten("s") == 2
+    feed.ended()
+    feed.connected()  # an upstream that ignores Last-Event-ID: 1 and 2 again, which the proxy no longer knows
+    out = delivered(feed, b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n" + b"id: %d\ndata: a\n\n" % n)
+    assert out.startswith(b": sse-resume: earlier events of this session are no longer remembered")
+    assert out.endswith(b"\n\nid: 1\ndata: a\n\nid: 2\ndata: b\n\n")  # told first; n, still known, dropped
 
 
 def test_an_unfinished_block_at_a_break_is_never_delivered() -> None:

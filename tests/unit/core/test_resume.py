@@ -558,6 +558,8 @@ class SimClient:
             if block.data is not None:
                 generation, n = block.data.split(".")
                 self.log.append((int(generation), int(n)))
+            elif block.raw.startswith(FORGOTTEN):  # told in the stream (the session forgot while it read)
+                self.log.append(Connected("told", warned=True))
         self.last_event_id = parser.last_event_id
 
 
@@ -763,6 +765,26 @@ def test_past_the_ids_remembered_every_client_gets_each_event_once_in_order_or_i
     run_clients(Proxy(upstream, limits, inline), clients, order)
     for client in clients:
         assert_invariant(client, upstream)
+
+
+def test_a_client_is_told_when_its_session_forgets_while_it_reads() -> None:
+    """Found by the generated schedules: a client resumes, another stream of its session then pushes the events
+    it had out of what the proxy remembers, and its upstream starts over. It is told before they come again."""
+    resumer = Resumer(MemoryHistory(HistoryLimits(max_events=2, max_remembered=6)), dedupe_window=0)
+    first = b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(1, 5))
+    relay = resumer.open(asyncio.run(resumer.decide("s", None)))
+    assert relay.feed(first) == first
+    resumer.flush()
+    decision = asyncio.run(resumer.decide("s", "4"))
+    assert decision.outcome == "up-to-date" and FORGOTTEN not in decision.prefix
+    again = resumer.open(decision)
+    other = resumer.open(asyncio.run(resumer.decide("s", None)))  # the session's other stream: 4 more events
+    other.feed(b"".join(b"id: o%d\ndata: o\n\n" % n for n in range(4)))
+    resumer.flush()  # 1 and 2 are forgotten now
+    out = again.feed(first + b"id: 5\ndata: 5\n\n")  # an upstream that ignores Last-Event-ID
+    assert out.startswith(FORGOTTEN)  # told first...
+    assert out.endswith(b"\n\nid: 1\ndata: 1\n\nid: 2\ndata: 2\n\nid: 5\ndata: 5\n\n")  # ...then what may be new
+    assert again.stats.duplicates == 2  # 3 and 4, still remembered at its position, are dropped
 
 
 @settings(max_examples=500, deadline=None)
