@@ -416,59 +416,85 @@ class SSEParser:
 
     def _scan(self, buf: bytes, out: list[Block], final: bool) -> None:
         """Cut ``buf`` (which starts a block) into complete blocks; hold or hand on what is left."""
-        pos = 0
-        size = self._max
-        block = self._block
-        append = out.append
-        if b"\r" not in buf:
-            # Fast path, the common case: LF line ends only, so an empty line is exactly b"\n\n".
-            find = buf.find
-            canonical = _CANONICAL
-            end = find(b"\n\n")
-            while end >= 0:
-                stop = end + 2
-                if stop - pos > size:
-                    append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
-                else:
-                    body = buf[pos:end]
-                    match = canonical(body)
-                    if match is None:
-                        append(block(buf[pos:stop], body.split(b"\n")))
-                    else:
-                        eid, etype, value = match.groups()
-                        sid = None
-                        if eid is not None:
-                            sid = self.last_event_id = eid.decode("utf-8", "replace")
-                        append(
-                            _make(
-                                buf[pos:stop],
-                                _EVENT,
-                                sid,
-                                etype.decode("utf-8", "replace") if etype else "message",
-                                value.decode("utf-8", "replace"),
-                                None,
-                                self.last_event_id,
-                            )
-                        )
-                pos = stop
-                end = find(b"\n\n", pos)
-        else:
-            n = len(buf)
-            for match in _TERMINATOR.finditer(buf):
-                stop = match.end()
-                if stop == n and not final and buf[-1] == 13:
-                    break  # a CR at the very end: the next chunk may start with its LF
-                if stop - pos > size:
-                    append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
-                else:
-                    append(block(buf[pos:stop], _SPLIT_LINES(buf[pos : match.start()])))
-                pos = stop
+        if 13 not in buf:  # (``13 in``: an integer needle is found without building a bytes object)
+            pos = self._uniform(buf, out, b"\n\n")
+        elif buf.count(b"\r\n") == buf.count(b"\r") == buf.count(b"\n"):
+            # CRLF throughout (what sse-starlette, so the MCP Python SDK, sends): an empty line is exactly
+            # b"\r\n\r\n", and each block is read as LF once its CRLFs are replaced. Three counts of the whole
+            # buffer cost less than one regex search for its terminators. The starlette shape (20 MB, CRLF),
+            # against httpx-sse's decoder: from 0.51x to 1.0x in 16 KiB pieces, from 0.54x to 0.92x as HTTP
+            # chunks (paired rounds; LF: 1.09x, 0.90x).
+            pos = self._uniform(buf, out, b"\r\n\r\n")
+        else:  # mixed line ends, lone CRs, or a CR at the end whose LF may come next
+            pos = self._mixed(buf, out, final)
         if pos < len(buf):
             self._tail = b""
             if final:
                 self._parts.append(buf[pos:])
             else:
                 self._hold(buf[pos:] if pos else buf, out)
+
+    def _uniform(self, buf: bytes, out: list[Block], terminator: bytes) -> int:
+        """Cut ``buf``, whose line ends are all LF (``terminator`` b"\n\n") or all CRLF (b"\r\n\r\n"), into its
+        complete blocks; return where the first unfinished one starts."""
+        pos = 0
+        size = self._max
+        block = self._block
+        append = out.append
+        find = buf.find
+        canonical = _CANONICAL
+        crlf = len(terminator) == 4
+        step = len(terminator)
+        end = find(terminator)
+        while end >= 0:
+            stop = end + step
+            if stop - pos > size:
+                append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
+            else:
+                body = buf[pos:end]
+                if crlf:
+                    body = body.replace(b"\r\n", b"\n")
+                match = canonical(body)
+                if match is None:
+                    append(block(buf[pos:stop], body.split(b"\n")))
+                else:
+                    eid, etype, value = match.groups()
+                    sid = None
+                    if eid is not None:
+                        sid = self.last_event_id = eid.decode("utf-8", "replace")
+                    append(
+                        _make(
+                            buf[pos:stop],
+                            _EVENT,
+                            sid,
+                            etype.decode("utf-8", "replace") if etype else "message",
+                            value.decode("utf-8", "replace"),
+                            None,
+                            self.last_event_id,
+                        )
+                    )
+            pos = stop
+            end = find(terminator, pos)
+        return pos
+
+    def _mixed(self, buf: bytes, out: list[Block], final: bool) -> int:
+        """Cut ``buf``, with line ends of any kind, into its complete blocks; return where the first unfinished
+        one starts."""
+        pos = 0
+        size = self._max
+        block = self._block
+        append = out.append
+        n = len(buf)
+        for match in _TERMINATOR.finditer(buf):
+            stop = match.end()
+            if stop == n and not final and buf[-1] == 13:
+                break  # a CR at the very end: the next chunk may start with its LF
+            if stop - pos > size:
+                append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
+            else:
+                append(block(buf[pos:stop], _SPLIT_LINES(buf[pos : match.start()])))
+            pos = stop
+        return pos
 
     def _skip(self, data: bytes, out: list[Block]) -> bytes:
         """Hand on the bytes of an oversize block until its terminating empty line; return what follows it."""
