@@ -32,7 +32,7 @@ from typing import Final, Literal
 from sse_resume_core._history import Found, StoredEvent
 from sse_resume_core._identity import digest, session_key  # (here too, where they used to live)
 from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
-from sse_resume_core._parser import Block, BlockKind, SSEParser, plain_event_id, single_event_id
+from sse_resume_core._parser import Block, BlockKind, SSEParser, plain_event_id, single_event_id, whole_events
 from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 
@@ -474,6 +474,66 @@ class Relay:
             self._charge = None
         if self.failed is not None or self.passthrough:
             return self._emit(self._take_held() + chunk)
+        whole: bytes | None = None
+        if self._hot:  # (pipe() sends a chunk of several whole events here, and anything else)
+            try:
+                whole = self._whole(chunk)
+            except Exception as e:  # not expected: the parser holds nothing, so the chunk is all there is
+                self._fail(e)
+                whole = chunk
+        if whole is not None:
+            out = whole
+        else:
+            out = self._parsed(chunk)
+        out = self._emit(out)
+        pending = len(self._rec.raws)
+        if pending >= BATCH or (pending and len(chunk) > BIG_CHUNK):
+            self.flush()
+        return out
+
+    def _whole(self, chunk: bytes) -> bytes | None:
+        """The bytes to send for ``chunk`` when it is whole events of the plain kinds (see
+        :func:`whole_events`), none a duplicate by the window (and the client not resuming, which asks the
+        history about each): all of it, and the events are taken to record, as :meth:`_keep` takes them one by
+        one. Else None (nothing done): the parser reads it.
+
+        (For the stream between blocks, as :meth:`pipe`'s hot path. The ``many`` shape, 16 events to a chunk,
+        in this process: from 5.9 to 1.6 us an event through Relay.pipe; inside mitmdump, against a plain
+        passthrough: see the commit.)
+        """
+        found = whole_events(chunk)
+        if found is None:
+            return None
+        raws, ids = found
+        if len(chunk) > self._max_event_bytes and max(map(len, raws)) > self._max_event_bytes:
+            return None  # (one is oversize: the parser hands it on in pieces)
+        last = ids[-1]
+        if last is not None:
+            window = self._window
+            if self._resume_seq is not None:
+                return None
+            if window is not None:
+                # Window.add for each, at once: no key is in the window or twice in the chunk (else the parser
+                # reads it, and _keep counts the duplicates).
+                keys = list(map(hash, raws))
+                held = window.keys
+                if not held.isdisjoint(keys) or len(set(keys)) != len(keys):
+                    return None
+                held.update(keys)
+                order = window.order
+                order.extend(keys)
+                if len(order) >= window.limit:
+                    window.trim()
+            self._parser.last_event_id = last
+        rec = self._rec
+        if not rec.raws:
+            self._resumer.unflushed.add(self)
+        rec.raws.extend(raws)
+        rec.ids.extend(ids)
+        return chunk
+
+    def _parsed(self, chunk: bytes) -> bytes:
+        """The bytes to send for ``chunk``, read by the parser, block by block."""
         try:
             blocks = self._parser.feed(chunk)
         except Exception as e:  # not expected: the parser then still holds every byte it did not hand on
@@ -491,10 +551,6 @@ class Relay:
                 and self._parser.idle
                 and self._charge is None  # (the next call releases it)
             )
-        out = self._emit(out)
-        pending = len(self._rec.raws)
-        if pending >= BATCH or (pending and len(chunk) > BIG_CHUNK):
-            self.flush()
         return out
 
     def _fail(self, error: Exception) -> None:
