@@ -474,17 +474,32 @@ class Relay:
             self._charge = None
         if self.failed is not None or self.passthrough:
             return self._emit(self._take_held() + chunk)
-        whole: bytes | None = None
-        if self._hot:  # (pipe() sends a chunk of several whole events here, and anything else)
-            try:
-                whole = self._whole(chunk)
-            except Exception as e:  # not expected: the parser holds nothing, so the chunk is all there is
-                self._fail(e)
-                whole = chunk
-        if whole is not None:
-            out = whole
+        if self._started:
+            outs = []
+            for piece in self._cut(chunk):
+                if self.failed is not None:  # (an error in an earlier piece: the rest passes on untouched)
+                    outs.append(self._take_held() + piece)
+                    continue
+                whole: bytes | None = None
+                if self._parser.idle:
+                    try:
+                        whole = self._whole(piece)
+                    except Exception as e:  # not expected: the parser holds nothing, so the piece is all there is
+                        self._fail(e)
+                        whole = piece
+                outs.append(self._parsed(piece) if whole is None else whole)
+            out = outs[0] if len(outs) == 1 else b"".join(outs)
         else:
             out = self._parsed(chunk)
+        # The hot path is for streams past their first event, and only while the parser holds nothing: then a
+        # chunk that is one whole event is exactly that.
+        self._hot = (
+            self._started
+            and self.failed is None
+            and not self.passthrough
+            and self._parser.idle
+            and self._charge is None  # (the next call releases it)
+        )
         out = self._emit(out)
         pending = len(self._rec.raws)
         if pending >= BATCH or (pending and len(chunk) > BIG_CHUNK):
@@ -542,16 +557,26 @@ class Relay:
         else:
             # (pipe() took every chunk that is one whole event while the parser held nothing)
             out = self._relay(blocks) if self._started else self._first_events(blocks)
-            # The hot path is for streams past their first event, and only while the parser holds nothing: then
-            # a chunk that is one whole event is exactly that.
-            self._hot = (
-                self._started
-                and self.failed is None
-                and not self.passthrough
-                and self._parser.idle
-                and self._charge is None  # (the next call releases it)
-            )
         return out
+
+    def _cut(self, chunk: bytes) -> tuple[bytes, ...]:
+        """``chunk`` in up to three pieces, for :meth:`_whole` to take the middle one whole: the end of a block
+        the parser holds (to the chunk's first terminator), the blocks that follow (to its last), the start of
+        the next. (Where the cuts fall changes no block, only how they are read: the parser gives the same
+        blocks for any split of a stream. A socket read of a batched upstream ends inside an event now and then,
+        and then its next read would go through the parser whole.)"""
+        end = b"\n\n" if 13 not in chunk else b"\r\n\r\n"
+        start = 0
+        if not self._parser.idle:
+            first = chunk.find(end)
+            if first < 0:
+                return (chunk,)
+            start = first + len(end)
+        last = chunk.rfind(end)
+        stop = last + len(end) if last >= start else start
+        if start == 0 and stop == len(chunk):
+            return (chunk,)
+        return tuple(piece for piece in (chunk[:start], chunk[start:stop], chunk[stop:]) if piece)
 
     def _fail(self, error: Exception) -> None:
         """Turn this relay into plain pass-through after an internal error (the first one is kept)."""

@@ -24,6 +24,7 @@ from sse_resume_core._parser import (
     plain_event_id,
     plain_event_id_py,
     single_event_id,
+    whole_events,
 )
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
@@ -804,3 +805,76 @@ def test_crlf_throughout_reads_every_field() -> None:
         (EMPTY, "", "", None, None, ""),
     ]
     assert spec_read(data) == ([("9", "e", "a\n\nb")], "", 70)
+
+
+# -- whole_events: a chunk of several whole events, read at once -------------------------------------------------
+
+
+def _as_blocks(chunk: bytes) -> tuple[list[bytes], list[str | None]] | None:
+    """What the parser gives for ``chunk`` on a stream between blocks, when that is only EVENT blocks."""
+    parser = SSEParser()
+    parser.feed(b": past the start\n\n")
+    blocks = parser.feed(chunk)
+    if not parser.idle or not blocks or any(b.kind is not EVENT for b in blocks):
+        return None
+    return [b.raw for b in blocks], [b.id for b in blocks]
+
+
+def test_whole_events_reads_plain_events_in_batches() -> None:
+    assert whole_events(b"id: 1\nevent: e\ndata: a\n\nid: 2\ndata: b\ndata: c\n\n") == (
+        (b"id: 1\nevent: e\ndata: a\n\n", b"id: 2\ndata: b\ndata: c\n\n"),
+        ["1", "2"],
+    )
+    crlf = b"id: 1\r\nevent: e\r\ndata: a\r\n\r\nevent: e\r\nid:2\r\ndata:\r\n\r\n"
+    cut = crlf.index(b"event: e\r\nid")
+    assert whole_events(crlf) == ((crlf[:cut], crlf[cut:]), ["1", "2"])
+    assert whole_events(b"data: a\n\ndata: b\n\n") == ((b"data: a\n\n", b"data: b\n\n"), [None, None])
+    assert whole_events(b"id:  \xff7 \ndata: a\n\n") == ((b"id:  \xff7 \ndata: a\n\n",), [" \ufffd7 "])
+    declined = [
+        b"",
+        b"id: 1\ndata: a\n\nid: \ndata: b\n\n",  # an empty id: a reset
+        b"id: 1\ndata: a\n\ndata: b\n\n",  # one with an id, one without
+        b"id: 1\x00\ndata: a\n\n",
+        b"id: 1\ndata: a\n\n: c\n\n",
+        b"id: 1\ndata: a\n\nretry: 5\ndata: b\n\n",
+        b"id: 1\ndata: a\n\nid: 2\n\n",  # no data: not an event
+        b"id: 1\ndata: a\n\nid: 2\ndata: b\n",  # the last one unfinished
+        b"id: 1\ndata: a\n\n\nid: 2\ndata: b\n\n",  # an extra empty line
+        b"id: 1\ndata: a\r\n\r\nid: 2\ndata: b\n\n",  # line ends mixed
+        b"id: 1\r\ndata: a\nb\r\n\r\n",
+        b"id: 1\r\ndata: a\rb\r\n\r\n",
+        b"data\n\n",
+        b"id\ndata: a\n\n",
+        b"\xef\xbb\xbfdata: a\n\n",
+        b"id: 1\nid: 2\ndata: a\n\n",
+    ]
+    for chunk in declined:
+        assert whole_events(chunk) is None, chunk
+
+
+def test_whole_events_agrees_with_the_parser_on_random_chunks() -> None:
+    rng = random.Random(2027)
+    lines = [b"id: 7", b"id:8", b"id: ", b"id: \x00", b"data: x", b"data:", b"data", b"event: e", b": c", b"retry: 1"]
+    lines += [b"data: \xff", b"id: \xe2\x82", b"x", b"", b"\r"]
+    taken = 0
+    for _ in range(20_000):
+        end = rng.choice([b"\n", b"\r\n"])
+        events = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.7:  # mostly near the plain kinds
+                fields = [rng.choice(lines[:2]), *(rng.choice([b"event: u"]) for _ in range(rng.randint(0, 1)))]
+                fields.append(b"data: %d" % rng.randrange(100))
+                fields += [rng.choice(lines) for _ in range(rng.randint(0, 1))]
+            else:
+                fields = [rng.choice(lines) for _ in range(rng.randint(0, 4))]
+            rng.shuffle(fields)
+            events.append(b"".join(f + end for f in fields) + end)
+        chunk = b"".join(events)
+        if rng.random() < 0.1:
+            chunk = chunk.replace(b"\r\n", b"\n", 1)
+        found = whole_events(chunk)
+        if found is not None:
+            taken += 1
+            raws, ids = found
+            assert _as_blocks(chunk) == (list(raws), ids), chunk
+    assert taken > 500
