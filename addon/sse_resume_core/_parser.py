@@ -443,37 +443,39 @@ class SSEParser:
         block = self._block
         append = out.append
         find = buf.find
-        canonical = _CANONICAL
-        crlf = len(terminator) == 4
         step = len(terminator)
+        canonical, eol = (_CANONICAL, b"\n") if step == 2 else (_CANONICAL_CRLF, b"\r\n")
         end = find(terminator)
         while end >= 0:
             stop = end + step
             if stop - pos > size:
                 append(_make(buf[pos:stop], _OVERSIZE, None, "", None, None, self.last_event_id))
             else:
-                body = buf[pos:end]
-                if crlf:
-                    body = body.replace(b"\r\n", b"\n")
-                match = canonical(body)
+                # The block matched in place (pos, endpos: no copy of its body), its Block made inline (_make's
+                # call is a tenth of a block's cost here).
+                match = canonical(buf, pos, end)
                 if match is None:
-                    append(block(buf[pos:stop], body.split(b"\n")))
+                    append(block(buf[pos:stop], buf[pos:end].split(eol)))
                 else:
                     eid, etype, value = match.groups()
                     sid = None
                     if eid is not None:
                         sid = self.last_event_id = eid.decode("utf-8", "replace")
-                    append(
-                        _make(
-                            buf[pos:stop],
-                            _EVENT,
-                            sid,
-                            etype.decode("utf-8", "replace") if etype else "message",
-                            value.decode("utf-8", "replace"),
-                            None,
-                            self.last_event_id,
-                        )
+                    made: Block = _new(Block)
+                    _setattr(
+                        made,
+                        "__dict__",
+                        {
+                            "raw": buf[pos:stop],
+                            "kind": _EVENT,
+                            "id": sid,
+                            "type": etype.decode("utf-8", "replace") if etype else "message",
+                            "data": value.decode("utf-8", "replace"),
+                            "retry": None,
+                            "last_event_id": self.last_event_id,
+                        },
                     )
+                    append(made)
             pos = stop
             end = find(terminator, pos)
         return pos
@@ -568,6 +570,12 @@ class SSEParser:
             self.last_event_id,
         )
 
+
+# The same shape with CRLF line ends throughout (sse-starlette's, so the MCP Python SDK's): SSEParser reads such
+# a buffer's blocks in place with it, as it reads LF ones with _CANONICAL. Only for a buffer where every CR is
+# followed by an LF: then a value is what "[^\n]*" takes back to before its CR (one step of backtracking), and
+# "[^\n]" matches as a single-character test where "[^\r\n]" would be a set (that made it 20% slower).
+_CANONICAL_CRLF: Final = re.compile(rb"(?:id: ?([^\n\x00]*)\r\n)?(?:event: ?([^\n]*)\r\n)?data: ?([^\n]*)").fullmatch
 
 # One whole event of the shapes servers send in batches, with its terminating empty line: an optional "event",
 # an optional "id" (without NUL), an optional "event", one or more "data" lines (the relay needs no field's value
