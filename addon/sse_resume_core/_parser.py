@@ -602,7 +602,7 @@ def whole_events(data: bytes) -> tuple[tuple[bytes, ...], list[str] | list[None]
     The relay reads a chunk of many events with it (an upstream that writes in batches, or a buffering layer in
     front of it) without making a :class:`Block` of each: one C-level regex pass for the bytes and ids of all,
     one decode for all the ids. (The ``many`` shape, 16 ``id`` + ``event`` + ``data`` events of 200 bytes to a
-    chunk: 0.9 us an event against 4.6 us through SSEParser.feed, same process, same machine.)
+    chunk: a quarter to a fifth of the time SSEParser.feed takes, alternating runs in one process.)
     """
     found = (_WHOLE_LF if 13 not in data else _WHOLE_CRLF)(data)
     if not found:
