@@ -444,7 +444,10 @@ class SSEParser:
         append = out.append
         find = buf.find
         step = len(terminator)
-        canonical, eol = (_CANONICAL, b"\n") if step == 2 else (_CANONICAL_CRLF, b"\r\n")
+        if step == 2:
+            canonical, swapped, eol = _CANONICAL, _SWAPPED, b"\n"
+        else:
+            canonical, swapped, eol = _CANONICAL_CRLF, _SWAPPED_CRLF, b"\r\n"
         end = find(terminator)
         while end >= 0:
             stop = end + step
@@ -454,10 +457,13 @@ class SSEParser:
                 # The block matched in place (pos, endpos: no copy of its body), its Block made inline (_make's
                 # call is a tenth of a block's cost here).
                 match = canonical(buf, pos, end)
+                if match is not None:
+                    eid, etype, value = match.groups()
+                elif (match := swapped(buf, pos, end)) is not None:
+                    etype, eid, value = match.groups()
                 if match is None:
                     append(block(buf[pos:stop], buf[pos:end].split(eol)))
                 else:
-                    eid, etype, value = match.groups()
                     sid = None
                     if eid is not None:
                         sid = self.last_event_id = eid.decode("utf-8", "replace")
@@ -576,6 +582,12 @@ class SSEParser:
 # followed by an LF: then a value is what "[^\n]*" takes back to before its CR (one step of backtracking), and
 # "[^\n]" matches as a single-character test where "[^\r\n]" would be a set (that made it 20% slower).
 _CANONICAL_CRLF: Final = re.compile(rb"(?:id: ?([^\n\x00]*)\r\n)?(?:event: ?([^\n]*)\r\n)?data: ?([^\n]*)").fullmatch
+
+# The usual shape with "event" before "id", as the MCP TypeScript SDK writes it (its groups: event, id, data).
+# (Read line by line, 8.1 us a block of 224 bytes, 0.58x of httpx-sse's decoder in 16 KiB pieces; in place, 5.3 us
+# and 1.0x, LF and CRLF alike: bench_parser.py, 20 MB, medians of 3 paired rounds.)
+_SWAPPED: Final = re.compile(rb"event: ?([^\n]*)\n(?:id: ?([^\n\x00]*)\n)?data: ?([^\n]*)").fullmatch
+_SWAPPED_CRLF: Final = re.compile(rb"event: ?([^\n]*)\r\n(?:id: ?([^\n\x00]*)\r\n)?data: ?([^\n]*)").fullmatch
 
 # One whole event of the shapes servers send in batches, with its terminating empty line: an optional "event",
 # an optional "id" (without NUL), an optional "event", one or more "data" lines (the relay needs no field's value
