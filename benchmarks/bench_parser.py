@@ -1,7 +1,9 @@
 """Parser throughput: sse_resume_core's SSEParser against httpx-sse's decoders, shape by shape, in one run.
 
 For each event shape of ``event_shapes.py`` (the MCP SDKs' JSON-RPC events, LLM token streams, multi-line data,
-...), a stream of about ``--megabytes`` MB of ~200-byte events is fed to each parser in two ways: cut into 16 KiB
+...), with LF line ends and with CRLF line ends (the shape's own, and the other: servers send both, and each
+parser reads them by different code), a stream of about ``--megabytes`` MB of ~200-byte events is fed to each
+parser in two ways: cut into 16 KiB
 pieces, as a socket read delivers it to a client, and as the upstream's HTTP chunks (one event each, but for the
 ``many`` shape), as mitmproxy hands them to the relay. Each parser turns it into events whose id, type and data
 the loop reads. httpx-sse is run as its ``EventSource.iter_sse`` runs it: incremental UTF-8 decoding, its
@@ -11,15 +13,17 @@ Rounds are paired, as in ``bench_relay.py``: in each, every parser reads the str
 reversed every other round), timed in CPU seconds of this process (time spent waiting for a CPU on a busy machine
 does not count), and each round gives the ratio of httpx-sse's time to SSEParser's. The median of those ratios
 and the middle half of them are printed last (above 1: SSEParser is faster); the headline is the ``starlette``
-shape (what MCP Python SDK servers send) in 16 KiB pieces.
+shape with CRLF (what MCP Python SDK servers send) in 16 KiB pieces.
 
-    python benchmarks/bench_parser.py [--shapes starlette] [--megabytes 20] [--rounds 5] [--sseclient]
+    python benchmarks/bench_parser.py [--shapes starlette] [--ends LF,CRLF] [--megabytes 20] [--rounds 5]
+                                      [--pieces 16k,chunks] [--sseclient]
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -34,11 +38,15 @@ PIECE = 16 * 1024
 SIZE = 200
 
 
-def make_stream(shape: str, megabytes: float) -> tuple[list[bytes], int]:
-    """About ``megabytes`` MB of events of ``shape``, as its HTTP chunks; and how many events that is."""
+def make_stream(shape: str, megabytes: float, ends: str) -> tuple[list[bytes], int]:
+    """About ``megabytes`` MB of events of ``shape``, as its HTTP chunks, with ``ends`` ("LF" or "CRLF") line
+    ends; and how many events that is. (No shape has a CR or LF inside a line, so replacing them is exact.)"""
     one = len(SHAPES[shape].make(1, SIZE)[1])
     count = max(1, int(megabytes * 1_000_000 / one))
-    return SHAPES[shape].chunks(count, SIZE), count
+    chunks = [chunk.replace(b"\r\n", b"\n") for chunk in SHAPES[shape].chunks(count, SIZE)]
+    if ends == "CRLF":
+        chunks = [chunk.replace(b"\n", b"\r\n") for chunk in chunks]
+    return chunks, count
 
 
 def ours(chunks: list[bytes]) -> int:
@@ -104,6 +112,8 @@ def pieces(data: bytes) -> list[bytes]:
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of: {', '.join(SHAPES)}")
+    args.add_argument("--ends", default="LF,CRLF", help="line ends, comma-separated, of: LF, CRLF")
+    args.add_argument("--pieces", default="16k,chunks", help="how the stream is cut: 16k (16 KiB), chunks (HTTP)")
     args.add_argument("--megabytes", type=float, default=20)
     args.add_argument("--rounds", type=int, default=5)
     args.add_argument("--sseclient", action="store_true", help="run sseclient-py too (slow)")
@@ -111,15 +121,22 @@ def main() -> None:
     names = [name.strip() for name in opts.shapes.split(",") if name.strip()]
     if not names or any(name not in SHAPES for name in names):
         raise SystemExit(f"--shapes: a comma-separated list of {', '.join(SHAPES)}")
+    ends = [end.strip() for end in opts.ends.split(",") if end.strip()]
+    if not ends or any(end not in ("LF", "CRLF") for end in ends):
+        raise SystemExit("--ends: LF, CRLF or both")
+    cuts = [cut.strip() for cut in opts.pieces.split(",") if cut.strip()]
+    if not cuts or any(cut not in ("16k", "chunks") for cut in cuts):
+        raise SystemExit("--pieces: 16k, chunks or both")
     parsers: dict[str, Callable[[list[bytes]], int]] = {"sse_resume_core": ours, "httpx-sse": httpx_sse}
     if opts.sseclient:
         parsers["sseclient-py"] = sseclient_py
-    ratios: list[tuple[str, str, str]] = []
-    for shape in names:
-        chunks, expected = make_stream(shape, opts.megabytes)
+    ratios: list[tuple[str, str, str, str]] = []
+    for shape, end in itertools.product(names, ends):
+        chunks, expected = make_stream(shape, opts.megabytes, end)
         data = b"".join(chunks)
-        print(f"shape {shape}: {len(data) / 1e6:.1f} MB, {expected:,} events of {len(data) / expected:.0f} bytes")
-        for how, feed in (("16 KiB pieces", pieces(data)), ("HTTP chunks", chunks)):
+        print(f"shape {shape} {end}: {len(data) / 1e6:.1f} MB, {expected:,} events of {len(data) / expected:.0f} bytes")
+        feeds = {"16k": ("16 KiB pieces", pieces(data)), "chunks": ("HTTP chunks", chunks)}
+        for how, feed in (feeds[cut] for cut in cuts):
             seconds = paired(opts.rounds, parsers, feed, expected)
             for name, times in seconds.items():
                 median = statistics.median(times)
@@ -129,10 +146,10 @@ def main() -> None:
                     flush=True,
                 )
             theirs, mine = seconds["httpx-sse"], seconds["sse_resume_core"]
-            ratios.append((shape, how, middle([t / m for t, m in zip(theirs, mine, strict=True)])))
+            ratios.append((shape, end, how, middle([t / m for t, m in zip(theirs, mine, strict=True)])))
     print("\nratio SSEParser / httpx-sse throughput, median of paired rounds (above 1: SSEParser is faster)")
-    for shape, how, ratio in ratios:
-        print(f"  {shape:14} {how:14} {ratio}")
+    for shape, end, how, ratio in ratios:
+        print(f"  {shape:14} {end:5} {how:14} {ratio}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 from collections.abc import Callable
 from typing import Literal
@@ -18,7 +19,14 @@ from hypothesis import strategies as st
 
 import sse_resume_core
 from sse_resume_core import Block, BlockKind, SSEParser, _parser, parse
-from sse_resume_core._parser import COMPILED, DEFAULT_MAX_SIZE, MAX_RETRY, single_event_id, single_event_id_py
+from sse_resume_core._parser import (
+    COMPILED,
+    DEFAULT_MAX_SIZE,
+    MAX_RETRY,
+    single_event_id,
+    single_event_id_py,
+    whole_events,
+)
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
 BOM = BlockKind.BOM
@@ -693,3 +701,182 @@ def test_without_the_c_part_ids_are_read_in_python(monkeypatch: pytest.MonkeyPat
 
         monkeypatch.setattr(_speedups, "ABI", _speedups.ABI - 1)
         assert _parser._compiled() == (single_event_id_py, False)
+
+
+# -- Line ends all alike, or not: the parser's two ways of cutting blocks ----------------------------------------
+
+
+def spec_read(data: bytes) -> tuple[list[tuple[str, str, str]], str, int | None]:
+    """The events an EventSource fires for the stream ``data`` (last event id, type, data), its last event id at
+    the end and its last retry: the WHATWG steps written out plainly, line by line, as the oracle of the tests
+    below (the parser cuts blocks first and reads them by other code)."""
+    text = data.decode("utf-8", "replace").removeprefix("\ufeff")
+    lines = re.split(r"\r\n|\r|\n", text)[:-1]  # (the last piece has no line end: not a line)
+    fired: list[tuple[str, str, str]] = []
+    last_id, id_buffer, etype, buffer, retry = "", "", "", "", None
+    for line in lines:
+        if not line:
+            last_id = id_buffer  # (the last event id string takes the buffer's value at each empty line)
+            if buffer:
+                fired.append((last_id, etype or "message", buffer.removesuffix("\n")))
+            etype, buffer = "", ""
+            continue
+        if line.startswith(":"):
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            buffer += value + "\n"
+        elif name == "event":
+            etype = value
+        elif name == "id" and "\0" not in value:
+            id_buffer = value
+        elif name == "retry" and value and all(c in "0123456789" for c in value):
+            retry = min(int(value), MAX_RETRY)
+    return fired, last_id, retry
+
+
+_spec_line = st.one_of(
+    st.builds(lambda v: b"data: " + v, st.sampled_from([b"x", b"", b" y", b"\xc3\xa9", b"\xff", b"a:b", b"\x00"])),
+    st.builds(lambda v: b"id: " + v, st.sampled_from([b"1", b"22", b"", b"a\x00b", b"x y", b"\xe2\x82"])),
+    st.sampled_from([b"event: e", b"event:", b"retry: 10", b"retry: x", b": c", b"data", b"id", b"foo", b"data:z"]),
+)
+_spec_blocks = st.lists(st.lists(_spec_line, min_size=1, max_size=5), max_size=12)
+
+
+def _join(blocks: list[list[bytes]], ends: list[bytes]) -> bytes:
+    """Each block's lines and its empty line, the n-th line end being ``ends[n % len(ends)]``."""
+    lines = [line for block in blocks for line in [*block, b""]]
+    return b"".join(line + ends[n % len(ends)] for n, line in enumerate(lines))
+
+
+def _read(blocks: list[Block]) -> tuple[list[tuple[str, str, str]], str, int | None]:
+    fired = [(b.last_event_id, b.type, b.data) for b in blocks if b.data is not None]
+    retries = [b.retry for b in blocks if b.retry is not None]
+    return fired, blocks[-1].last_event_id if blocks else "", retries[-1] if retries else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _spec_blocks,
+    st.sampled_from([[b"\n"], [b"\r\n"], [b"\r"], [b"\r\n", b"\n"], [b"\n", b"\r\n", b"\r"], [b"\r\n", b"\r"]]),
+    st.lists(st.integers(min_value=0, max_value=600), max_size=10),
+    st.booleans(),
+)
+def test_uniform_and_mixed_line_ends_read_as_the_spec_says(
+    blocks: list[list[bytes]], ends: list[bytes], cuts: list[int], bom: bool
+) -> None:
+    # LF throughout and CRLF throughout are cut at their terminators with one search each (see SSEParser._scan);
+    # anything else goes line by line. Fed whole and cut anywhere (inside a CRLF, inside a terminator), every
+    # way reads what the spec's steps read, and hands every byte on, block by block.
+    data = (b"\xef\xbb\xbf" if bom else b"") + _join(blocks, ends)
+    expected = spec_read(data)
+    for chunks in ([data], split_at(data, cuts)):
+        got = feed_in(chunks)
+        assert b"".join(b.raw for b in got) == data
+        assert _read(got) == expected
+        if len(ends) == 1:  # (mixed: a lone CR and the LF of the next, empty, line are one CRLF)
+            assert all(b.kind is not UNFINISHED for b in got)  # every block ends with its empty line
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_a_terminator_cut_anywhere_completes_its_block_once(end: bytes) -> None:
+    events = [b"id: %d%sevent: e%sdata: v%d%s%s" % (n, end, end, n, end, end) for n in range(3)]
+    data = b"".join(events)
+    for cut in range(1, len(data)):
+        parser = SSEParser()
+        first, second = parser.feed(data[:cut]), parser.feed(data[cut:])
+        assert [b.raw for b in first + second] == events, cut
+        assert [b.id for b in first + second] == ["0", "1", "2"]
+        assert parser.idle and parser.last_event_id == "2"
+
+
+def test_crlf_throughout_with_one_other_line_end_is_read_line_by_line() -> None:
+    # One lone LF or CR among CRLFs: the block it is in ends where the spec says, not at the next b"\r\n\r\n".
+    assert events(b"data: a\r\n\ndata: b\r\n\r\n") == [("", "message", "a"), ("", "message", "b")]
+    assert events(b"data: a\r\rdata: b\r\n\r\n") == [("", "message", "a"), ("", "message", "b")]
+    assert events(b"id: 1\r\ndata: a\nb\r\n\r\n") == [("1", "message", "a")]  # ("b": a field with no value)
+    assert [b.raw for b in parse(b"data: a\r\n\r\ndata: b\n\n")] == [b"data: a\r\n\r\n", b"data: b\n\n"]
+
+
+def test_crlf_throughout_reads_every_field() -> None:
+    data = b"retry: 70\r\n: c\r\nid: 9\r\nevent: e\r\ndata: a\r\ndata\r\ndata:b\r\n\r\nid\r\n\r\n"
+    assert summary(data) == [
+        (EVENT, "9", "e", "a\n\nb", 70, "9"),
+        (EMPTY, "", "", None, None, ""),
+    ]
+    assert spec_read(data) == ([("9", "e", "a\n\nb")], "", 70)
+
+
+# -- whole_events: a chunk of several whole events, read at once -------------------------------------------------
+
+
+def _as_blocks(chunk: bytes) -> tuple[list[bytes], list[str | None]] | None:
+    """What the parser gives for ``chunk`` on a stream between blocks, when that is only EVENT blocks."""
+    parser = SSEParser()
+    parser.feed(b": past the start\n\n")
+    blocks = parser.feed(chunk)
+    if not parser.idle or not blocks or any(b.kind is not EVENT for b in blocks):
+        return None
+    return [b.raw for b in blocks], [b.id for b in blocks]
+
+
+def test_whole_events_reads_plain_events_in_batches() -> None:
+    assert whole_events(b"id: 1\nevent: e\ndata: a\n\nid: 2\ndata: b\ndata: c\n\n") == (
+        (b"id: 1\nevent: e\ndata: a\n\n", b"id: 2\ndata: b\ndata: c\n\n"),
+        ["1", "2"],
+    )
+    crlf = b"id: 1\r\nevent: e\r\ndata: a\r\n\r\nevent: e\r\nid:2\r\ndata:\r\n\r\n"
+    cut = crlf.index(b"event: e\r\nid")
+    assert whole_events(crlf) == ((crlf[:cut], crlf[cut:]), ["1", "2"])
+    assert whole_events(b"data: a\n\ndata: b\n\n") == ((b"data: a\n\n", b"data: b\n\n"), [None, None])
+    assert whole_events(b"id:  \xff7 \ndata: a\n\n") == ((b"id:  \xff7 \ndata: a\n\n",), [" \ufffd7 "])
+    declined = [
+        b"",
+        b"id: 1\ndata: a\n\nid: \ndata: b\n\n",  # an empty id: a reset
+        b"id: 1\ndata: a\n\ndata: b\n\n",  # one with an id, one without
+        b"id: 1\x00\ndata: a\n\n",
+        b"id: 1\ndata: a\n\n: c\n\n",
+        b"id: 1\ndata: a\n\nretry: 5\ndata: b\n\n",
+        b"id: 1\ndata: a\n\nid: 2\n\n",  # no data: not an event
+        b"id: 1\ndata: a\n\nid: 2\ndata: b\n",  # the last one unfinished
+        b"id: 1\ndata: a\n\n\nid: 2\ndata: b\n\n",  # an extra empty line
+        b"id: 1\ndata: a\r\n\r\nid: 2\ndata: b\n\n",  # line ends mixed
+        b"id: 1\r\ndata: a\nb\r\n\r\n",
+        b"id: 1\r\ndata: a\rb\r\n\r\n",
+        b"data\n\n",
+        b"id\ndata: a\n\n",
+        b"\xef\xbb\xbfdata: a\n\n",
+        b"id: 1\nid: 2\ndata: a\n\n",
+    ]
+    for chunk in declined:
+        assert whole_events(chunk) is None, chunk
+
+
+def test_whole_events_agrees_with_the_parser_on_random_chunks() -> None:
+    rng = random.Random(2027)
+    lines = [b"id: 7", b"id:8", b"id: ", b"id: \x00", b"data: x", b"data:", b"data", b"event: e", b": c", b"retry: 1"]
+    lines += [b"data: \xff", b"id: \xe2\x82", b"x", b"", b"\r"]
+    taken = 0
+    for _ in range(20_000):
+        end = rng.choice([b"\n", b"\r\n"])
+        events = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.7:  # mostly near the plain kinds
+                fields = [rng.choice(lines[:2]), *(rng.choice([b"event: u"]) for _ in range(rng.randint(0, 1)))]
+                fields.append(b"data: %d" % rng.randrange(100))
+                fields += [rng.choice(lines) for _ in range(rng.randint(0, 1))]
+            else:
+                fields = [rng.choice(lines) for _ in range(rng.randint(0, 4))]
+            rng.shuffle(fields)
+            events.append(b"".join(f + end for f in fields) + end)
+        chunk = b"".join(events)
+        if rng.random() < 0.1:
+            chunk = chunk.replace(b"\r\n", b"\n", 1)
+        found = whole_events(chunk)
+        if found is not None:
+            taken += 1
+            raws, ids = found
+            assert _as_blocks(chunk) == (list(raws), ids), chunk
+    assert taken > 500

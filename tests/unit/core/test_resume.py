@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
-from sse_resume_core._parser import COMPILED, MAX_RETRY, single_event_id, single_event_id_py
+from sse_resume_core._parser import COMPILED, MAX_RETRY, single_event_id, single_event_id_py, whole_events
 from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
@@ -366,6 +366,70 @@ def test_hot_path_drops_what_a_resuming_client_has_as_the_general_path_does(seed
         results.append((out, [(e.id, e.raw) for e in r.store.events("s")]))
     assert results[0] == results[1]
     assert b"id: 20\n" not in results[0][0] and b"id: 5\n" not in results[0][0]  # the client had those
+
+
+def _batch_of_events(rng: random.Random, n: int) -> list[bytes]:
+    """A run of events as an upstream that writes in batches sends them: of one plain kind (LF or CRLF, ids or
+    none, events sent before again), or of any shape."""
+    kind = rng.randrange(5)
+    run = []
+    for k in range(n, n + rng.randint(1, 20)):
+        if kind == 0:
+            run.append(b"id: %d\nevent: e\ndata: %d\n\n" % (k, k))
+        elif kind == 1:
+            run.append(b"event: message\r\nid: %d\r\ndata: %d\r\n\r\n" % (k, k))
+        elif kind == 2:
+            run.append(b"data: %d\n\n" % k)
+        elif kind == 3:
+            run.append(ev(rng.randrange(1, 40)))  # sent before, or held by the history of a resumed stream
+        else:
+            run.append(_random_event(rng, k))
+    return run
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_chunks_of_many_events_relay_and_record_as_the_parser_reads_them(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of several whole events are taken whole where they can (Relay._whole), cut around the block the
+    # parser holds (Relay._cut); read by the parser, block by block, the same chunks must send the same bytes,
+    # leave the same history and count the same duplicates, for a fresh stream and a resumed one.
+    rng = random.Random(seed)
+    events = [b"id: 0\ndata: first\n\n"]
+    while len(events) < 300:
+        events += _batch_of_events(rng, len(events))
+    chunks, i = [], 0
+    while i < len(events):  # mostly whole batches; now and then cut anywhere
+        k = rng.randint(1, 24)
+        chunks.append(b"".join(events[i : i + k]))
+        i += k
+    data = b"".join(chunks)
+    if seed % 2:
+        cuts = sorted(rng.sample(range(1, len(data)), 40))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    window = rng.choice([0, 100, 10_000])
+    resumed = seed % 3 == 0
+    results = []
+    taken = {"whole": 0}
+    real = whole_events
+
+    def counted(chunk: bytes) -> object:
+        found = real(chunk)
+        taken["whole"] += found is not None
+        return found
+
+    for reader in (counted, lambda chunk: None):
+        monkeypatch.setattr(_resume, "whole_events", reader)
+        r = resumer(dedupe_window=window)
+        if resumed:
+            stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 31)])
+        decision = decide(r, "s", "20" if resumed else None)
+        relay = r.open(decision)
+        out = b"".join(relay.feed(c) for c in chunks) + relay.close()
+        assert isinstance(r.store, MemoryHistory)
+        results.append((out, [(e.id, e.raw) for e in r.store.events("s")], relay.stats.duplicates))
+    assert results[0] == results[1]
+    assert taken["whole"] > 3  # (the case tests what it means to)
 
 
 # -- generated schedules --------------------------------------------------------------------------------------------
