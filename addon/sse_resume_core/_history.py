@@ -492,7 +492,7 @@ class MemoryHistory:
         named: list[str],
     ) -> None:
         """The bulk part of :meth:`record_many`: new events of one stream, numbered ``seqs``, none of their ids
-        remembered before (``named``: those ids, in order, which the id dict maps to their numbers already)."""
+        remembered before (``named``: those ids, in order, which the id dict maps to their marks already)."""
         limits = self.limits
         n = len(event_ids)
         ids = s.ids
