@@ -22,10 +22,10 @@ Each session remembers its events at two depths, newest last:
 Layout, chosen so that remembering an event costs about 60 bytes beyond its id: columns in arrival order (ids,
 CRCs, arrival times, stream numbers, and in replay mode the payloads), numbered by a per-session sequence number;
 forgetting and eviction are always oldest first, from the front. A dict maps each id to its newest occurrence
-(older ones of a repeated id wait in a small deque beside it). Each stream holds an array of the sequence
-numbers of its events in the history, ascending by construction (numbers grow, and leave oldest first), for the
-events after a position by bisection in O(log n + k). Sessions sit in least-recently-used order, so the global
-caps drop the coldest first.
+(older ones of a repeated id wait in a small deque beside it). A stream's events after a position are the
+columns after it that hold the stream's number, found by a search in C over the history after that position
+(at most ``max_events`` columns): no index of its own per stream. Sessions sit in least-recently-used order, so
+the global caps drop the coldest first.
 
 Bounds, all enforced on every write: ``max_events`` in the history and ``max_remembered`` in memory per session
 (reason ``count``), ``ttl`` seconds per event and per idle session (``ttl``), ``max_sessions`` (``session-lru``)
@@ -38,7 +38,6 @@ from __future__ import annotations
 import time
 import zlib
 from array import array
-from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,9 +67,8 @@ fingerprint: Final = zlib.crc32
 # the estimate stays above what is really allocated).
 REMEMBER_OVERHEAD: Final = 40  # a remembered event's column slots: id, CRC, time, stream, payload
 ID_OVERHEAD: Final = 120  # an id's str object header and its entry in the id dict (its mark is shared)
-HELD_OVERHEAD: Final = 24  # an event in the history: its slot in its stream's array (with the array's slack)
 PAYLOAD_OVERHEAD: Final = 40  # a bytes object's header, in replay mode
-STREAM_OVERHEAD: Final = 600  # a stream object, its empty array, its entries in two dicts
+STREAM_OVERHEAD: Final = 600  # a stream object, its entries in two dicts
 SESSION_OVERHEAD: Final = 1600
 SPAN: Final = 64  # events that share one mark in the id dict (see _Session.by_id)
 MAX_EMPTY_STREAMS: Final = 16  # streams opened without an event yet, per session, beyond the remembered events
@@ -203,33 +201,17 @@ class HistoryStats:
 
 
 class _Stream:
-    __slots__ = ("count", "first", "forgotten", "lost", "name", "newest_id", "number", "seqs")
+    __slots__ = ("count", "forgotten", "lost", "name", "newest_id", "number")
 
     def __init__(self, name: str, number: int) -> None:
         self.name = name
-        self.number = number  # what the session's stream column holds for this stream's events
-        # Sequence numbers of this stream's events, ascending: ``seqs[first:]`` are those in the history, the
-        # prefix before ``first`` left it (trimmed lazily). Numbers only ever grow and leave oldest first, so an
-        # array appended to at the end and consumed from the front is sorted by construction: 8 bytes an event
-        # and no int object, where a SortedList (and the deque that batched its inserts) held an int of 32.
-        self.seqs = array("q")
-        self.first = 0
+        # What the session's stream column holds for this stream's events: the one record of which events are
+        # its own (an array of their numbers beside it cost 8 bytes an event, an eighth of an ids-only event).
+        self.number = number
         self.count = 0  # events remembered (in the history or behind it)
         self.newest_id = ""
         self.lost = -1  # the newest sequence number of this stream's events evicted from the history
         self.forgotten = False  # some of its events are no longer remembered
-
-    def leave(self, count: int) -> None:
-        """Its ``count`` oldest events leave the history. Runtime complexity: O(1) amortized."""
-        first = self.first = self.first + count
-        if first > 64 and first * 2 > len(self.seqs):
-            del self.seqs[:first]
-            self.first = 0
-
-    def after(self, seq: int) -> array[int]:
-        """Its sequence numbers in the history greater than ``seq``. Runtime complexity: O(log n + k)."""
-        seqs = self.seqs
-        return seqs[bisect_right(seqs, seq, self.first) :]
 
 
 class _Session:
@@ -298,6 +280,26 @@ class _Session:
         stream = self.streams_by_number[self.stream_of[i]]
         raw = _unpack(self.raws[i]) if self.raws is not None else None  # type: ignore[arg-type]  # held: not None
         return StoredEvent(seq, stream.name, self.ids[i], raw, self.created + self.times[i])
+
+    def after(self, stream: _Stream, seq: int) -> list[int]:
+        """The sequence numbers of ``stream``'s events in the history after ``seq``, oldest first. Runtime
+        complexity: O(k) searches in C that together cover the history after ``seq`` once (at most
+        ``max_events`` columns; an event of the session's other streams costs a nanosecond or so)."""
+        base = self.base
+        column = self.stream_of
+        number = stream.number
+        index = column.index
+        i = max(seq + 1 - base, self.held)
+        end = len(column)
+        found: list[int] = []
+        while i < end:
+            try:
+                i = index(number, i)
+            except ValueError:  # none after i
+                break
+            found.append(base + i)
+            i += 1
+        return found
 
     def seq_of(self, event_id: str, mark: int) -> int:
         """The sequence number of the remembered event with this id that ``mark`` marks: the first at or after
@@ -394,7 +396,7 @@ class MemoryHistory:
         if raws is None and not event_id:
             return Recorded.SKIPPED
         st = s.streams.get(stream) or self._stream(s, stream)
-        cost = REMEMBER_OVERHEAD + HELD_OVERHEAD
+        cost = REMEMBER_OVERHEAD
         prior = None
         if not event_id:
             crc = 0
@@ -415,7 +417,6 @@ class MemoryHistory:
         s.crcs.append(crc)
         s.times.append(now - s.created)
         s.stream_of.append(st.number)
-        st.seqs.append(seq)
         st.count += 1
         if event_id:
             if prior is not None:  # its own number marks it: an earlier occurrence may be just before it
@@ -501,7 +502,7 @@ class MemoryHistory:
             s.crcs.extend(array("I", map(fingerprint, raws)))
         else:
             s.crcs.extend(array("I", (fingerprint(raw) if i else 0 for i, raw in zip(event_ids, raws, strict=True))))
-        cost = n * (REMEMBER_OVERHEAD + HELD_OVERHEAD) + len(named) * ID_OVERHEAD + sum(map(len, named))
+        cost = n * REMEMBER_OVERHEAD + len(named) * ID_OVERHEAD + sum(map(len, named))
         if s.raws is not None:
             least = limits.compress_from
             if least and max(map(len, raws)) >= least:
@@ -511,7 +512,6 @@ class MemoryHistory:
             cost += n * PAYLOAD_OVERHEAD + sum(map(len, raws))
         s.times.extend(array("f", (now - s.created,)) * n)  # (arrays repeat and extend by copying memory)
         s.stream_of.extend(array("I", (st.number,)) * n)
-        st.seqs.extend(seqs)
         st.count += n
         if named:
             st.newest_id = named[-1]
@@ -592,7 +592,7 @@ class MemoryHistory:
         if older:
             return Found("", seq, (), "", complete=False, ambiguous=len(older) + 1)
         st = s.streams_by_number[s.stream_of[seq - s.base]]
-        after = tuple(map(s.event, st.after(seq)))
+        after = tuple(map(s.event, s.after(st, seq)))
         forgotten = st.forgotten or s.forgotten > 0
         return Found(st.name, seq, after, st.newest_id, complete=st.lost <= seq, forgotten=forgotten)
 
@@ -745,17 +745,13 @@ class MemoryHistory:
         base = s.base
         start = s.held
         stop = start + count
-        cost = count * HELD_OVERHEAD
+        cost = 0
         if count > 1 and stream_of[start:stop].count(stream_of[start]) == count:
             # (A batch recorded by a relay evicts as many events at once, nearly always of a single stream.)
-            stream = by_number[stream_of[start]]
-            stream.leave(count)
-            stream.lost = base + stop - 1
+            by_number[stream_of[start]].lost = base + stop - 1
         else:
             for i in range(start, stop):
-                stream = by_number[stream_of[i]]
-                stream.leave(1)  # the history's oldest event is the oldest of its stream's too
-                stream.lost = base + i
+                by_number[stream_of[i]].lost = base + i
         if raws is not None:
             cost += count * PAYLOAD_OVERHEAD + sum(map(len, raws[start:stop]))  # type: ignore[arg-type]
             raws[start:stop] = [None] * count
@@ -904,7 +900,6 @@ class MemoryHistory:
                         assert s.crcs[i] == fingerprint(_unpack(s.raws[i] or b"")), "a held event's CRC is its bytes'"
                 if i >= s.held:
                     held[stream.name].append(s.base + i)
-                    expected += HELD_OVERHEAD
                     if s.raws is not None:
                         raw = s.raws[i]
                         assert raw is not None
@@ -918,7 +913,7 @@ class MemoryHistory:
             assert set(s.by_id) == set(occurrences)
             assert all(s.older.values()), "no empty deque of older occurrences"
             for name, st in s.streams.items():
-                assert list(st.seqs[st.first :]) == held[name], "a stream's positions match the columns"
+                assert s.after(st, s.base - 1) == held[name], "a stream's events are the columns with its number"
                 assert st.count == counts[name]
             assert all(st.number == number for number, st in s.streams_by_number.items())
             assert {st.name for st in s.streams_by_number.values()} == set(s.streams)
