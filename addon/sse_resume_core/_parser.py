@@ -35,6 +35,7 @@ __all__ = [
     "single_event_id",
     "single_event_id_py",
     "whole_events",
+    "whole_events_py",
 ]
 
 DEFAULT_MAX_SIZE: Final = 1024 * 1024
@@ -210,24 +211,60 @@ def single_event_id_py(data: bytes) -> str | Literal[False] | None:
     return None if event_id is None else event_id.decode("utf-8", "replace")
 
 
-def _compiled() -> tuple[Callable[[bytes], str | Literal[False] | None], bool]:
-    """The C version of :func:`single_event_id_py` when it is built for this Python and this source, and not
-    turned off by ``SSE_RESUME_PURE_PYTHON`` (any value but empty or ``0``), else that function."""
+def whole_events_py(data: bytes) -> tuple[list[bytes], list[str | None]] | None:
+    """The events of ``data`` when it is one or more whole events of the plain kind (see
+    :func:`single_event_id_py`): their bytes, and their ids (each as ``single_event_id_py`` gives it). Else None:
+    the parser decides. ``data`` is cut after each empty line (``\n\n``, or ``\r\n\r\n`` where it holds a
+    CR), and each piece must be one plain event. What it returns is what :class:`SSEParser` gives for the same
+    bytes fed to a stream between blocks: one ``EVENT`` block per event, with that ``raw`` and that ``id`` (the
+    caller checks the stream is between blocks and the events are within its bound). Runtime complexity:
+    O(len(data)).
+
+    The relay calls :data:`whole_events` (this function, or the same contract in C) for a chunk of many events
+    (an upstream that writes in batches, or a buffering layer in front of it), without making a :class:`Block`
+    of each.
+    """
+    end = b"\r\n\r\n" if 13 in data else b"\n\n"
+    pieces = data.split(end)
+    if len(pieces) < 2 or pieces[-1]:
+        return None
+    raws: list[bytes] = []
+    ids: list[str | None] = []
+    for piece in pieces[:-1]:
+        raw = piece + end
+        event_id = single_event_id_py(raw)
+        if event_id is False:
+            return None
+        raws.append(raw)
+        ids.append(event_id)
+    return raws, ids
+
+
+IdReader = Callable[[bytes], str | Literal[False] | None]
+EventsReader = Callable[[bytes], tuple[list[bytes], list[str | None]] | None]
+
+
+def _compiled() -> tuple[IdReader, EventsReader, bool]:
+    """The C versions of :func:`single_event_id_py` and :func:`whole_events_py` when they are built for this
+    Python and this source, and not turned off by ``SSE_RESUME_PURE_PYTHON`` (any value but empty or ``0``),
+    else those functions."""
+    python = single_event_id_py, whole_events_py, False
     if os.environ.get("SSE_RESUME_PURE_PYTHON", "0") not in ("", "0"):
-        return single_event_id_py, False
+        return python
     try:
         from sse_resume_core import _speedups
     except ImportError:  # not built (no C compiler at install), or built for another Python
-        return single_event_id_py, False
+        return python
     if getattr(_speedups, "ABI", None) != _SPEEDUPS_ABI:  # built from another version of _speedups.c
-        return single_event_id_py, False
-    return _speedups.single_event_id, True
+        return python
+    return _speedups.single_event_id, _speedups.whole_events, True
 
 
-_SPEEDUPS_ABI: Final = 2  # the SPEEDUPS_ABI of _speedups.c this module was written for
-single_event_id, COMPILED = _compiled()
-"""single_event_id: see :func:`single_event_id_py`, which it is, or the same contract in C where the optional
-extension (``_speedups.c``) is built; COMPILED: whether it is the C version."""
+_SPEEDUPS_ABI: Final = 3  # the SPEEDUPS_ABI of _speedups.c this module was written for
+single_event_id, whole_events, COMPILED = _compiled()
+"""single_event_id, whole_events: see :func:`single_event_id_py` and :func:`whole_events_py`, which they are, or
+the same contracts in C where the optional extension (``_speedups.c``) is built (one reader of a plain event
+there too); COMPILED: whether they are the C versions."""
 
 
 class SSEParser:
@@ -579,49 +616,6 @@ _CANONICAL_CRLF: Final = re.compile(rb"(?:id: ?([^\n\x00]*)\r\n)?(?:event: ?([^\
 # and 1.0x, LF and CRLF alike: bench_parser.py, 20 MB, medians of 3 paired rounds.)
 _SWAPPED: Final = re.compile(rb"event: ?([^\n]*)\n(?:id: ?([^\n\x00]*)\n)?data: ?([^\n]*)").fullmatch
 _SWAPPED_CRLF: Final = re.compile(rb"event: ?([^\n]*)\r\n(?:id: ?([^\n\x00]*)\r\n)?data: ?([^\n]*)").fullmatch
-
-# One whole event of the shapes servers send in batches, with its terminating empty line: an optional "event",
-# an optional "id" (without NUL), an optional "event", one or more "data" lines (the relay needs no field's value
-# but the id's, so "data" and "event" values are not read). The first group is the event's bytes, the second its
-# id's value. With LF line ends, and with CRLF throughout.
-_WHOLE_LF: Final = re.compile(
-    rb"((?:event:[^\n]*\n)?(?:id: ?([^\n\x00]*)\n)?(?:event:[^\n]*\n)?(?:data:[^\n]*\n)+\n)"
-).findall
-_WHOLE_CRLF: Final = re.compile(
-    rb"((?:event:[^\r\n]*\r\n)?(?:id: ?([^\r\n\x00]*)\r\n)?(?:event:[^\r\n]*\r\n)?(?:data:[^\r\n]*\r\n)+\r\n)"
-).findall
-
-
-def whole_events(data: bytes) -> tuple[tuple[bytes, ...], list[str] | list[None]] | None:
-    """The events of ``data`` when it is one or more whole events of the plain kinds, each with an id or none
-    with one: their bytes, and their ids (None for each when none has one). Else None: the parser decides.
-
-    The plain kinds: one line end throughout (LF, or CRLF), lines that are ``data`` fields with a colon (one or
-    more), an optional ``id`` with a non-empty value and no NUL, and ``event`` fields before or after it; each
-    event then one empty line. What it returns is what :class:`SSEParser` gives for the same bytes fed to a
-    stream between blocks: one ``EVENT`` block per event, with that ``raw`` and that ``id`` (the caller checks
-    the stream is between blocks and the events are within its bound). Runtime complexity: O(len(data)).
-
-    The relay reads a chunk of many events with it (an upstream that writes in batches, or a buffering layer in
-    front of it) without making a :class:`Block` of each: one C-level regex pass for the bytes and ids of all,
-    one decode for all the ids. (The ``many`` shape, 16 ``id`` + ``event`` + ``data`` events of 200 bytes to a
-    chunk: a quarter to a fifth of the time SSEParser.feed takes, alternating runs in one process.)
-    """
-    found = (_WHOLE_LF if 13 not in data else _WHOLE_CRLF)(data)
-    if not found:
-        return None
-    raws: tuple[bytes, ...]
-    values: tuple[bytes, ...]
-    raws, values = zip(*found, strict=True)
-    if sum(map(len, raws)) != len(data):  # (the matches do not overlap: they cover it all, or bytes were skipped)
-        return None
-    if all(values):
-        # One decode for all: an id holds no line end, and a line end is never part of a UTF-8 sequence, so each
-        # id decodes (with its replacement characters) as it would alone.
-        return raws, b"\n".join(values).decode("utf-8", "replace").split("\n")
-    if any(values) or data.startswith(b"id") or b"\nid" in data:  # (an empty id: a reset, for the parser)
-        return None
-    return raws, [None] * len(raws)
 
 
 def parse(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> list[Block]:

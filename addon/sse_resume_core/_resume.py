@@ -541,6 +541,8 @@ class Relay:
         raws, ids = found
         if len(chunk) > self._max_event_bytes and max(map(len, raws)) > self._max_event_bytes:
             return None  # (one is oversize: the parser hands it on in pieces)
+        if "" in ids or ids.count(None) not in (0, len(ids)):
+            return None  # (an empty id, a reset, or events with ids and without: the parser and _keep decide)
         last = ids[-1]
         if last is not None:
             window = self._window

@@ -1,9 +1,10 @@
 /* The relay's per-chunk id reading in C: an optional extension (declared in setup.py), built on install where a
  * C compiler is at hand, written to the limited API (one abi3 build serves every CPython from 3.12 on).
  *
- * single_event_id(chunk) implements the contract of sse_resume_core._parser.single_event_id_py, with the same
- * results: that function is the fallback where this module is not built, and the oracle the tests hold this one
- * to (on the hand-written cases and on random chunks; both are also held to the general parser). Inside a running
+ * single_event_id(chunk) and whole_events(chunk) implement the contracts of sse_resume_core._parser's
+ * single_event_id_py and whole_events_py, with the same results, through one reader of a plain event (read_event,
+ * as the Python ones share single_event_id_py): those functions are the fallback where this module is not built,
+ * and the oracle the tests hold these to (on the hand-written cases and on random chunks; both are also held to the general parser). Inside a running
  * mitmdump each Python operation on a chunk costs several times what it costs in a micro-benchmark (cold caches
  * after mitmproxy's own work): reading the id in Python was about half of the relay's time per event there.
  *
@@ -14,7 +15,7 @@
 #include <Python.h>
 #include <string.h>
 
-#define SPEEDUPS_ABI 2
+#define SPEEDUPS_ABI 3
 
 /* One line's meaning, for the contract below. */
 static int
@@ -29,11 +30,75 @@ is(const char *line, Py_ssize_t len, const char *word, Py_ssize_t wlen)
     return len == wlen && memcmp(line, word, (size_t)wlen) == 0;
 }
 
-/* The id of `chunk` when it is exactly one event block of the plain kind: LF line ends throughout or CRLF
- * throughout (no lone CR, no mixing); lines that are only "id", "event" and "data" fields in any order (one
- * "data" line at least; a field name with no colon counts); then exactly one empty line. No other line, and no
- * id containing NUL. Several ids: the last one counts. Returns the id decoded as UTF-8 (invalid bytes replaced,
- * as the SSE parser does), None for such an event without an id, False for any other chunk. */
+/* Whether p[0:n] is exactly one event block of the plain kind: LF line ends throughout or CRLF throughout (no lone
+ * CR, no mixing); lines that are only "id", "event" and "data" fields in any order (one "data" line at least; a
+ * field name with no colon counts); then exactly one empty line. No other line, and no id containing NUL. Several
+ * ids: the last one counts, and is left in *id, *id_len (*id NULL: the event has none). Returns 1 or 0. */
+static int
+read_event(const char *p, Py_ssize_t n, const char **id, Py_ssize_t *id_len)
+{
+    /* CRLF throughout where there is a CR at all: then each line ends with a CR before its LF, and has no other. */
+    const int crlf = memchr(p, '\r', (size_t)n) != NULL;
+    *id = NULL;
+    *id_len = 0;
+    if (n < 2 || p[n - 1] != '\n') {
+        return 0;
+    }
+    int dispatches = 0;
+    Py_ssize_t start = 0;
+    for (;;) { /* one pass per line: bounded by the number of LFs in the block, as p[n - 1] is the last */
+        const char *line = p + start;
+        const Py_ssize_t end = (const char *)memchr(line, '\n', (size_t)(n - start)) - p; /* this line's LF */
+        Py_ssize_t len = end - start;
+        if (crlf) {
+            if (len == 0 || p[end - 1] != '\r' || memchr(line, '\r', (size_t)(len - 1)) != NULL) {
+                return 0; /* a lone LF, or a lone CR */
+            }
+            len--;
+        }
+        if (end == n - 1) { /* the last line: the empty one that ends the event, after one field line at least */
+            if (len != 0 || start == 0) {
+                return 0;
+            }
+            break;
+        }
+        if (starts_with(line, len, "data:", 5) || is(line, len, "data", 4)) {
+            dispatches = 1;
+        }
+        else if (starts_with(line, len, "id:", 3)) {
+            Py_ssize_t skip = len > 3 && line[3] == ' ' ? 4 : 3;
+            *id = line + skip;
+            *id_len = len - skip;
+            if (memchr(*id, '\0', (size_t)*id_len) != NULL) { /* ignored by the spec: the parser decides */
+                return 0;
+            }
+        }
+        else if (starts_with(line, len, "event:", 6) || is(line, len, "event", 5)) {
+        }
+        else if (is(line, len, "id", 2)) {
+            *id = line;
+            *id_len = 0;
+        }
+        else { /* an empty line (two blocks), a comment, retry, another field, a BOM... */
+            return 0;
+        }
+        start = end + 1;
+    }
+    return dispatches;
+}
+
+/* An event's id as Python sees it: decoded as UTF-8 (invalid bytes replaced, as the SSE parser does), or None. */
+static PyObject *
+id_object(const char *id, Py_ssize_t id_len)
+{
+    if (id == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeUTF8(id, id_len, "replace");
+}
+
+/* single_event_id_py's contract: the id of `chunk` when it is one plain event (see read_event), None for such an
+ * event without an id, False for any other chunk. */
 static PyObject *
 single_event_id(PyObject *module, PyObject *arg)
 {
@@ -43,65 +108,100 @@ single_event_id(PyObject *module, PyObject *arg)
     if (PyBytes_AsStringAndSize(arg, &p, &n) < 0) { /* (a TypeError for anything but bytes) */
         return NULL;
     }
-    /* CRLF throughout where there is a CR at all: then each line ends with a CR before its LF, and has no other. */
+    const char *id;
+    Py_ssize_t id_len;
+    if (!read_event(p, n, &id, &id_len)) {
+        Py_RETURN_FALSE;
+    }
+    return id_object(id, id_len);
+}
+
+/* The end of the first empty line at or after `from` (terminator "\n\n", or "\r\n\r\n" with `crlf`): the offset
+ * just past it, or -1. */
+static Py_ssize_t
+next_end(const char *p, Py_ssize_t n, Py_ssize_t from, int crlf)
+{
+    const Py_ssize_t tail = crlf ? 3 : 1; /* bytes of the terminator before its last LF */
+    Py_ssize_t i = from + tail;
+    while (i < n) {
+        const char *lf = memchr(p + i, '\n', (size_t)(n - i));
+        if (lf == NULL) {
+            return -1;
+        }
+        i = lf - p;
+        if (crlf ? (p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r') : p[i - 1] == '\n') {
+            return i + 1;
+        }
+        i++;
+    }
+    return -1;
+}
+
+/* whole_events_py's contract: `chunk` cut after each empty line ("\n\n", or "\r\n\r\n" where it holds a CR),
+ * each piece one plain event (see read_event): (their bytes, their ids), else None. */
+static PyObject *
+whole_events(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    char *p;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &p, &n) < 0) {
+        return NULL;
+    }
     const int crlf = memchr(p, '\r', (size_t)n) != NULL;
-    if (n < 2 || p[n - 1] != '\n') {
-        Py_RETURN_FALSE;
+    PyObject *raws = PyList_New(0);
+    PyObject *ids = PyList_New(0);
+    if (raws == NULL || ids == NULL) {
+        goto error;
     }
-    const char *id = NULL;
-    Py_ssize_t id_len = 0;
-    int dispatches = 0;
     Py_ssize_t start = 0;
-    for (;;) { /* one pass per line: bounded by the number of LFs in the chunk, as p[n - 1] is the last */
-        const char *line = p + start;
-        const Py_ssize_t end = (const char *)memchr(line, '\n', (size_t)(n - start)) - p; /* this line's LF */
-        Py_ssize_t len = end - start;
-        if (crlf) {
-            if (len == 0 || p[end - 1] != '\r' || memchr(line, '\r', (size_t)(len - 1)) != NULL) {
-                Py_RETURN_FALSE; /* a lone LF, or a lone CR */
-            }
-            len--;
+    while (start < n) {
+        const Py_ssize_t end = next_end(p, n, start, crlf);
+        const char *id;
+        Py_ssize_t id_len;
+        if (end < 0 || !read_event(p + start, end - start, &id, &id_len)) {
+            Py_DECREF(raws);
+            Py_DECREF(ids);
+            Py_RETURN_NONE;
         }
-        if (end == n - 1) { /* the last line: the empty one that ends the event, after one field line at least */
-            if (len != 0 || start == 0) {
-                Py_RETURN_FALSE;
-            }
-            break;
+        PyObject *raw;
+        if (start == 0 && end == n) { /* one event: the chunk itself */
+            Py_INCREF(arg);
+            raw = arg;
         }
-        if (starts_with(line, len, "data:", 5) || is(line, len, "data", 4)) {
-            dispatches = 1;
+        else {
+            raw = PyBytes_FromStringAndSize(p + start, end - start);
         }
-        else if (starts_with(line, len, "id:", 3)) {
-            Py_ssize_t skip = len > 3 && line[3] == ' ' ? 4 : 3;
-            id = line + skip;
-            id_len = len - skip;
-            if (memchr(id, '\0', (size_t)id_len) != NULL) { /* ignored by the spec: the parser decides */
-                Py_RETURN_FALSE;
-            }
+        if (raw == NULL || PyList_Append(raws, raw) < 0) {
+            Py_XDECREF(raw);
+            goto error;
         }
-        else if (starts_with(line, len, "event:", 6) || is(line, len, "event", 5)) {
+        Py_DECREF(raw);
+        PyObject *value = id_object(id, id_len);
+        if (value == NULL || PyList_Append(ids, value) < 0) {
+            Py_XDECREF(value);
+            goto error;
         }
-        else if (is(line, len, "id", 2)) {
-            id = line;
-            id_len = 0;
-        }
-        else { /* an empty line (two blocks), a comment, retry, another field, a BOM... */
-            Py_RETURN_FALSE;
-        }
-        start = end + 1;
+        Py_DECREF(value);
+        start = end;
     }
-    if (!dispatches) {
-        Py_RETURN_FALSE;
-    }
-    if (id == NULL) {
+    if (PyList_Size(raws) == 0) {
+        Py_DECREF(raws);
+        Py_DECREF(ids);
         Py_RETURN_NONE;
     }
-    return PyUnicode_DecodeUTF8(id, id_len, "replace");
+    return Py_BuildValue("(NN)", raws, ids);
+error:
+    Py_XDECREF(raws);
+    Py_XDECREF(ids);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"single_event_id", single_event_id, METH_O,
      "The id of a chunk that is exactly one plain event (None: it has none), else False."},
+    {"whole_events", whole_events, METH_O,
+     "A chunk of one or more plain events: (their bytes, their ids), else None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,6 +26,7 @@ from sse_resume_core._parser import (
     single_event_id,
     single_event_id_py,
     whole_events,
+    whole_events_py,
 )
 
 EVENT, EMPTY, OVERSIZE, UNFINISHED = BlockKind.EVENT, BlockKind.EMPTY, BlockKind.OVERSIZE, BlockKind.UNFINISHED
@@ -670,6 +671,7 @@ def test_the_c_and_python_versions_agree_on_random_chunks() -> None:
     pieces = [b"id: ", b"id:", b"id", b"data:", b"data: x", b"data", b"event: e", b"event", b": c", b"retry: 1"]
     pieces += [b"7", b"\xff", b"\x00", b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", b" ", b"\xef\xbb\xbf"]
     taken = 0
+    previous = b""
     for _ in range(100_000):
         chunk = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
         if rng.random() < 0.5:  # mostly near a whole event
@@ -677,6 +679,9 @@ def test_the_c_and_python_versions_agree_on_random_chunks() -> None:
             chunk = rng.choice([b"id: ", b"event: ", b"data: "]) + chunk + eol + b"data: y" + eol + eol
         c, py = single_event_id(chunk), single_event_id_py(chunk)
         assert c == py and type(c) is type(py), chunk
+        for events in (chunk, chunk + previous):  # and as events one after another
+            assert whole_events(events) == whole_events_py(events), events
+        previous = chunk
         if c is not False:
             taken += 1
             parser = SSEParser()
@@ -690,17 +695,18 @@ def test_without_the_c_part_ids_are_read_in_python(monkeypatch: pytest.MonkeyPat
     # Not built (the import fails), built from another source (another ABI), or turned off: the Python version.
     monkeypatch.setitem(sys.modules, "sse_resume_core._speedups", None)  # (an import of it raises ImportError)
     monkeypatch.delattr(sse_resume_core, "_speedups", raising=False)
-    assert _parser._compiled() == (single_event_id_py, False)
+    python = (single_event_id_py, whole_events_py, False)
+    assert _parser._compiled() == python
     monkeypatch.undo()
     monkeypatch.setenv("SSE_RESUME_PURE_PYTHON", "1")
-    assert _parser._compiled() == (single_event_id_py, False)
+    assert _parser._compiled() == python
     monkeypatch.setenv("SSE_RESUME_PURE_PYTHON", "0")
-    assert _parser._compiled() == (single_event_id, COMPILED)
-    if COMPILED:
+    if COMPILED:  # (else it was not built, or turned off when this process started)
+        assert _parser._compiled() == (single_event_id, whole_events, True)
         from sse_resume_core import _speedups
 
         monkeypatch.setattr(_speedups, "ABI", _speedups.ABI - 1)
-        assert _parser._compiled() == (single_event_id_py, False)
+        assert _parser._compiled() == python
 
 
 # -- Line ends all alike, or not: the parser's two ways of cutting blocks ----------------------------------------
@@ -822,39 +828,54 @@ def _as_blocks(chunk: bytes) -> tuple[list[bytes], list[str | None]] | None:
     return [b.raw for b in blocks], [b.id for b in blocks]
 
 
-def test_whole_events_reads_plain_events_in_batches() -> None:
+EventsReader = Callable[[bytes], tuple[list[bytes], list[str | None]] | None]
+EVENTS_READERS = [
+    pytest.param(whole_events_py, id="python"),
+    pytest.param(whole_events, id="c", marks=pytest.mark.skipif(not COMPILED, reason="the C part is not built")),
+]
+
+
+@pytest.mark.parametrize("whole_events", EVENTS_READERS)
+def test_whole_events_reads_plain_events_in_batches(whole_events: EventsReader) -> None:
     assert whole_events(b"id: 1\nevent: e\ndata: a\n\nid: 2\ndata: b\ndata: c\n\n") == (
-        (b"id: 1\nevent: e\ndata: a\n\n", b"id: 2\ndata: b\ndata: c\n\n"),
+        [b"id: 1\nevent: e\ndata: a\n\n", b"id: 2\ndata: b\ndata: c\n\n"],
         ["1", "2"],
     )
     crlf = b"id: 1\r\nevent: e\r\ndata: a\r\n\r\nevent: e\r\nid:2\r\ndata:\r\n\r\n"
     cut = crlf.index(b"event: e\r\nid")
-    assert whole_events(crlf) == ((crlf[:cut], crlf[cut:]), ["1", "2"])
-    assert whole_events(b"data: a\n\ndata: b\n\n") == ((b"data: a\n\n", b"data: b\n\n"), [None, None])
-    assert whole_events(b"id:  \xff7 \ndata: a\n\n") == ((b"id:  \xff7 \ndata: a\n\n",), [" \ufffd7 "])
+    assert whole_events(crlf) == ([crlf[:cut], crlf[cut:]], ["1", "2"])
+    assert whole_events(b"data: a\n\ndata: b\n\n") == ([b"data: a\n\n", b"data: b\n\n"], [None, None])
+    assert whole_events(b"id:  \xff7 \ndata: a\n\n") == ([b"id:  \xff7 \ndata: a\n\n"], [" \ufffd7 "])
+    # Each event as single_event_id reads it alone: what the relay does with them is the relay's to decide.
+    for chunk, ids in [
+        (b"id: 1\ndata: a\n\nid: \ndata: b\n\n", ["1", ""]),  # an empty id: a reset
+        (b"id: 1\ndata: a\n\ndata: b\n\n", ["1", None]),  # one with an id, one without
+        (b"data\n\nid\ndata: a\n\n", [None, ""]),  # field names without a colon
+        (b"id: 1\nid: 2\ndata: a\n\n", ["2"]),  # the last id counts
+    ]:
+        found = whole_events(chunk)
+        assert found is not None and found[1] == ids and b"".join(found[0]) == chunk, chunk
     declined = [
         b"",
-        b"id: 1\ndata: a\n\nid: \ndata: b\n\n",  # an empty id: a reset
-        b"id: 1\ndata: a\n\ndata: b\n\n",  # one with an id, one without
         b"id: 1\x00\ndata: a\n\n",
         b"id: 1\ndata: a\n\n: c\n\n",
         b"id: 1\ndata: a\n\nretry: 5\ndata: b\n\n",
         b"id: 1\ndata: a\n\nid: 2\n\n",  # no data: not an event
         b"id: 1\ndata: a\n\nid: 2\ndata: b\n",  # the last one unfinished
         b"id: 1\ndata: a\n\n\nid: 2\ndata: b\n\n",  # an extra empty line
+        b"\n\nid: 2\ndata: b\n\n",
         b"id: 1\ndata: a\r\n\r\nid: 2\ndata: b\n\n",  # line ends mixed
         b"id: 1\r\ndata: a\nb\r\n\r\n",
         b"id: 1\r\ndata: a\rb\r\n\r\n",
-        b"data\n\n",
-        b"id\ndata: a\n\n",
+        b"id: 1\r\ndata: a\r\n\r\n\r\n",
         b"\xef\xbb\xbfdata: a\n\n",
-        b"id: 1\nid: 2\ndata: a\n\n",
     ]
     for chunk in declined:
         assert whole_events(chunk) is None, chunk
 
 
-def test_whole_events_agrees_with_the_parser_on_random_chunks() -> None:
+@pytest.mark.parametrize("whole_events", EVENTS_READERS)
+def test_whole_events_agrees_with_the_parser_on_random_chunks(whole_events: EventsReader) -> None:
     rng = random.Random(2027)
     lines = [b"id: 7", b"id:8", b"id: ", b"id: \x00", b"data: x", b"data:", b"data", b"event: e", b": c", b"retry: 1"]
     lines += [b"data: \xff", b"id: \xe2\x82", b"x", b"", b"\r"]
@@ -878,5 +899,7 @@ def test_whole_events_agrees_with_the_parser_on_random_chunks() -> None:
         if found is not None:
             taken += 1
             raws, ids = found
-            assert _as_blocks(chunk) == (list(raws), ids), chunk
+            assert _as_blocks(chunk) == (raws, ids), chunk
+        if whole_events is not whole_events_py:
+            assert whole_events_py(chunk) == found, chunk  # (the Python version is the oracle of the C one)
     assert taken > 500
