@@ -43,6 +43,14 @@ TICKET_HEADER: Final = "x-sse-resume-keep"
 TICKET_TTL: Final = 60.0  # seconds a ticket waits for mitmproxy's connection
 MAX_HEAD: Final = 256 * 1024  # the largest request head the keeper reads from mitmproxy (bodies are not kept)
 MAX_REPORTS: Final = 100_000  # reports of flows in progress, a bound in case mitmproxy never ends one
+FAIR_SHARE: Final = 32 * 1024
+"""Bytes a kept stream feeds (a larger chunk, read or decoded, is fed in pieces of this size) before it lets the
+event loop run the others. A read of bytes already buffered does not yield, so an upstream that sends faster than
+the proxy parses held every other stream of the proxy while a chunk of it was parsed: with 4 MiB of tiny blocks
+(tests/e2e/test_encoding_e2e.py), 27-79 events of another stream (one each 10 ms) reached its client in one
+read; 16-37 with pieces of 32 KiB. Pieces of 8 KiB made that 11-19, but relayed a fast upstream's large chunks
+10% slower (bench_keep.py, paired rounds: more, smaller writes for mitmproxy to carry); 32 KiB costs nothing
+measurable there (0.98-1.08x)."""
 SLOW_CLIENT: Final = 256 * 1024  # the least that may be queued for a client (see ClientQueues.share)
 TOO_SLOW: Final = b": sse-resume: client too slow: this response ends here; reconnect with Last-Event-ID to resume\n\n"
 SKIPPED: Final = (
@@ -471,13 +479,20 @@ class KeptStream:
                 clean = False
                 try:
                     decoder = _decoder(response)
+                    fed = 0  # bytes fed since this task last let the others run
                     async for chunk in response.body():
                         if decoder is not None:
                             chunk = decoder.decode(chunk)
-                        if not self._deliver(feed.feed(chunk)):
-                            self.keeper.stats.buffer_full += 1
-                            self.stop("client away and the kept stream reached its bounds")
-                            return
+                        for start in range(0, len(chunk), FAIR_SHARE):
+                            piece = chunk if len(chunk) <= FAIR_SHARE else chunk[start : start + FAIR_SHARE]
+                            if not self._deliver(feed.feed(piece)):
+                                self.keeper.stats.buffer_full += 1
+                                self.stop("client away and the kept stream reached its bounds")
+                                return
+                            fed += len(piece)
+                            if fed >= FAIR_SHARE:
+                                fed = 0
+                                await asyncio.sleep(0)
                         if decoder is not None and decoder.error:
                             # Corrupt, or a decompression bomb: not a break to reconnect after, the end.
                             self._undecodable(decoder)

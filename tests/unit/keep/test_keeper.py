@@ -271,3 +271,62 @@ def test_clients_past_their_share_when_others_come_are_ended_as_too_slow_or_drop
         assert queues.share() == 6 << 20
 
     asyncio.run(example())
+
+
+def test_a_large_chunk_is_fed_in_pieces_and_the_other_tasks_run_between_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of bytes already buffered does not yield: a chunk of many tiny events, parsed whole, held every other
+    stream of the proxy. The keeper feeds it in pieces of FAIR_SHARE bytes and lets the loop run between them."""
+    from sse_resume_core._keep import KeptFeed
+    from sse_resume_core._resume import Resumer
+    from sse_resume_keep import Keeper, KeepSettings, UpstreamRequest
+    from sse_resume_keep._keeper import FAIR_SHARE
+
+    body = b"data: x\n\n" * (16 * FAIR_SHARE // 9)
+    pieces: list[int] = []
+    feed = KeptFeed.feed
+
+    def recorded(self: KeptFeed, chunk: bytes) -> object:
+        pieces.append(len(chunk))
+        return feed(self, chunk)
+
+    monkeypatch.setattr(KeptFeed, "feed", recorded)
+
+    async def example() -> list[int]:
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+            writer.write(head + body)
+            await writer.drain()
+            await asyncio.Event().wait()
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        keeper = Keeper(Resumer(MemoryHistory(HistoryLimits())), KeepSettings())
+        keeper.start()
+        seen: list[int] = []  # how many pieces were fed, each time another task ran
+
+        async def other() -> None:
+            while sum(pieces) < len(body):
+                seen.append(len(pieces))
+                await asyncio.sleep(0)
+
+        try:
+            request = UpstreamRequest("GET", f"http://127.0.0.1:{port}/sse", (("Accept", "text/event-stream"),))
+            token = keeper.admit("s", request, None)
+            assert token is not None
+            while keeper._server is None:
+                await asyncio.sleep(0)
+            _, writer = await asyncio.open_connection("127.0.0.1", keeper.port)
+            writer.write(b"GET /sse HTTP/1.1\r\nHost: k\r\nx-sse-resume-keep: %s\r\n\r\n" % token.encode())
+            await asyncio.wait_for(other(), 30)
+            writer.close()
+            return seen
+        finally:
+            await keeper.aclose()
+            server.close()
+
+    seen = asyncio.run(example())
+    assert sum(pieces) == len(body) and max(pieces) <= FAIR_SHARE
+    # The other task ran while the body was being fed: between pieces, not only before the first and after the last.
+    between = {n for n in seen if 0 < n < len(pieces)}
+    assert len(between) >= len(pieces) // 2, (len(pieces), sorted(between))
