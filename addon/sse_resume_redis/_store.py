@@ -527,16 +527,11 @@ class RedisHistory:
 
     async def _run(self) -> None:
         delay = BACKOFF[0]
-        ready = False  # the lookup client is connected and Redis has its script (see _ready)
         while not self._closed:
             try:
                 if not self._health.up:
                     async with asyncio.timeout(self._write_timeout):
                         await self._writes.ping()
-                    ready = False
-                if not ready:
-                    await self._ready()
-                    ready = True
                 if self._queue:
                     await self._flush_batch()  # within a time for its size
                 self._ok()
@@ -549,14 +544,6 @@ class RedisHistory:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-
-    async def _ready(self) -> None:
-        """Connect the lookup client and give Redis its script, when this task starts and whenever Redis is back:
-        the next lookup is then one round trip, where it would otherwise also connect, find the script unknown
-        and send it, all within the lookup's timeout (a restarted Redis knows no script). Measured on a quiet
-        machine, the first lookup took 10-20 ms without this, a few times more than a later one."""
-        async with asyncio.timeout(self._write_timeout):
-            await self._redis.script_load(_FIND)
 
     async def _flush_batch(self) -> None:
         """Send the oldest queued events: as many as :meth:`_budget` allows (one at least), within
