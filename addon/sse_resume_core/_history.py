@@ -472,7 +472,7 @@ class MemoryHistory:
                 size = len(by_id)
                 deque(map(by_id.setdefault, named, marked), maxlen=0)
                 if len(by_id) - size == len(named):
-                    self._append(s, st, event_ids, raws, now, range(first, first + n), named)
+                    self._append(s, st, event_ids, raws, now, named)
                     return
                 # Some id was known: take back the ids this pass put in (their marks are this batch's, above every
                 # earlier one), and record one by one, as record() does.
@@ -489,11 +489,11 @@ class MemoryHistory:
         event_ids: list[str | None],
         raws: list[bytes],
         now: float,
-        seqs: range,
         named: list[str],
     ) -> None:
-        """The bulk part of :meth:`record_many`: new events of one stream, numbered ``seqs``, none of their ids
-        remembered before (``named``: those ids, in order, which the id dict maps to their marks already)."""
+        """The bulk part of :meth:`record_many`: new events of one stream, numbered on from the session's last,
+        none of their ids remembered before (``named``: those ids, in order, which the id dict maps to their marks
+        already)."""
         limits = self.limits
         n = len(event_ids)
         ids = s.ids
