@@ -32,7 +32,7 @@ from typing import Final, Literal
 from sse_resume_core._history import Found, StoredEvent
 from sse_resume_core._identity import digest, session_key  # (here too, where they used to live)
 from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
-from sse_resume_core._parser import Block, BlockKind, SSEParser, single_event_id, whole_events
+from sse_resume_core._parser import Block, BlockKind, SSEParser, cut_at_blocks, single_event_id, whole_events
 from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 
@@ -494,7 +494,7 @@ class Relay:
             return self._emit(self._take_held() + chunk)
         if self._started:
             outs = []
-            for piece in self._cut(chunk):
+            for piece in cut_at_blocks(chunk, self._parser.idle):
                 if self.failed is not None:  # (an error in an earlier piece: the rest passes on untouched)
                     outs.append(self._take_held() + piece)
                     continue
@@ -533,7 +533,7 @@ class Relay:
         (For the stream between blocks, as :meth:`pipe`'s hot path. The ``many`` shape, 16 events to a chunk:
         Relay.pipe from 9.6-11 to 4.0-5.6 us of CPU an event, 1.6 of them the history's record_many, in one
         process; inside mitmdump, from 0.32x to 0.52x of a plain passthrough's events/s, medians of 6 paired
-        rounds of bench_relay.py, with the cuts of :meth:`_cut`.)
+        rounds of bench_relay.py, with the cuts of :func:`cut_at_blocks`.)
         """
         found = whole_events(chunk)
         if found is None:
@@ -570,25 +570,6 @@ class Relay:
             # (pipe() took every chunk that is one whole event while the parser held nothing)
             out = self._relay(blocks) if self._started else self._first_events(blocks)
         return out
-
-    def _cut(self, chunk: bytes) -> tuple[bytes, ...]:
-        """``chunk`` in up to three pieces, for :meth:`_whole` to take the middle one whole: the end of a block
-        the parser holds (to the chunk's first terminator), the blocks that follow (to its last), the start of
-        the next. (Where the cuts fall changes no block, only how they are read: the parser gives the same
-        blocks for any split of a stream. A socket read of a batched upstream ends inside an event now and then,
-        and then its next read would go through the parser whole.)"""
-        end = b"\n\n" if 13 not in chunk else b"\r\n\r\n"
-        start = 0
-        if not self._parser.idle:
-            first = chunk.find(end)
-            if first < 0:
-                return (chunk,)
-            start = first + len(end)
-        last = chunk.rfind(end)
-        stop = last + len(end) if last >= start else start
-        if start == 0 and stop == len(chunk):
-            return (chunk,)
-        return tuple(piece for piece in (chunk[:start], chunk[start:stop], chunk[stop:]) if piece)
 
     def _fail(self, error: Exception) -> None:
         """Turn this relay into plain pass-through after an internal error (the first one is kept)."""

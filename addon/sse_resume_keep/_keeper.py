@@ -354,7 +354,7 @@ class KeptStream:
         if self.clients and not was_open and not self._floors and not any(d.oversize for d in deliveries):
             # One write per upstream read, however many events it held: the client's chunks need not match.
             data = deliveries[0].raw if len(deliveries) == 1 else b"".join(d.raw for d in deliveries)
-            events = sum(d.recorded for d in deliveries)
+            events = sum(d.events for d in deliveries if d.recorded)
             for client in list(self.clients):
                 if client.send(data):
                     client.report.delivered += events
@@ -371,7 +371,7 @@ class KeptStream:
         if self._away_since is None:
             return True
         settings = self.keeper.settings
-        self._away_events += sum(d.recorded for d in deliveries)
+        self._away_events += sum(d.events for d in deliveries if d.recorded)
         self._away_bytes += sum(len(d.raw) for d in deliveries if d.recorded)
         return self._away_events <= settings.max_events and self._away_bytes <= settings.max_bytes
 
@@ -400,7 +400,7 @@ class KeptStream:
                 continue
             if not client.send(d.raw):
                 return False
-            client.report.delivered += d.recorded
+            client.report.delivered += d.events if d.recorded else 0
             if d.oversize:
                 client.big = d.more
                 client.draining = not d.more  # (what the event left queued is waited for, not held against it)

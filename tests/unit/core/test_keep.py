@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
-from sse_resume_core import HistoryLimits, MemoryHistory
+from sse_resume_core import HistoryLimits, MemoryHistory, _keep, _parser
 from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, Delivery, KeptFeed, is_proxy_id
 from sse_resume_core._parser import MAX_RETRY
 from sse_resume_core._resume import BATCH
@@ -311,3 +314,94 @@ def test_a_feed_that_goes_by_no_position_drops_only_what_a_batch_repeats() -> No
     feed.connected()
     assert delivered(feed, b"".join(events + events[3:])) == b"".join(events)  # (4 twice in one batch: once)
     assert [e.id for e in store.events("s")] == ["1", "2", "3", "4"]
+
+
+# -- whole events at once ---------------------------------------------------------------------------------------
+
+
+def _upstream_run(rng: random.Random, n: int) -> list[bytes]:
+    """Events as an upstream that writes in batches sends them: a run of one plain kind (LF or CRLF, ids or none,
+    ids of the proxy's, events sent before again), or of any shape (comments, retry, an id reset, a BOM-less
+    oddity the parser decides)."""
+    kind = rng.randrange(6)
+    run = []
+    for k in range(n, n + rng.randint(1, 20)):
+        if kind == 0:
+            run.append(b"id: %d\nevent: e\ndata: %d\n\n" % (k, k))
+        elif kind == 1:
+            run.append(b"event: message\r\nid: %d\r\ndata: %d\r\n\r\n" % (k, k))
+        elif kind == 2:
+            run.append(b"data: %d\n\n" % k)
+        elif kind == 3:
+            old = rng.randrange(1, max(2, n))
+            run.append(b"id: %d\ndata: %d\n\n" % (old, old))  # sent before
+        elif kind == 4:
+            run.append(b"id: %s%d\ndata: p\n\n" % (PROXY_ID_PREFIX.encode(), k))
+        else:
+            run.append(
+                rng.choice(
+                    [b": ping\n\n", b"retry: 50\nid: %d\ndata: r\n\n" % k, b"id\ndata: reset\n\n", b"id: %d\n\n" % k]
+                )
+            )
+    return run
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_whole_events_are_fed_as_the_parser_reads_them(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of many events are taken whole where they can be (KeptFeed._whole); read by the parser, block by
+    block, the same chunks must deliver the same bytes and counts, and leave the same history, upstream id and
+    position: across an upstream that starts over, with a second feed on the same stream, by position or not,
+    with ids assigned or not."""
+    rng = random.Random(seed)
+    events: list[bytes] = []
+    while len(events) < 400:
+        events += _upstream_run(rng, len(events) + 1)
+    data = b"".join(events)
+    cuts = sorted(rng.sample(range(1, len(data)), 30)) if seed % 2 else []
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)] if cuts else []
+    if not cuts:  # whole runs of events, a chunk each
+        i = 0
+        while i < len(events):
+            k = rng.randint(1, 24)
+            chunks.append(b"".join(events[i : i + k]))
+            i += k
+    by_position = seed % 3 != 0
+    assign_ids = seed % 4 == 1
+    restart = chunks[: rng.randrange(1, len(chunks))]  # an upstream that ignores Last-Event-ID and starts over
+    results: list[tuple[list[object], list[tuple[bytes, bytes, bool]]]] = []
+    taken = {"whole": 0}
+    real = _parser.whole_events
+
+    def counted(chunk: bytes) -> object:
+        found = real(chunk)
+        taken["whole"] += found is not None
+        return found
+
+    # (the ids the proxy assigns differ from one run to the next by their numbers only)
+    assigned = re.compile(re.escape(PROXY_ID_PREFIX.encode()) + rb"k\d+\.\d+")
+
+    def same(raw: bytes) -> bytes:
+        return assigned.sub(b"*", raw)
+
+    for reader in (counted, lambda chunk: None):
+        monkeypatch.setattr(_keep, "whole_events", reader)
+        store = MemoryHistory(HistoryLimits())
+        first, second = (KeptFeed(store, "s", by_position=by_position, assign_ids=assign_ids) for _ in range(2))
+        said: list[object] = []
+        for feed, stream in ((first, chunks), (first, restart), (second, chunks[: len(chunks) // 2])):
+            feed.connected()
+            got = [d for chunk in stream for d in feed.feed(chunk)] + feed.ended()
+            said += [
+                same(b"".join(d.raw for d in got)),
+                sum(d.events for d in got if d.recorded),
+                [(same(d.raw), d.seq) for d in got if d.seq >= 0],
+                feed.upstream_id,
+                feed.position,
+                feed.stats.events,
+            ]
+        history = [
+            (same((e.id or "").encode()), same(e.raw or b""), e.stream == first.stream) for e in store.events("s")
+        ]
+        results.append((said, history))
+    assert results[0] == results[1]
+    assert taken["whole"] > 3  # (the case tests what it means to)

@@ -392,7 +392,7 @@ def test_chunks_of_many_events_relay_and_record_as_the_parser_reads_them(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Chunks of several whole events are taken whole where they can (Relay._whole), cut around the block the
-    # parser holds (Relay._cut); read by the parser, block by block, the same chunks must send the same bytes,
+    # parser holds (cut_at_blocks); read by the parser, block by block, the same chunks must send the same bytes,
     # leave the same history and count the same duplicates, for a fresh stream and a resumed one.
     rng = random.Random(seed)
     events = [b"id: 0\ndata: first\n\n"]
