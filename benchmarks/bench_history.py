@@ -6,7 +6,7 @@
 3. Held payloads compressed or not (sse_compress_events_from): memory and recording CPU per event, MCP results
    of 1-10 KB and small events.
 4. Memory per event under load: 10,000 sessions x 1,000 events with the default limits, in full and ids-only
-   mode, each in its own process (tests/unit/memory_probe.py; the unit tests run it at a tenth of the scale).
+   mode, each in its own process (tests/unit/memory_probe.py; the unit tests run it at a small scale).
 
     python benchmarks/bench_history.py [--sizes 100,10000,1000000] [--load-sessions 10000]
 """

@@ -239,8 +239,12 @@ def test_mitmweb_shows_kept_streams_live(tmp_path: Path) -> None:
 
 
 STREAMS = 300
-READ_EACH = 1152 * 1024  # bytes each client reads: more than sse_transcript_bytes (1 MiB), so each transcript fills up
-TOTAL = 64  # MiB: sse_transcript_total_bytes' default
+# Each transcript is given half the default (512 KiB), and all of them together a quarter of the default bound:
+# unbounded, they would hold 150 MiB, which the bound keeps to 16, as it keeps 300 MiB to 64 at the defaults (1 MiB
+# each, 64 MiB in all), with half the bytes to relay (at the defaults the test took 125 s of a loaded run).
+TRANSCRIPT = 512 * 1024
+TOTAL = 16  # MiB: sse_transcript_total_bytes
+READ_EACH = TRANSCRIPT + 64 * 1024  # bytes each client reads: more than its transcript holds, so each one fills up
 SLACK_MIB = 64  # allocator slack, the pieces in flight, and the noise between two runs (measured: up to ~30 MiB)
 
 
@@ -292,10 +296,12 @@ def rss_growth(tmp_path: Path, options: list[str]) -> tuple[float, str]:
 
 @pytest.mark.timeout(300)
 def test_transcripts_of_300_open_streams_stay_within_the_global_bound(tmp_path: Path) -> None:
-    """The same 300 busy streams through a mitmdump without transcripts, then one at the defaults: what the
-    transcripts add stays within sse_transcript_total_bytes (unbounded, they would hold 300 MiB)."""
+    """The same 300 busy streams through a mitmdump without transcripts, then one with them: what the transcripts
+    add stays within sse_transcript_total_bytes (unbounded, they would hold 150 MiB)."""
     without, _ = rss_growth(tmp_path, ["sse_transcript_bytes=0"])
-    grew, log = rss_growth(tmp_path, [])
+    grew, log = rss_growth(
+        tmp_path, [f"sse_transcript_bytes={TRANSCRIPT}", f"sse_transcript_total_bytes={TOTAL * 1024 * 1024}"]
+    )
     print(f"transcripts added {grew - without:.0f} MiB (bound {TOTAL} MiB)")
     assert grew - without <= TOTAL + SLACK_MIB
     assert "Traceback" not in log

@@ -1,5 +1,5 @@
-"""Memory of the history under load, measured with tracemalloc. Run by test_event_history_memory (at a tenth of
-the scale) and by benchmarks/bench_history.py (at full scale).
+"""Memory of the history under load, measured with tracemalloc. Run by test_event_history_memory (at a small
+scale) and by benchmarks/bench_history.py (at full scale).
 
     python tests/unit/memory_probe.py full|ids-only [--sessions 10000] [--max-bytes N] [--summary]
 
