@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
 
-from sse_resume_core._parser import Block, BlockKind, SSEParser, cut_at_blocks, whole_events
+from sse_resume_core._parser import Block, BlockKind, SSEParser, cut_at_blocks, plain_batch
 from sse_resume_core._resume import BATCH, FORGOTTEN_NOTE, PROXY_ID_PREFIX, Recorder, Window, is_proxy_id
 from sse_resume_core._store import HistoryStore
 
@@ -203,17 +203,14 @@ class KeptFeed:
         return self._take(blocks, still_open)
 
     def _whole(self, chunk: bytes) -> list[Delivery] | None:
-        """The delivery of ``chunk`` when it is whole events of the plain kinds (see :func:`whole_events`) that
-        :meth:`_take` would record and deliver each, unchanged, in order (and the events taken to record). Else
-        None, with nothing done: the parser reads it. For a stream between blocks."""
-        found = whole_events(chunk)
+        """The delivery of ``chunk`` when it is whole events of the plain kinds that make one batch (see
+        :func:`plain_batch`), which :meth:`_take` would record and deliver each, unchanged, in order (and the
+        events are taken to record). Else None, with nothing done: the parser reads it. For a stream between
+        blocks."""
+        found = plain_batch(chunk, self.max_event_bytes)
         if found is None:
             return None
         raws, ids = found
-        if len(chunk) > self.max_event_bytes and max(map(len, raws)) > self.max_event_bytes:
-            return None  # (one is oversize: the parser hands it on in pieces)
-        if "" in ids or ids.count(None) not in (0, len(ids)):
-            return None  # (an id reset, or events with ids and without)
         last = ids[-1]
         store, session, rec = self.store, self.session, self._rec
         if last is None:

@@ -33,6 +33,7 @@ __all__ = [
     "SSEParser",
     "cut_at_blocks",
     "parse",
+    "plain_batch",
     "single_event_id",
     "single_event_id_py",
     "whole_events",
@@ -262,6 +263,23 @@ def cut_at_blocks(chunk: bytes, idle: bool) -> tuple[bytes, ...]:
     if start == 0 and stop == len(chunk):
         return (chunk,)
     return tuple(piece for piece in (chunk[:start], chunk[start:stop], chunk[stop:]) if piece)
+
+
+def plain_batch(chunk: bytes, max_size: int) -> tuple[list[bytes], list[str | None]] | None:
+    """:func:`whole_events` of ``chunk`` when they can be taken as one batch, as the relay and the keeper take
+    them: none larger than ``max_size`` bytes, and ids on all of them or on none, none empty. Else None: the
+    parser reads the chunk block by block (an oversize event goes on in pieces, an empty id resets the last
+    one, and events with ids and without are each handled as they are). For a stream between blocks.
+    """
+    found = whole_events(chunk)
+    if found is None:
+        return None
+    raws, ids = found
+    if len(chunk) > max_size and max(map(len, raws)) > max_size:
+        return None
+    if "" in ids or ids.count(None) not in (0, len(ids)):
+        return None
+    return found
 
 
 IdReader = Callable[[bytes], str | Literal[False] | None]

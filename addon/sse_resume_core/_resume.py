@@ -32,7 +32,7 @@ from typing import Final, Literal
 from sse_resume_core._history import Found, StoredEvent
 from sse_resume_core._identity import digest, session_key  # (here too, where they used to live)
 from sse_resume_core._mcp import LEGACY_ENDPOINT_EVENT
-from sse_resume_core._parser import Block, BlockKind, SSEParser, cut_at_blocks, single_event_id, whole_events
+from sse_resume_core._parser import Block, BlockKind, SSEParser, cut_at_blocks, plain_batch, single_event_id
 from sse_resume_core._store import HistoryStore
 from sse_resume_core._view import Transcript, TranscriptBudget
 
@@ -525,8 +525,8 @@ class Relay:
         return out
 
     def _whole(self, chunk: bytes) -> bytes | None:
-        """The bytes to send for ``chunk`` when it is whole events of the plain kinds (see
-        :func:`whole_events`), none a duplicate by the window (and the client not resuming, which asks the
+        """The bytes to send for ``chunk`` when it is whole events of the plain kinds that make one batch (see
+        :func:`plain_batch`), none a duplicate by the window (and the client not resuming, which asks the
         history about each): all of it, and the events are taken to record, as :meth:`_keep` takes them one by
         one. Else None (nothing done): the parser reads it.
 
@@ -535,14 +535,10 @@ class Relay:
         process; inside mitmdump, from 0.32x to 0.52x of a plain passthrough's events/s, medians of 6 paired
         rounds of bench_relay.py, with the cuts of :func:`cut_at_blocks`.)
         """
-        found = whole_events(chunk)
+        found = plain_batch(chunk, self._max_event_bytes)
         if found is None:
             return None
         raws, ids = found
-        if len(chunk) > self._max_event_bytes and max(map(len, raws)) > self._max_event_bytes:
-            return None  # (one is oversize: the parser hands it on in pieces)
-        if "" in ids or ids.count(None) not in (0, len(ids)):
-            return None  # (an empty id, a reset, or events with ids and without: the parser and _keep decide)
         last = ids[-1]
         if last is not None:
             window = self._window

@@ -6,6 +6,7 @@ import random
 import re
 
 import pytest
+from batch_harness import PLAIN, run_of_events
 
 from sse_resume_core import HistoryLimits, MemoryHistory, _keep, _parser
 from sse_resume_core._keep import PROXY_ID_PREFIX, Backoff, Delivery, KeptFeed, is_proxy_id
@@ -320,30 +321,22 @@ def test_a_feed_that_goes_by_no_position_drops_only_what_a_batch_repeats() -> No
 
 
 def _upstream_run(rng: random.Random, n: int) -> list[bytes]:
-    """Events as an upstream that writes in batches sends them: a run of one plain kind (LF or CRLF, ids or none,
-    ids of the proxy's, events sent before again), or of any shape (comments, retry, an id reset, a BOM-less
-    oddity the parser decides)."""
-    kind = rng.randrange(6)
-    run = []
-    for k in range(n, n + rng.randint(1, 20)):
-        if kind == 0:
-            run.append(b"id: %d\nevent: e\ndata: %d\n\n" % (k, k))
-        elif kind == 1:
-            run.append(b"event: message\r\nid: %d\r\ndata: %d\r\n\r\n" % (k, k))
-        elif kind == 2:
-            run.append(b"data: %d\n\n" % k)
-        elif kind == 3:
-            old = rng.randrange(1, max(2, n))
-            run.append(b"id: %d\ndata: %d\n\n" % (old, old))  # sent before
-        elif kind == 4:
-            run.append(b"id: %s%d\ndata: p\n\n" % (PROXY_ID_PREFIX.encode(), k))
-        else:
-            run.append(
-                rng.choice(
-                    [b": ping\n\n", b"retry: 50\nid: %d\ndata: r\n\n" % k, b"id\ndata: reset\n\n", b"id: %d\n\n" % k]
-                )
-            )
-    return run
+    """Events as an upstream that writes in batches sends them: a run of one plain kind, of ids of the proxy's,
+    of events sent before again, or of any shape (comments, retry, an id reset, an id-only block)."""
+    odd = [b": ping\n\n", b"retry: 50\nid: %d\ndata: r\n\n", b"id\ndata: reset\n\n", b"id: %d\n\n"]
+
+    def again(k: int) -> bytes:
+        old = rng.randrange(1, max(2, n))
+        return b"id: %d\ndata: %d\n\n" % (old, old)
+
+    def proxy(k: int) -> bytes:
+        return b"id: %s%d\ndata: p\n\n" % (PROXY_ID_PREFIX.encode(), k)
+
+    def any_shape(k: int) -> bytes:
+        shape = rng.choice(odd)
+        return shape % k if b"%d" in shape else shape
+
+    return run_of_events(rng, n, [*PLAIN, again, proxy, any_shape])
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -370,10 +363,10 @@ def test_whole_events_are_fed_as_the_parser_reads_them(seed: int, monkeypatch: p
     restart = chunks[: rng.randrange(1, len(chunks))]  # an upstream that ignores Last-Event-ID and starts over
     results: list[tuple[list[object], list[tuple[bytes, bytes, bool]]]] = []
     taken = {"whole": 0}
-    real = _parser.whole_events
+    real = _parser.plain_batch
 
-    def counted(chunk: bytes) -> object:
-        found = real(chunk)
+    def counted(chunk: bytes, max_size: int) -> object:
+        found = real(chunk, max_size)
         taken["whole"] += found is not None
         return found
 
@@ -383,8 +376,8 @@ def test_whole_events_are_fed_as_the_parser_reads_them(seed: int, monkeypatch: p
     def same(raw: bytes) -> bytes:
         return assigned.sub(b"*", raw)
 
-    for reader in (counted, lambda chunk: None):
-        monkeypatch.setattr(_keep, "whole_events", reader)
+    for reader in (counted, lambda chunk, max_size: None):
+        monkeypatch.setattr(_keep, "plain_batch", reader)
         store = MemoryHistory(HistoryLimits())
         first, second = (KeptFeed(store, "s", by_position=by_position, assign_ids=assign_ids) for _ in range(2))
         said: list[object] = []

@@ -23,6 +23,8 @@ from sse_resume_core._parser import (
     COMPILED,
     DEFAULT_MAX_SIZE,
     MAX_RETRY,
+    cut_at_blocks,
+    plain_batch,
     single_event_id,
     single_event_id_py,
     whole_events,
@@ -903,3 +905,37 @@ def test_whole_events_agrees_with_the_parser_on_random_chunks(whole_events: Even
         if whole_events is not whole_events_py:
             assert whole_events_py(chunk) == found, chunk  # (the Python version is the oracle of the C one)
     assert taken > 500
+
+
+# -- plain_batch and cut_at_blocks: what the relay and the keeper take whole -----------------------------------
+
+
+def test_a_plain_batch_has_ids_on_all_its_events_or_none_and_none_oversize() -> None:
+    two = b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+    assert plain_batch(two, 1024) == ([two[:15], two[15:]], ["1", "2"])
+    assert plain_batch(b"data: a\n\ndata: b\n\n", 1024) == ([b"data: a\n\n", b"data: b\n\n"], [None, None])
+    assert plain_batch(two, 14) is None  # (each is 15 bytes: the parser hands them on in pieces)
+    assert plain_batch(two, 15) is not None
+    assert plain_batch(b"id: 1\ndata: a\n\ndata: b\n\n", 1024) is None  # ids on some
+    assert plain_batch(b"id: 1\ndata: a\n\nid\ndata: b\n\n", 1024) is None  # a reset
+    assert plain_batch(b"id: 1\ndata: a\n\n: ping\n\n", 1024) is None  # not all plain events
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_the_cuts_keep_every_byte_and_cut_at_the_first_and_last_empty_line(idle: bool) -> None:
+    rng = random.Random(7)
+    data = b"".join(b"id: %d\ndata: %d\n\n" % (n, n) for n in range(40))
+    for _ in range(300):
+        a, b = sorted(rng.sample(range(len(data) + 1), 2))
+        chunk = data[a:b]
+        pieces = cut_at_blocks(chunk, idle)
+        assert b"".join(pieces) == chunk and all(pieces) and len(pieces) <= 3
+        first, last = chunk.find(b"\n\n"), chunk.rfind(b"\n\n")
+        if first < 0:
+            assert pieces == (chunk,)
+            continue
+        if not idle:  # the end of the block the parser holds comes alone, to the first empty line
+            assert pieces[0] == chunk[: first + 2]
+        whole = chunk[first + 2 if not idle else 0 : last + 2]
+        assert not whole or whole in pieces  # whole blocks in one piece
+        assert chunk[last + 2 :] in (pieces[-1], b"")  # the start of the next block alone

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from batch_harness import PLAIN, run_of_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_resume_core import Block, HistoryLimits, MemoryHistory, SSEParser, _resume
-from sse_resume_core._parser import COMPILED, MAX_RETRY, single_event_id, single_event_id_py, whole_events
+from sse_resume_core._parser import COMPILED, MAX_RETRY, plain_batch, single_event_id, single_event_id_py
 from sse_resume_core._resume import BATCH, Decision, Relay, Resumer, session_key
 
 
@@ -369,22 +370,9 @@ def test_hot_path_drops_what_a_resuming_client_has_as_the_general_path_does(seed
 
 
 def _batch_of_events(rng: random.Random, n: int) -> list[bytes]:
-    """A run of events as an upstream that writes in batches sends them: of one plain kind (LF or CRLF, ids or
-    none, events sent before again), or of any shape."""
-    kind = rng.randrange(5)
-    run = []
-    for k in range(n, n + rng.randint(1, 20)):
-        if kind == 0:
-            run.append(b"id: %d\nevent: e\ndata: %d\n\n" % (k, k))
-        elif kind == 1:
-            run.append(b"event: message\r\nid: %d\r\ndata: %d\r\n\r\n" % (k, k))
-        elif kind == 2:
-            run.append(b"data: %d\n\n" % k)
-        elif kind == 3:
-            run.append(ev(rng.randrange(1, 40)))  # sent before, or held by the history of a resumed stream
-        else:
-            run.append(_random_event(rng, k))
-    return run
+    """A run of events as an upstream that writes in batches sends them: of one plain kind, events sent before
+    again (or held by the history of a resumed stream), or of any shape."""
+    return run_of_events(rng, n, [*PLAIN, lambda k: ev(rng.randrange(1, 40)), lambda k: _random_event(rng, k)])
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -411,15 +399,15 @@ def test_chunks_of_many_events_relay_and_record_as_the_parser_reads_them(
     resumed = seed % 3 == 0
     results = []
     taken = {"whole": 0}
-    real = whole_events
+    real = plain_batch
 
-    def counted(chunk: bytes) -> object:
-        found = real(chunk)
+    def counted(chunk: bytes, max_size: int) -> object:
+        found = real(chunk, max_size)
         taken["whole"] += found is not None
         return found
 
-    for reader in (counted, lambda chunk: None):
-        monkeypatch.setattr(_resume, "whole_events", reader)
+    for reader in (counted, lambda chunk, max_size: None):
+        monkeypatch.setattr(_resume, "plain_batch", reader)
         r = resumer(dedupe_window=window)
         if resumed:
             stream_of(r, decide(r, "s", None), [ev(n) for n in range(1, 31)])
